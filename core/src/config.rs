@@ -1,0 +1,232 @@
+//! Settings read from the environment (and a `.env` file), validated at start.
+
+use std::time::Duration;
+
+use crate::duration::{parse_duration, parse_schedule};
+
+/// Which database a URL points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(src: &str) -> Result<Self, String> {
+        if let Some(path) = src.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite URL needs a path, e.g. sqlite://switch.db".into());
+            }
+            Ok(DatabaseUrl::Sqlite(path.to_string()))
+        } else if let Some(path) = src.strip_prefix("sqlite:") {
+            Ok(DatabaseUrl::Sqlite(path.to_string()))
+        } else if src.starts_with("postgres://") || src.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(src.to_string()))
+        } else {
+            Err(format!(
+                "`{src}` is neither sqlite://PATH nor postgres://…"
+            ))
+        }
+    }
+}
+
+/// Everything the binaries read from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    pub redis_url: String,
+    pub namespace: String,
+    pub jwt_secret: Option<String>,
+    pub server_addr: String,
+    pub worker_concurrency: usize,
+    pub retry_schedule: Vec<Duration>,
+    pub delivery_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub refresh_interval: Duration,
+    pub worker_metrics_addr: String,
+    pub log_json: bool,
+}
+
+/// A configuration error that names the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: String,
+    pub message: String,
+}
+
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn first(lookup: Lookup, names: &[&str]) -> Option<(String, String)> {
+    names
+        .iter()
+        .find_map(|n| lookup(n).filter(|v| !v.is_empty()).map(|v| (n.to_string(), v)))
+}
+
+fn parse_with<T>(
+    lookup: Lookup,
+    names: &[&str],
+    default: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let (var, value) = first(lookup, names).unwrap_or_else(|| (names[0].to_string(), default.to_string()));
+    parse(&value).map_err(|message| ConfigError { var, message })
+}
+
+fn positive_int(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a positive integer")),
+    }
+}
+
+impl Settings {
+    /// Reads the process environment, after loading `.env` from the working directory.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can pass a map.
+    pub fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
+        let database_url = match first(lookup, &["SWITCH_DATABASE_URL"]) {
+            Some((var, v)) => DatabaseUrl::parse(&v).map_err(|message| ConfigError { var, message })?,
+            None => match first(lookup, &["SWITCH_DB_NAME"]) {
+                Some((_, name)) => DatabaseUrl::Sqlite(name),
+                None => DatabaseUrl::Sqlite("switch.db".into()),
+            },
+        };
+        let redis_url = parse_with(lookup, &["SWITCH_REDIS_URL"], "redis://127.0.0.1:6379", |s| {
+            if s.starts_with("redis://") || s.starts_with("rediss://") || s.starts_with("unix://") {
+                Ok(s.to_string())
+            } else {
+                Err(format!("`{s}` is not a redis:// URL"))
+            }
+        })?;
+        let namespace = parse_with(lookup, &["SWITCH_QUEUE_NAMESPACE", "SWITCH_PRODUCTION_QUEUE"], "switch", |s| {
+            if s.chars().all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c)) && s.len() <= 100 {
+                Ok(s.to_string())
+            } else {
+                Err(format!("`{s}` may only hold letters, digits, `_ - : .`"))
+            }
+        })?;
+        let jwt_secret = first(lookup, &["SWITCH_JWT_SECRET"]).map(|(_, v)| v);
+        let server_addr = match first(lookup, &["SWITCH_SERVER_ADDR"]) {
+            Some((var, v)) => v
+                .parse::<std::net::SocketAddr>()
+                .map(|_| v.clone())
+                .map_err(|_| ConfigError { var, message: format!("`{v}` is not HOST:PORT") })?,
+            None => match first(lookup, &["SWITCH_SERVER_PORT"]) {
+                Some((var, v)) => {
+                    let port: u16 = v.trim().trim_start_matches(':').parse().map_err(|_| ConfigError {
+                        var,
+                        message: format!("`{v}` is not a port"),
+                    })?;
+                    format!("0.0.0.0:{port}")
+                }
+                None => "0.0.0.0:8080".into(),
+            },
+        };
+        let worker_concurrency = parse_with(
+            lookup,
+            &["SWITCH_WORKER_CONCURRENCY", "SWITCH_CONSUMER_CONCURRENCY_LEVEL"],
+            "64",
+            positive_int,
+        )?;
+        let retry_schedule = parse_with(lookup, &["SWITCH_RETRY_SCHEDULE"], "5s,30s,2m,10m,30m,1h,3h,6h", parse_schedule)?;
+        let delivery_timeout = parse_with(lookup, &["SWITCH_DELIVERY_TIMEOUT"], "15s", |s| {
+            parse_duration(s).and_then(|d| if d.is_zero() { Err("must be more than 0".into()) } else { Ok(d) })
+        })?;
+        let max_body_bytes = parse_with(lookup, &["SWITCH_MAX_BODY_BYTES"], "1048576", positive_int)?;
+        let refresh_interval = parse_with(lookup, &["SWITCH_REFRESH_INTERVAL"], "5s", |s| {
+            parse_duration(s).and_then(|d| if d.is_zero() { Err("must be more than 0".into()) } else { Ok(d) })
+        })?;
+        let worker_metrics_addr = parse_with(lookup, &["SWITCH_WORKER_METRICS_ADDR"], "0.0.0.0:9090", |s| {
+            s.parse::<std::net::SocketAddr>()
+                .map(|_| s.to_string())
+                .map_err(|_| format!("`{s}` is not HOST:PORT"))
+        })?;
+        let log_json = parse_with(lookup, &["SWITCH_LOG_FORMAT"], "text", |s| match s {
+            "json" => Ok(true),
+            "text" | "pretty" | "plain" => Ok(false),
+            other => Err(format!("`{other}` is not json or text")),
+        })?;
+        Ok(Settings {
+            database_url,
+            redis_url,
+            namespace,
+            jwt_secret,
+            server_addr,
+            worker_concurrency,
+            retry_schedule,
+            delivery_timeout,
+            max_body_bytes,
+            refresh_interval,
+            worker_metrics_addr,
+            log_json,
+        })
+    }
+
+    /// The number of attempts a job gets: one more than the retry delays.
+    pub fn max_attempts(&self) -> u32 {
+        self.retry_schedule.len() as u32 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.database_url, DatabaseUrl::Sqlite("switch.db".into()));
+        assert_eq!(s.server_addr, "0.0.0.0:8080");
+        assert_eq!(s.worker_concurrency, 64);
+        assert_eq!(s.max_attempts(), 9);
+        assert_eq!(s.namespace, "switch");
+    }
+
+    #[test]
+    fn legacy_aliases() {
+        let s = settings(&[
+            ("SWITCH_DB_NAME", "old.db"),
+            ("SWITCH_SERVER_PORT", "9000"),
+            ("SWITCH_CONSUMER_CONCURRENCY_LEVEL", "3"),
+            ("SWITCH_PRODUCTION_QUEUE", "legacyq"),
+        ])
+        .unwrap();
+        assert_eq!(s.database_url, DatabaseUrl::Sqlite("old.db".into()));
+        assert_eq!(s.server_addr, "0.0.0.0:9000");
+        assert_eq!(s.worker_concurrency, 3);
+        assert_eq!(s.namespace, "legacyq");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases = [
+            ("SWITCH_DATABASE_URL", "mysql://x"),
+            ("SWITCH_REDIS_URL", "http://x"),
+            ("SWITCH_WORKER_CONCURRENCY", "0"),
+            ("SWITCH_RETRY_SCHEDULE", "5s,soon"),
+            ("SWITCH_DELIVERY_TIMEOUT", "abc"),
+            ("SWITCH_MAX_BODY_BYTES", "-3"),
+            ("SWITCH_REFRESH_INTERVAL", "0s"),
+            ("SWITCH_SERVER_ADDR", "nowhere"),
+            ("SWITCH_SERVER_PORT", "http"),
+            ("SWITCH_QUEUE_NAMESPACE", "a b"),
+            ("SWITCH_LOG_FORMAT", "xml"),
+        ];
+        for (var, value) in cases {
+            let err = settings(&[(var, value)]).expect_err(var);
+            assert_eq!(err.var, var, "{value}");
+            assert!(err.to_string().starts_with(var));
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Row types, in threes per table: read, insert, update.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::schema::{dead_letters, delivery_attempts, subscribers};
+
+#[derive(Debug, Clone, PartialEq, Queryable, Serialize)]
+pub struct Subscriber {
+    pub id: i64,
+    pub topic: String,
+    pub target_url: String,
+    pub filter_expression: Option<String>,
+    pub secret: Option<String>,
+    pub enabled: bool,
+    pub description: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = subscribers)]
+pub struct NewSubscriber {
+    pub topic: String,
+    pub target_url: String,
+    pub filter_expression: Option<String>,
+    pub secret: Option<String>,
+    pub enabled: bool,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = subscribers)]
+pub struct SubscriberChanges {
+    pub topic: Option<String>,
+    pub target_url: Option<String>,
+    pub filter_expression: Option<Option<String>>,
+    pub secret: Option<Option<String>>,
+    pub enabled: Option<bool>,
+    pub description: Option<Option<String>>,
+    pub updated_at: Option<NaiveDateTime>,
+    pub previous_secret: Option<Option<String>>,
+    pub previous_secret_expires_at: Option<Option<NaiveDateTime>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Serialize)]
+pub struct DeliveryAttempt {
+    pub id: i64,
+    pub message_id: String,
+    pub subscriber_id: i64,
+    pub attempt: i32,
+    pub outcome: String,
+    pub http_status: Option<i32>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = delivery_attempts)]
+pub struct NewDeliveryAttempt {
+    pub message_id: String,
+    pub subscriber_id: i64,
+    pub attempt: i32,
+    pub outcome: String,
+    pub http_status: Option<i32>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub message_id: String,
+    pub subscriber_id: i64,
+    pub topic: String,
+    pub request: String,
+    pub last_error: String,
+    pub attempts: i32,
+    pub created_at: NaiveDateTime,
+    pub replayed_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = dead_letters)]
+pub struct NewDeadLetter {
+    pub message_id: String,
+    pub subscriber_id: i64,
+    pub topic: String,
+    pub request: String,
+    pub last_error: String,
+    pub attempts: i32,
+    pub created_at: NaiveDateTime,
+}
+
+/// Now, in UTC, as the tables store it.
+pub fn now() -> NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}

@@ -1,0 +1,141 @@
+//! Queries, written once for both backends.
+
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+
+use super::models::*;
+use super::schema::{dead_letters, delivery_attempts, subscribers};
+use super::AnyConnection;
+
+type Result<T> = std::result::Result<T, DieselError>;
+
+pub fn list_subscribers(conn: &mut AnyConnection, topic: Option<&str>) -> Result<Vec<Subscriber>> {
+    let mut q = subscribers::table.into_boxed();
+    if let Some(t) = topic {
+        q = q.filter(subscribers::topic.eq(t.to_string()));
+    }
+    q.order(subscribers::id.asc()).load(conn)
+}
+
+pub fn get_subscriber(conn: &mut AnyConnection, id: i64) -> Result<Option<Subscriber>> {
+    subscribers::table.find(id).first(conn).optional()
+}
+
+pub fn insert_subscriber(conn: &mut AnyConnection, new: &NewSubscriber) -> Result<Subscriber> {
+    let id: i64 = diesel::insert_into(subscribers::table)
+        .values(new)
+        .returning(subscribers::id)
+        .get_result(conn)?;
+    subscribers::table.find(id).first(conn)
+}
+
+pub fn update_subscriber(conn: &mut AnyConnection, id: i64, changes: &SubscriberChanges) -> Result<Option<Subscriber>> {
+    let n = diesel::update(subscribers::table.find(id)).set(changes).execute(conn)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    get_subscriber(conn, id)
+}
+
+pub fn delete_subscriber(conn: &mut AnyConnection, id: i64) -> Result<bool> {
+    Ok(diesel::delete(subscribers::table.find(id)).execute(conn)? > 0)
+}
+
+/// Stores a generated secret for a row that has none; another server may have won the race.
+pub fn fill_missing_secret(conn: &mut AnyConnection, id: i64, secret: &str) -> Result<Option<String>> {
+    diesel::update(subscribers::table.find(id).filter(subscribers::secret.is_null()))
+        .set(subscribers::secret.eq(secret.to_string()))
+        .execute(conn)?;
+    subscribers::table.find(id).select(subscribers::secret).first(conn)
+}
+
+pub fn set_enabled(conn: &mut AnyConnection, id: i64, enabled: bool) -> Result<bool> {
+    let n = diesel::update(subscribers::table.find(id))
+        .set((subscribers::enabled.eq(enabled), subscribers::updated_at.eq(now())))
+        .execute(conn)?;
+    Ok(n > 0)
+}
+
+/// Finds a subscriber by its natural key (the seed's upsert key).
+pub fn find_by_topic_and_url(conn: &mut AnyConnection, topic: &str, url: &str) -> Result<Option<Subscriber>> {
+    subscribers::table
+        .filter(subscribers::topic.eq(topic.to_string()))
+        .filter(subscribers::target_url.eq(url.to_string()))
+        .order(subscribers::id.asc())
+        .first(conn)
+        .optional()
+}
+
+pub fn insert_attempts(conn: &mut AnyConnection, rows: &[NewDeliveryAttempt]) -> Result<()> {
+    conn.transaction(|conn| {
+        // One transaction, one statement per row: batch VALUES lists are not
+        // available for both backends through one connection type.
+        for row in rows {
+            diesel::insert_into(delivery_attempts::table).values(row).execute(conn)?;
+        }
+        Ok(())
+    })
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct AttemptQuery {
+    pub subscriber_id: Option<i64>,
+    pub message_id: Option<String>,
+    pub outcome: Option<String>,
+    pub since: Option<i64>,
+    pub limit: i64,
+}
+
+pub fn list_attempts(conn: &mut AnyConnection, q: &AttemptQuery) -> Result<Vec<DeliveryAttempt>> {
+    let mut query = delivery_attempts::table.into_boxed();
+    if let Some(s) = q.subscriber_id {
+        query = query.filter(delivery_attempts::subscriber_id.eq(s));
+    }
+    if let Some(m) = &q.message_id {
+        query = query.filter(delivery_attempts::message_id.eq(m.clone()));
+    }
+    if let Some(o) = &q.outcome {
+        query = query.filter(delivery_attempts::outcome.eq(o.clone()));
+    }
+    if let Some(since) = q.since {
+        query = query.filter(delivery_attempts::id.gt(since));
+    }
+    query.order(delivery_attempts::id.asc()).limit(q.limit).load(conn)
+}
+
+pub fn insert_dead_letter(conn: &mut AnyConnection, row: &NewDeadLetter) -> Result<i64> {
+    diesel::insert_into(dead_letters::table)
+        .values(row)
+        .returning(dead_letters::id)
+        .get_result(conn)
+}
+
+pub fn list_dead_letters(conn: &mut AnyConnection, subscriber_id: Option<i64>, since: Option<i64>, limit: i64) -> Result<Vec<DeadLetter>> {
+    let mut q = dead_letters::table.into_boxed();
+    if let Some(s) = subscriber_id {
+        q = q.filter(dead_letters::subscriber_id.eq(s));
+    }
+    if let Some(since) = since {
+        q = q.filter(dead_letters::id.gt(since));
+    }
+    q.order(dead_letters::id.asc()).limit(limit).load(conn)
+}
+
+pub fn get_dead_letter(conn: &mut AnyConnection, id: i64) -> Result<Option<DeadLetter>> {
+    dead_letters::table.find(id).first(conn).optional()
+}
+
+/// Dead letters of a subscriber that have not been replayed yet.
+pub fn pending_dead_letters(conn: &mut AnyConnection, subscriber_id: i64) -> Result<Vec<DeadLetter>> {
+    dead_letters::table
+        .filter(dead_letters::subscriber_id.eq(subscriber_id))
+        .filter(dead_letters::replayed_at.is_null())
+        .order(dead_letters::id.asc())
+        .load(conn)
+}
+
+pub fn mark_replayed(conn: &mut AnyConnection, ids: &[i64]) -> Result<usize> {
+    diesel::update(dead_letters::table.filter(dead_letters::id.eq_any(ids.to_vec())))
+        .set(dead_letters::replayed_at.eq(Some(now())))
+        .execute(conn)
+}

@@ -1,0 +1,46 @@
+// The tables, identical on SQLite and PostgreSQL.
+
+diesel::table! {
+    subscribers (id) {
+        id -> BigInt,
+        topic -> Text,
+        target_url -> Text,
+        filter_expression -> Nullable<Text>,
+        secret -> Nullable<Text>,
+        enabled -> Bool,
+        description -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        previous_secret -> Nullable<Text>,
+        previous_secret_expires_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    delivery_attempts (id) {
+        id -> BigInt,
+        message_id -> Text,
+        subscriber_id -> BigInt,
+        attempt -> Integer,
+        outcome -> Text,
+        http_status -> Nullable<Integer>,
+        error_kind -> Nullable<Text>,
+        error -> Nullable<Text>,
+        duration_ms -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    dead_letters (id) {
+        id -> BigInt,
+        message_id -> Text,
+        subscriber_id -> BigInt,
+        topic -> Text,
+        request -> Text,
+        last_error -> Text,
+        attempts -> Integer,
+        created_at -> Timestamp,
+        replayed_at -> Nullable<Timestamp>,
+    }
+}

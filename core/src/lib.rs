@@ -1,0 +1,16 @@
+//! Shared library of the Switch hub: configuration, domain types, the database
+//! layer, filter compilation, the delivery job and the Redis queue.
+
+pub mod config;
+pub mod db;
+pub mod duration;
+pub mod filter;
+pub mod job;
+pub mod message;
+pub mod queue;
+pub mod signature;
+pub mod subscribers;
+pub mod telemetry;
+pub mod topic;
+
+pub use config::Settings;

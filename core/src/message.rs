@@ -1,0 +1,275 @@
+//! A published message: what publishers send (native or legacy form) and what
+//! every delivery job carries.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::topic::Topic;
+
+/// HTTP methods a delivery may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    #[default]
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl HttpMethod {
+    /// Case-insensitive: the legacy SDK documents lower-case methods.
+    pub fn parse(src: &str) -> Option<Self> {
+        Some(match src.to_ascii_uppercase().as_str() {
+            "GET" => HttpMethod::Get,
+            "POST" => HttpMethod::Post,
+            "PUT" => HttpMethod::Put,
+            "PATCH" => HttpMethod::Patch,
+            "DELETE" => HttpMethod::Delete,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+        }
+    }
+}
+
+/// The request part of a message, delivered to every matching subscriber.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub topic: String,
+    #[serde(default)]
+    pub author: Option<String>,
+    #[serde(default = "empty_object")]
+    pub body: Value,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub query_params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub path_params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub http_method: HttpMethod,
+    /// Id of the publish request, so each delivery links back to it in logs.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Unix milliseconds of the publish.
+    #[serde(default)]
+    pub published_at_ms: i64,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+/// A publish request after validation, before it has an id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishRequest {
+    pub topic: Topic,
+    pub body: Value,
+    pub headers: BTreeMap<String, String>,
+    pub query_params: BTreeMap<String, String>,
+    pub path_params: BTreeMap<String, String>,
+    pub http_method: HttpMethod,
+}
+
+/// What is wrong with a publish body; becomes `400 invalid_request`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PublishError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, PublishError> {
+    Err(PublishError(msg.into()))
+}
+
+/// Turns `{"a": 1, "b": "x"}` into string pairs; scalars are written as text
+/// (legacy publishers send `{"id": 1}` as path params).
+fn string_map(field: &str, value: Option<&Value>) -> Result<BTreeMap<String, String>, PublishError> {
+    let mut out = BTreeMap::new();
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    Value::Null => String::new(),
+                    _ => return err(format!("`{field}.{k}` must be a string, number or boolean")),
+                };
+                out.insert(k.clone(), text);
+            }
+        }
+        Some(_) => return err(format!("`{field}` must be an object of names to values")),
+    }
+    Ok(out)
+}
+
+fn request_from_parts(topic: &Value, parts: &Map<String, Value>) -> Result<PublishRequest, PublishError> {
+    let topic = match topic {
+        Value::String(s) => Topic::parse(s).map_err(|e| PublishError(e.0))?,
+        Value::Null => return err("`topic` is required"),
+        _ => return err("`topic` must be a string"),
+    };
+    let http_method = match parts.get("http_method") {
+        None | Some(Value::Null) => HttpMethod::Post,
+        Some(Value::String(m)) => match HttpMethod::parse(m) {
+            Some(m) => m,
+            None => return err(format!("`http_method` `{m}` is not one of GET, POST, PUT, PATCH, DELETE")),
+        },
+        Some(_) => return err("`http_method` must be a string"),
+    };
+    let headers = string_map("headers", parts.get("headers"))?;
+    for name in headers.keys() {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return err(format!("header name `{}` is not a valid HTTP header name", name.escape_default()));
+        }
+    }
+    for (name, value) in &headers {
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return err(format!("header `{name}` has a line break in its value"));
+        }
+    }
+    Ok(PublishRequest {
+        topic,
+        body: match parts.get("body") {
+            None | Some(Value::Null) => empty_object(),
+            Some(v) => v.clone(),
+        },
+        headers,
+        query_params: string_map("query_params", parts.get("query_params"))?,
+        path_params: string_map("path_params", parts.get("path_params"))?,
+        http_method,
+    })
+}
+
+impl PublishRequest {
+    /// Parses either body form of `POST /publish`.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, PublishError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| PublishError(format!("the body is not valid JSON: {e}")))?;
+        let Value::Object(obj) = value else {
+            return err("the body must be a JSON object");
+        };
+        if obj.contains_key("Payload") || obj.contains_key("Topic") {
+            return Self::from_legacy(&obj);
+        }
+        const KNOWN: [&str; 6] = ["topic", "body", "headers", "query_params", "path_params", "http_method"];
+        if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return err(format!("unknown field `{k}`; expected one of {}", KNOWN.join(", ")));
+        }
+        request_from_parts(obj.get("topic").unwrap_or(&Value::Null), &obj)
+    }
+
+    /// The original SDKs' form: `{"Topic", "Payload": base64(JSON object)}`.
+    fn from_legacy(obj: &Map<String, Value>) -> Result<Self, PublishError> {
+        let topic = obj.get("Topic").unwrap_or(&Value::Null);
+        let payload = match obj.get("Payload") {
+            Some(Value::String(s)) => s,
+            None | Some(Value::Null) => return err("`Payload` is required"),
+            Some(_) => return err("`Payload` must be a base64 string"),
+        };
+        let engine = base64::engine::general_purpose::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let decoded = engine
+            .decode(payload.trim())
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim().trim_end_matches('=')))
+            .map_err(|e| PublishError(format!("`Payload` is not valid base64: {e}")))?;
+        let inner: Value = serde_json::from_slice(&decoded)
+            .map_err(|e| PublishError(format!("`Payload` does not decode to JSON: {e}")))?;
+        let Value::Object(parts) = inner else {
+            return err("`Payload` must decode to a JSON object with body, headers, query_params, path_params, http_method");
+        };
+        request_from_parts(topic, &parts)
+    }
+
+    /// Gives the request its id and author, making the message jobs carry.
+    pub fn into_message(self, id: String, author: Option<String>, request_id: Option<String>, now_ms: i64) -> Message {
+        Message {
+            id,
+            topic: self.topic.as_str().to_string(),
+            author,
+            body: self.body,
+            headers: self.headers,
+            query_params: self.query_params,
+            path_params: self.path_params,
+            http_method: self.http_method,
+            request_id,
+            published_at_ms: now_ms,
+        }
+    }
+}
+
+/// A new message id: time-ordered and unique across servers.
+pub fn new_message_id() -> String {
+    format!("msg_{}", uuid::Uuid::now_v7().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> Result<PublishRequest, PublishError> {
+        PublishRequest::from_json_bytes(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn native_form_with_defaults() {
+        let r = parse(serde_json::json!({"topic": "orders.created"})).unwrap();
+        assert_eq!(r.body, serde_json::json!({}));
+        assert_eq!(r.http_method, HttpMethod::Post);
+        let r = parse(serde_json::json!({"topic": "a", "body": [1, 2], "http_method": "put",
+            "path_params": {"id": 42}, "headers": {"X-T": "v"}}))
+        .unwrap();
+        assert_eq!(r.http_method, HttpMethod::Put);
+        assert_eq!(r.path_params["id"], "42");
+        assert_eq!(r.body, serde_json::json!([1, 2]));
+    }
+
+    #[test]
+    fn legacy_form() {
+        let inner = serde_json::json!({"body": {"hello": "world"}, "http_method": "post"});
+        let b64 = base64::engine::general_purpose::STANDARD.encode(inner.to_string());
+        let r = parse(serde_json::json!({"Topic": "hellow", "Payload": b64})).unwrap();
+        assert_eq!(r.topic.as_str(), "hellow");
+        assert_eq!(r.body, serde_json::json!({"hello": "world"}));
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_a_reason() {
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"not json".to_vec(), "not valid JSON"),
+            (b"[1]".to_vec(), "must be a JSON object"),
+            (br#"{"body": {}}"#.to_vec(), "`topic` is required"),
+            (br#"{"topic": 5}"#.to_vec(), "must be a string"),
+            (br#"{"topic": "a b"}"#.to_vec(), "contains"),
+            (br#"{"topic": "a", "http_method": "TRACE"}"#.to_vec(), "is not one of"),
+            (br#"{"topic": "a", "headers": [1]}"#.to_vec(), "`headers` must be an object"),
+            (br#"{"topic": "a", "extra": 1}"#.to_vec(), "unknown field"),
+            (br#"{"Topic": "a", "Payload": "%%%"}"#.to_vec(), "not valid base64"),
+            (format!(r#"{{"Topic": "a", "Payload": "{}"}}"#, b64("[1]")).into_bytes(), "must decode to a JSON object"),
+            (format!(r#"{{"Topic": "a", "Payload": "{}"}}"#, b64("nope")).into_bytes(), "does not decode to JSON"),
+            (br#"{"Topic": "a"}"#.to_vec(), "`Payload` is required"),
+        ];
+        for (body, reason) in cases {
+            let e = PublishRequest::from_json_bytes(&body).expect_err(reason);
+            assert!(e.0.contains(reason), "{} should mention {reason}", e.0);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! A Redis connection that is made on first use and remade after Redis comes
+//! back, so a process can start (and keep running) while Redis is down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::RedisResult;
+use tokio::sync::Mutex;
+
+#[derive(Clone)]
+pub struct RedisHandle {
+    client: redis::Client,
+    response_timeout: Duration,
+    manager: Arc<Mutex<Option<ConnectionManager>>>,
+}
+
+impl RedisHandle {
+    /// `response_timeout` must exceed any BLOCK time used on this handle.
+    pub fn new(url: &str, response_timeout: Duration) -> RedisResult<Self> {
+        Ok(RedisHandle {
+            client: redis::Client::open(url)?,
+            response_timeout,
+            manager: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// A second handle to the same server with its own connection (for blocking reads).
+    pub fn separate(&self, response_timeout: Duration) -> Self {
+        RedisHandle {
+            client: self.client.clone(),
+            response_timeout,
+            manager: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub async fn get(&self) -> RedisResult<ConnectionManager> {
+        let mut guard = self.manager.lock().await;
+        if let Some(m) = guard.as_ref() {
+            return Ok(m.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let m = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        *guard = Some(m.clone());
+        Ok(m)
+    }
+
+    pub async fn ping(&self) -> RedisResult<()> {
+        let mut c = self.get().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ())
+    }
+}

@@ -1,0 +1,349 @@
+//! The delivery queue on Redis Streams.
+//!
+//! Layout (every key shares the hash tag `{<namespace>}`, so each script and
+//! transaction touches one Redis Cluster slot):
+//! - `{ns}:jobs`: a stream of ready jobs, read by the consumer group `workers`.
+//!   A job is XACKed and XDELed when it is finished, so the stream holds only
+//!   pending work and per-job cost does not grow with the backlog.
+//! - `{ns}:delayed`: a sorted set of retries by due time (ms); moved back into
+//!   the stream in bounded chunks by a script.
+//! - `{ns}:idem:<author>:<key>`: idempotency records, 24 h.
+//!
+//! A job read by a worker stays in the group's pending list until it is acked;
+//! a worker refreshes the idle time of its in-flight jobs, and any worker claims
+//! (XAUTOCLAIM) jobs idle longer than [`CLAIM_IDLE`], so a killed worker loses nothing.
+
+mod connection;
+
+pub use connection::RedisHandle;
+
+use std::time::Duration;
+
+use redis::{RedisResult, Value};
+
+use crate::job::Job;
+
+pub const GROUP: &str = "workers";
+/// A pending job whose worker has not refreshed it for this long is taken over.
+pub const CLAIM_IDLE: Duration = Duration::from_secs(15);
+pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
+
+const ENQUEUE: &str = r#"
+if #KEYS == 2 then
+  local prev = redis.call('GET', KEYS[2])
+  if prev then return prev end
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+end
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'j', ARGV[i])
+end
+return false
+"#;
+
+const PROMOTE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, m in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'j', m)
+  redis.call('ZREM', KEYS[1], m)
+end
+return #due
+"#;
+
+/// Key names of one namespace.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub stream: String,
+    pub delayed: String,
+    idem_prefix: String,
+}
+
+impl Keys {
+    pub fn new(namespace: &str) -> Self {
+        Keys {
+            stream: format!("{{{namespace}}}:jobs"),
+            delayed: format!("{{{namespace}}}:delayed"),
+            idem_prefix: format!("{{{namespace}}}:idem:"),
+        }
+    }
+
+    pub fn idempotency(&self, author: &str, key: &str) -> String {
+        format!("{}{}:{}", self.idem_prefix, author.len(), format_args!("{author}:{key}"))
+    }
+}
+
+/// A job read from the stream, with the entry id needed to ack it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    /// The stored text; `Err` when it cannot be decoded (it is then dead-lettered).
+    pub job: Result<Job, String>,
+    pub raw: String,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    New,
+    /// An earlier publish with the same idempotency key; holds what it stored.
+    Duplicate(String),
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    pub keys: Keys,
+    redis: RedisHandle,
+    enqueue: redis::Script,
+    promote: redis::Script,
+}
+
+impl Queue {
+    pub fn new(namespace: &str, redis: RedisHandle) -> Self {
+        Queue {
+            keys: Keys::new(namespace),
+            redis,
+            enqueue: redis::Script::new(ENQUEUE),
+            promote: redis::Script::new(PROMOTE),
+        }
+    }
+
+    pub fn redis(&self) -> &RedisHandle {
+        &self.redis
+    }
+
+    /// Puts every job of one message into the stream in one atomic script: all
+    /// or none. With an idempotency key, a second call stores nothing and returns
+    /// the first call's `record`.
+    pub async fn enqueue(&self, jobs: &[Job], idempotency: Option<(&str, &str)>) -> RedisResult<Enqueued> {
+        let mut conn = self.redis.get().await?;
+        let mut inv = self.enqueue.prepare_invoke();
+        inv.key(&self.keys.stream);
+        match idempotency {
+            Some((key, record)) => {
+                inv.key(key).arg(record).arg(IDEMPOTENCY_TTL_SECS);
+            }
+            None => {
+                inv.arg("").arg(0);
+            }
+        }
+        for job in jobs {
+            inv.arg(job.encode());
+        }
+        let prev: Option<String> = inv.invoke_async(&mut conn).await?;
+        Ok(match prev {
+            Some(p) => Enqueued::Duplicate(p),
+            None => Enqueued::New,
+        })
+    }
+
+    /// Creates the consumer group (from the start of the stream, so nothing
+    /// published before the first worker is skipped).
+    pub async fn ensure_group(&self) -> RedisResult<()> {
+        let mut conn = self.redis.get().await?;
+        let r: RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Reads up to `count` new jobs for `consumer`, waiting up to `block`.
+    pub async fn read(&self, consumer: &str, count: usize, block: Duration) -> RedisResult<Vec<Entry>> {
+        let mut conn = self.redis.get().await?;
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.keys.stream)
+            .arg(">")
+            .query_async(&mut conn)
+            .await?;
+        Ok(parse_read_reply(reply))
+    }
+
+    /// Marks jobs finished and removes them from the stream, atomically.
+    pub async fn ack(&self, ids: &[&str]) -> RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.redis.get().await?;
+        redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .arg(ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.keys.stream)
+            .arg(ids)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// Schedules `next` to run at `due_ms` and finishes entry `id`, atomically.
+    pub async fn retry_later(&self, id: &str, next: &Job, due_ms: i64) -> RedisResult<()> {
+        let mut conn = self.redis.get().await?;
+        redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&self.keys.delayed)
+            .arg(due_ms)
+            .arg(next.encode())
+            .ignore()
+            .cmd("XACK")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.keys.stream)
+            .arg(id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// Moves up to `limit` due retries into the stream; returns how many moved.
+    pub async fn promote_due(&self, now_ms: i64, limit: usize) -> RedisResult<usize> {
+        let mut conn = self.redis.get().await?;
+        self.promote
+            .key(&self.keys.delayed)
+            .key(&self.keys.stream)
+            .arg(now_ms)
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// Adds jobs straight to the stream (replays).
+    pub async fn push(&self, jobs: &[Job]) -> RedisResult<()> {
+        self.enqueue(jobs, None).await.map(|_| ())
+    }
+
+    /// Resets the idle time of in-flight jobs so no other worker claims them.
+    pub async fn keep_alive(&self, consumer: &str, ids: &[String]) -> RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.redis.get().await?;
+        redis::cmd("XCLAIM")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("JUSTID")
+            .query_async::<Value>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// Takes over jobs that other (dead) workers left idle. Returns the next cursor.
+    pub async fn claim_abandoned(&self, consumer: &str, cursor: &str, count: usize) -> RedisResult<(String, Vec<Entry>)> {
+        let mut conn = self.redis.get().await?;
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(CLAIM_IDLE.as_millis() as u64)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        let Value::Array(parts) = reply else { return Ok(("0-0".into(), Vec::new())) };
+        let next = parts.first().and_then(value_string).unwrap_or_else(|| "0-0".into());
+        let entries = parts.get(1).map(|v| parse_entries(v.clone())).unwrap_or_default();
+        Ok((next, entries))
+    }
+
+    /// Jobs waiting: ready in the stream plus delayed retries.
+    pub async fn depth(&self) -> RedisResult<(u64, u64)> {
+        let mut conn = self.redis.get().await?;
+        let (ready, delayed): (u64, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&self.keys.stream)
+            .cmd("ZCARD")
+            .arg(&self.keys.delayed)
+            .query_async(&mut conn)
+            .await?;
+        Ok((ready, delayed))
+    }
+
+    /// Age in ms of the oldest job still in the stream (pending or not), if any.
+    pub async fn oldest_age_ms(&self, now_ms: i64) -> RedisResult<Option<i64>> {
+        let mut conn = self.redis.get().await?;
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(&self.keys.stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(parse_entries(reply)
+            .first()
+            .and_then(|e| e.id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()))
+            .map(|ms| (now_ms - ms).max(0)))
+    }
+}
+
+fn value_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `[[stream, [[id, [field, value, ...]], ...]], ...]` (RESP2) or a map (RESP3).
+fn parse_read_reply(reply: Value) -> Vec<Entry> {
+    match reply {
+        Value::Array(streams) => streams
+            .into_iter()
+            .flat_map(|s| match s {
+                Value::Array(mut pair) if pair.len() == 2 => parse_entries(pair.remove(1)),
+                _ => Vec::new(),
+            })
+            .collect(),
+        Value::Map(streams) => streams.into_iter().flat_map(|(_, v)| parse_entries(v)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn parse_entries(v: Value) -> Vec<Entry> {
+    let Value::Array(items) = v else { return Vec::new() };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(mut pair) = item else { return None };
+            if pair.len() != 2 {
+                return None;
+            }
+            let fields = pair.pop()?;
+            let id = value_string(&pair[0])?;
+            // A deleted entry still pending shows up with nil fields.
+            let raw = match fields {
+                Value::Array(f) => f.get(1).and_then(value_string),
+                Value::Map(m) => m.first().and_then(|(_, v)| value_string(v)),
+                _ => None,
+            };
+            let raw = raw.unwrap_or_default();
+            let job = Job::decode(&raw).map_err(|e| e.to_string());
+            Some(Entry { id, job, raw })
+        })
+        .collect()
+}

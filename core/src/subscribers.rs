@@ -1,0 +1,170 @@
+//! The subscriber cache: every row loaded, its pattern parsed and its filter
+//! compiled once, indexed for publish-time matching. Shared by the server
+//! (matching) and the workers (target URL and secret of each job).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::db::models::Subscriber;
+use crate::db::{repo, DbPool};
+use crate::filter::{CompiledFilter, FilterError};
+use crate::message::Message;
+use crate::signature::generate_secret;
+use crate::topic::{Topic, TopicPattern};
+
+/// A subscriber as loaded: the row plus what was compiled from it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub row: Subscriber,
+    pub pattern: Result<TopicPattern, String>,
+    pub filter: Result<CompiledFilter, FilterError>,
+}
+
+impl Loaded {
+    pub fn new(row: Subscriber) -> Self {
+        let pattern = TopicPattern::parse(&row.topic).map_err(|e| e.0);
+        let filter = CompiledFilter::compile(row.filter_expression.as_deref());
+        Loaded { row, pattern, filter }
+    }
+
+    /// Why this subscriber can get no jobs, if it cannot.
+    pub fn load_error(&self) -> Option<String> {
+        match (&self.pattern, &self.filter) {
+            (Err(e), _) => Some(format!("topic: {e}")),
+            (_, Err(e)) => Some(match e.position {
+                Some(p) => format!("{} (at byte {p})", e.message),
+                None => e.message.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The filter error alone, as `GET /subscribers` shows it.
+    pub fn filter_error(&self) -> Option<&FilterError> {
+        self.filter.as_ref().err()
+    }
+}
+
+/// An immutable snapshot of all subscribers.
+#[derive(Debug, Default)]
+pub struct Index {
+    by_id: HashMap<i64, Arc<Loaded>>,
+    exact: HashMap<String, Vec<Arc<Loaded>>>,
+    wildcard: Vec<Arc<Loaded>>,
+}
+
+impl Index {
+    /// Builds the index, reusing the compiled form of rows that did not change.
+    pub fn build(rows: Vec<Subscriber>, previous: Option<&Index>) -> Self {
+        let mut index = Index::default();
+        for row in rows {
+            let loaded = match previous.and_then(|p| p.by_id.get(&row.id)) {
+                Some(old) if old.row == row => old.clone(),
+                _ => {
+                    let l = Arc::new(Loaded::new(row));
+                    if let Some(err) = l.load_error() {
+                        tracing::warn!(subscriber_id = l.row.id, error = %err, "subscriber skipped: it does not compile");
+                    }
+                    l
+                }
+            };
+            match &loaded.pattern {
+                Ok(p) if p.is_exact() => index.exact.entry(p.as_str().to_string()).or_default().push(loaded.clone()),
+                Ok(_) => index.wildcard.push(loaded.clone()),
+                Err(_) => {}
+            }
+            index.by_id.insert(loaded.row.id, loaded);
+        }
+        index
+    }
+
+    pub fn get(&self, id: i64) -> Option<&Arc<Loaded>> {
+        self.by_id.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Ids of enabled subscribers whose pattern and filter match the message.
+    pub fn matching(&self, topic: &Topic, message: &Message) -> Vec<i64> {
+        let exact = self.exact.get(topic.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let wild = self.wildcard.iter().filter(|l| l.pattern.as_ref().is_ok_and(|p| p.matches(topic)));
+        exact
+            .iter()
+            .chain(wild)
+            .filter(|l| l.row.enabled)
+            .filter(|l| l.filter.as_ref().is_ok_and(|f| f.matches(message)))
+            .map(|l| l.row.id)
+            .collect()
+    }
+}
+
+/// The live cache, swapped atomically on each reload.
+pub struct Cache {
+    pool: DbPool,
+    index: ArcSwap<Index>,
+}
+
+impl Cache {
+    pub fn new(pool: DbPool) -> Self {
+        Cache { pool, index: ArcSwap::from_pointee(Index::default()) }
+    }
+
+    pub fn current(&self) -> Arc<Index> {
+        self.index.load_full()
+    }
+
+    /// Loads every row (blocking: call from a blocking thread). Rows without a
+    /// secret get one generated and stored.
+    pub fn reload(&self) -> anyhow::Result<usize> {
+        let mut conn = self.pool.get()?;
+        let mut rows = repo::list_subscribers(&mut conn, None)?;
+        for row in rows.iter_mut().filter(|r| r.secret.is_none()) {
+            row.secret = repo::fill_missing_secret(&mut conn, row.id, &generate_secret())?;
+        }
+        let previous = self.current();
+        let index = Index::build(rows, Some(&previous));
+        let n = index.len();
+        self.index.store(Arc::new(index));
+        Ok(n)
+    }
+
+    /// Reloads on a blocking thread.
+    pub async fn reload_async(self: &Arc<Self>) -> anyhow::Result<usize> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.reload()).await?
+    }
+
+    /// Looks one subscriber up, reading it from the database when the snapshot
+    /// does not have it yet (created after the last reload).
+    pub async fn lookup(self: &Arc<Self>, id: i64) -> anyhow::Result<Option<Arc<Loaded>>> {
+        if let Some(l) = self.current().get(id) {
+            return Ok(Some(l.clone()));
+        }
+        self.reload_async().await?;
+        Ok(self.current().get(id).cloned())
+    }
+
+    /// Reloads every `interval` until the process ends.
+    pub fn spawn_refresh(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.reload_async().await {
+                    tracing::warn!(error = %e, "subscriber refresh failed; keeping the last snapshot");
+                }
+            }
+        })
+    }
+}

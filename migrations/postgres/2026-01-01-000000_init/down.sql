@@ -1,0 +1,5 @@
+DROP TABLE dead_letters;
+DROP TABLE delivery_attempts;
+DROP TRIGGER subscribers_touch ON subscribers;
+DROP FUNCTION subscribers_touch();
+DROP TABLE subscribers;

@@ -1,0 +1,4 @@
+DROP TABLE dead_letters;
+DROP TABLE delivery_attempts;
+DROP TRIGGER subscribers_touch;
+DROP TABLE subscribers;

@@ -1,0 +1,318 @@
+import { createToken } from './jwt.js';
+import { NetworkError, errorFromResponse } from './errors.js';
+
+/** `target_url` → `targetUrl`. */
+export function toCamel(key) {
+  return key.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase());
+}
+
+/** `targetUrl` → `target_url`. */
+export function toSnake(key) {
+  return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/**
+ * Renames the top-level keys of a server object to camelCase. Nested values (a message body, its
+ * headers, a stored request) are user data and are left exactly as they are.
+ */
+export function fromServer(obj) {
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return obj;
+  const out = {};
+  for (const [key, value] of Object.entries(obj)) out[toCamel(key)] = value;
+  return out;
+}
+
+/** Renames top-level camelCase keys to snake_case and drops `undefined` values (`null` is kept). */
+export function toServer(obj) {
+  const out = {};
+  for (const [key, value] of Object.entries(obj ?? {})) {
+    if (value !== undefined) out[toSnake(key)] = value;
+  }
+  return out;
+}
+
+function items(data) {
+  if (Array.isArray(data)) return data;
+  if (data && Array.isArray(data.items)) return data.items;
+  return [];
+}
+
+function pathId(id) {
+  if (id === undefined || id === null || id === '') throw new TypeError('an id is required');
+  return encodeURIComponent(String(id));
+}
+
+/**
+ * Client of a Switch hub.
+ */
+export class Switch {
+  /**
+   * @param {object} options
+   * @param {string} options.baseUrl e.g. `http://localhost:8080`
+   * @param {string} [options.jwtSecret] the hub's `SWITCH_JWT_SECRET`: the client signs a fresh
+   *   HS256 token for each request (valid 60 s)
+   * @param {string} [options.token] a ready-made token, used as is when no `jwtSecret` is given
+   * @param {string} [options.author] the `author` claim of signed tokens
+   * @param {string | string[]} [options.scope] the `scope` claim of signed tokens, e.g. `"publish admin"`
+   * @param {string[]} [options.topics] the `topics` claim of signed tokens
+   * @param {number} [options.timeoutMs] whole-request timeout, default 10000
+   */
+  constructor({ baseUrl, jwtSecret, token, author, scope, topics, timeoutMs = 10_000 } = {}) {
+    if (typeof baseUrl !== 'string' || baseUrl === '') throw new TypeError('baseUrl is required');
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+    this.timeoutMs = timeoutMs;
+    this.author = author;
+    this.scope = scope;
+    this.topics = topics;
+    /** @private */
+    this._jwtSecret = jwtSecret;
+    /** @private */
+    this._token = token;
+
+    this.subscribers = new Subscribers(this);
+    this.deliveries = new Deliveries(this);
+    this.deadLetters = new DeadLetters(this);
+  }
+
+  /** The bearer token sent with the next request, or null when the client has none. */
+  token() {
+    if (this._jwtSecret !== undefined && this._jwtSecret !== null) {
+      return createToken(this._jwtSecret, { author: this.author, scope: this.scope, topics: this.topics });
+    }
+    return this._token ?? null;
+  }
+
+  /**
+   * Sends one request and decodes the answer.
+   * @private
+   */
+  async _request(method, path, { query, json, headers = {}, auth = true, accept = [] } = {}) {
+    let url = this.baseUrl + path;
+    if (query) {
+      const params = new URLSearchParams();
+      for (const [key, value] of Object.entries(query)) {
+        if (value !== undefined && value !== null) params.append(key, String(value));
+      }
+      const qs = params.toString();
+      if (qs) url += `?${qs}`;
+    }
+    const requestHeaders = { accept: 'application/json', ...headers };
+    let body;
+    if (json !== undefined) {
+      requestHeaders['content-type'] = 'application/json';
+      body = JSON.stringify(json);
+    }
+    if (auth) {
+      const token = this.token();
+      if (token) requestHeaders.authorization = `Bearer ${token}`;
+    }
+
+    let response;
+    let text;
+    try {
+      response = await fetch(url, {
+        method,
+        headers: requestHeaders,
+        body,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+      text = await response.text();
+    } catch (err) {
+      if (err && (err.name === 'TimeoutError' || err.name === 'AbortError')) {
+        throw new NetworkError(`${method} ${url}: no answer within ${this.timeoutMs} ms`, {
+          code: 'timeout',
+          cause: err,
+        });
+      }
+      const reason = err?.cause?.code || err?.cause?.message || err?.message || String(err);
+      throw new NetworkError(`${method} ${url}: ${reason}`, { cause: err });
+    }
+
+    let data = text;
+    if (text !== '') {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        // Not JSON (e.g. `pong`): keep the text.
+      }
+    } else {
+      data = undefined;
+    }
+
+    if (!response.ok && !accept.includes(response.status)) {
+      throw errorFromResponse(response.status, data, response.headers);
+    }
+    return { status: response.status, data, headers: response.headers };
+  }
+
+  /**
+   * Publishes a message to a topic.
+   * @param {string} topic
+   * @param {{ body?: unknown, headers?: Record<string, string>, queryParams?: Record<string, string>,
+   *   pathParams?: Record<string, string>, httpMethod?: string, idempotencyKey?: string }} [options]
+   * @returns {Promise<{ messageId: string, matched: number | null, duplicate: boolean }>}
+   */
+  async publish(topic, { body, headers, queryParams, pathParams, httpMethod, idempotencyKey } = {}) {
+    if (typeof topic !== 'string' || topic === '') throw new TypeError('topic must be a non-empty string');
+    const payload = toServer({ topic, body, headers, queryParams, pathParams, httpMethod });
+    const extra = {};
+    if (idempotencyKey !== undefined && idempotencyKey !== null) extra['idempotency-key'] = String(idempotencyKey);
+    const { data } = await this._request('POST', '/publish', { json: payload, headers: extra });
+    return {
+      messageId: data?.message_id,
+      matched: typeof data?.matched === 'number' ? data.matched : null,
+      duplicate: data?.duplicate === true,
+    };
+  }
+
+  /**
+   * Evaluates a filter expression against a message without publishing it (scope `admin`).
+   * @param {string} filterExpression
+   * @param {{ topic?: string, body?: unknown, headers?: object, queryParams?: object,
+   *   pathParams?: object, httpMethod?: string }} message a publish body; camelCase or snake_case keys
+   * @returns {Promise<boolean>}
+   */
+  async testFilter(filterExpression, message = {}) {
+    const { data } = await this._request('POST', '/filters/test', {
+      json: { filter_expression: filterExpression, message: toServer(message) },
+    });
+    return data?.matches === true;
+  }
+
+  /** Makes the hub reload its subscriber cache at once. */
+  async refresh() {
+    const { data } = await this._request('POST', '/refresh');
+    return data === undefined ? null : fromServer(data);
+  }
+
+  /**
+   * The hub's health. Does not throw on `503`: the answer names what is down.
+   * @returns {Promise<{ ok: boolean, status?: string, database?: string, redis?: string }>}
+   */
+  async health() {
+    const { status, data } = await this._request('GET', '/health', { auth: false, accept: [503] });
+    const fields = data && typeof data === 'object' ? data : { status: data };
+    return { ...fields, ok: status === 200 };
+  }
+
+  /** `GET /ping`: resolves to the hub's answer, `pong`. */
+  async ping() {
+    const { data } = await this._request('GET', '/ping', { auth: false });
+    return typeof data === 'string' ? data : JSON.stringify(data);
+  }
+}
+
+class Subscribers {
+  constructor(client) {
+    this._client = client;
+  }
+
+  /** `GET /subscribers[?topic=]`: every subscriber, or those whose pattern is exactly `topic`. */
+  async list({ topic } = {}) {
+    const { data } = await this._client._request('GET', '/subscribers', { query: { topic } });
+    return items(data).map(fromServer);
+  }
+
+  /** `POST /subscribers`: answers the new subscriber, secret included. */
+  async create({ topic, targetUrl, filterExpression, description, enabled, secret } = {}) {
+    const { data } = await this._client._request('POST', '/subscribers', {
+      json: toServer({ topic, targetUrl, filterExpression, description, enabled, secret }),
+    });
+    return fromServer(data);
+  }
+
+  async get(id) {
+    const { data } = await this._client._request('GET', `/subscribers/${pathId(id)}`);
+    return fromServer(data);
+  }
+
+  /** `PATCH /subscribers/{id}`: only the given fields change; `null` clears a nullable one. */
+  async update(id, changes = {}) {
+    const { data } = await this._client._request('PATCH', `/subscribers/${pathId(id)}`, {
+      json: toServer(changes),
+    });
+    return fromServer(data);
+  }
+
+  async delete(id) {
+    await this._client._request('DELETE', `/subscribers/${pathId(id)}`);
+  }
+
+  /** `POST /subscribers/{id}/rotate-secret`: answers the subscriber with its new secret. */
+  async rotateSecret(id) {
+    const { data } = await this._client._request('POST', `/subscribers/${pathId(id)}/rotate-secret`);
+    return fromServer(data);
+  }
+}
+
+class Deliveries {
+  constructor(client) {
+    this._client = client;
+  }
+
+  /** One page of delivery attempts, ascending by id: `{ items, nextSince }`. */
+  async list({ subscriberId, messageId, outcome, since, limit } = {}) {
+    const { data } = await this._client._request('GET', '/deliveries', {
+      query: toServer({ subscriberId, messageId, outcome, since, limit }),
+    });
+    return {
+      items: items(data).map(fromServer),
+      nextSince: data && typeof data === 'object' && data.next_since !== undefined ? data.next_since : null,
+    };
+  }
+
+  /**
+   * Every delivery attempt after `since` (or from the first), page by page: each page asks for the
+   * attempts after the last id seen, until a page comes back empty.
+   */
+  iterate({ subscriberId, messageId, outcome, since, limit } = {}) {
+    return paginate((cursor) => this.list({ subscriberId, messageId, outcome, since: cursor, limit }).then((p) => p.items), since);
+  }
+}
+
+/** Yields the items of `fetchPage(cursor)` page after page, the cursor being the last id seen. */
+async function* paginate(fetchPage, since) {
+  let cursor = since;
+  for (;;) {
+    const page = await fetchPage(cursor);
+    if (page.length === 0) return;
+    for (const item of page) yield item;
+    const last = page[page.length - 1].id;
+    if (last === undefined || last === null || last === cursor) return;
+    cursor = last;
+  }
+}
+
+class DeadLetters {
+  constructor(client) {
+    this._client = client;
+  }
+
+  /** `GET /dead-letters[?subscriber_id=]`: one page (the hub's default size, or `limit`), ascending by id. */
+  async list({ subscriberId, since, limit } = {}) {
+    const { data } = await this._client._request('GET', '/dead-letters', {
+      query: toServer({ subscriberId, since, limit }),
+    });
+    return items(data).map(fromServer);
+  }
+
+  /** Every dead letter after `since` (or from the first), page by page like `deliveries.iterate`. */
+  iterate({ subscriberId, since, limit } = {}) {
+    return paginate((cursor) => this.list({ subscriberId, since: cursor, limit }), since);
+  }
+
+  /** `POST /dead-letters/{id}/replay`: re-enqueues one dead letter. */
+  async replay(id) {
+    const { data } = await this._client._request('POST', `/dead-letters/${pathId(id)}/replay`);
+    return data === undefined ? null : fromServer(data);
+  }
+
+  /** `POST /dead-letters/replay?subscriber_id=`: re-enqueues every dead letter of a subscriber. */
+  async replayAll(subscriberId) {
+    pathId(subscriberId);
+    const { data } = await this._client._request('POST', '/dead-letters/replay', {
+      query: toServer({ subscriberId }),
+    });
+    return data === undefined ? null : fromServer(data);
+  }
+}

@@ -1,0 +1,362 @@
+// Tests against a real running hub (server + worker). They need:
+//   SWITCH_TEST_URL         e.g. http://127.0.0.1:8080
+//   SWITCH_TEST_JWT_SECRET  the hub's SWITCH_JWT_SECRET
+// and are skipped when SWITCH_TEST_URL is not set. The hub's workers must be able to reach
+// 127.0.0.1 on this machine: the tests run a webhook receiver there.
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { randomBytes } from 'node:crypto';
+
+import {
+  Switch,
+  verifyWebhook,
+  SwitchError,
+  InvalidRequestError,
+  UnauthorizedError,
+  ForbiddenError,
+  NotFoundError,
+  PayloadTooLargeError,
+  NetworkError,
+} from '../index.js';
+
+const BASE_URL = process.env.SWITCH_TEST_URL;
+const JWT_SECRET = process.env.SWITCH_TEST_JWT_SECRET;
+const skip = BASE_URL ? false : 'SWITCH_TEST_URL is not set (no hub to test against)';
+const WAIT_MS = 20_000;
+
+const RUN = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+const topicFor = (name) => `sdkjs.${RUN}.${name}`;
+
+/** Polls `fn` until it returns a truthy value or `timeoutMs` passes. */
+async function waitFor(what, fn, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/**
+ * A webhook receiver on 127.0.0.1, port 0. Every request is recorded with its raw body. Paths
+ * starting with /gone/ answer 410 while `receiver.gone` is true; everything else answers 204.
+ */
+async function startReceiver() {
+  const received = [];
+  const state = { gone: true };
+  const server = http.createServer(async (req, res) => {
+    const chunks = [];
+    for await (const chunk of req) chunks.push(chunk);
+    const entry = { method: req.method, url: req.url, headers: req.headers, rawBody: Buffer.concat(chunks) };
+    if (req.url.startsWith('/gone/') && state.gone) {
+      entry.status = 410;
+      received.push(entry);
+      res.writeHead(410).end();
+      return;
+    }
+    entry.status = 204;
+    received.push(entry);
+    res.writeHead(204).end();
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    received,
+    state,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe('against a running hub', { skip, concurrency: false }, () => {
+  let admin;
+  let receiver;
+  const created = [];
+
+  async function createSubscriber(input) {
+    const sub = await admin.subscribers.create(input);
+    created.push(sub.id);
+    return sub;
+  }
+
+  before(async () => {
+    assert.ok(JWT_SECRET, 'SWITCH_TEST_JWT_SECRET must be set along with SWITCH_TEST_URL');
+    admin = new Switch({ baseUrl: BASE_URL, jwtSecret: JWT_SECRET, author: 'sdk-js-tests', scope: 'publish admin' });
+    receiver = await startReceiver();
+  });
+
+  after(async () => {
+    for (const id of created) {
+      await admin.subscribers.delete(id).catch((err) => {
+        if (!(err instanceof NotFoundError)) throw err;
+      });
+    }
+    await receiver?.close();
+  });
+
+  test('ping, health and refresh', async () => {
+    assert.equal(await admin.ping(), 'pong');
+    const health = await admin.health();
+    assert.equal(health.ok, true, JSON.stringify(health));
+    assert.equal(health.status, 'ok');
+    await admin.refresh();
+  });
+
+  let sub;
+  let firstMessageId;
+  test('publish to a subscriber: matched 1, delivered, signature verifies', async () => {
+    const topic = topicFor('orders.created');
+    sub = await createSubscriber({ topic, targetUrl: `${receiver.url}/hook/:id`, description: 'sdk-js receiver' });
+    assert.match(sub.secret, /^whsec_/);
+    assert.equal(sub.targetUrl, `${receiver.url}/hook/:id`);
+
+    const body = { id: 42, total: 9.5, user: { name: 'Zoë' } };
+    const result = await admin.publish(topic, {
+      body,
+      headers: { 'X-Trace': 'abc' },
+      queryParams: { source: 'web' },
+      pathParams: { id: '42' },
+    });
+    assert.equal(result.matched, 1);
+    assert.equal(result.duplicate, false);
+    assert.equal(typeof result.messageId, 'string');
+    assert.ok(result.messageId.length > 0);
+    firstMessageId = result.messageId;
+
+    const delivery = await waitFor('the webhook', () =>
+      receiver.received.find((r) => r.headers['webhook-id'] === result.messageId),
+    );
+    assert.equal(delivery.method, 'POST');
+    assert.equal(delivery.url, '/hook/42?source=web');
+    assert.equal(delivery.headers['x-trace'], 'abc');
+    assert.equal(delivery.headers['x-switch-topic'], topic);
+    assert.equal(delivery.headers['x-switch-author'], 'sdk-js-tests');
+    assert.equal(delivery.headers['x-switch-attempt'], '1');
+    assert.match(delivery.headers['content-type'], /^application\/json/);
+    assert.deepEqual(verifyWebhook(sub.secret, delivery.headers, delivery.rawBody), body);
+    assert.deepEqual(verifyWebhook(sub.secret, delivery.headers, delivery.rawBody.toString('utf8')), body);
+    assert.throws(() => verifyWebhook(`whsec_${randomBytes(24).toString('base64')}`, delivery.headers, delivery.rawBody));
+  });
+
+  test('idempotency: the same key answers duplicate with the first message id', async () => {
+    const topic = sub.topic;
+    const key = `sdkjs-${RUN}-idem`;
+    const first = await admin.publish(topic, { body: { n: 1 }, idempotencyKey: key });
+    assert.equal(first.duplicate, false);
+    assert.equal(first.matched, 1);
+    const second = await admin.publish(topic, { body: { n: 1 }, idempotencyKey: key });
+    assert.equal(second.duplicate, true);
+    assert.equal(second.messageId, first.messageId);
+  });
+
+  test('deliveries: list pages and iterate walks the since cursor', async () => {
+    const more = [];
+    for (let i = 0; i < 3; i++) more.push((await admin.publish(sub.topic, { body: { i } })).messageId);
+    const wanted = [firstMessageId, ...more];
+    await waitFor('the webhooks', () =>
+      wanted.every((id) => receiver.received.some((r) => r.headers['webhook-id'] === id)),
+    );
+
+    // Attempts are recorded once the delivery is done; wait until each message shows as delivered.
+    const delivered = await waitFor('delivered attempts', async () => {
+      const seen = [];
+      for await (const attempt of admin.deliveries.iterate({ subscriberId: sub.id, outcome: 'delivered' })) seen.push(attempt);
+      return wanted.every((id) => seen.some((a) => a.messageId === id)) && seen;
+    });
+    for (const attempt of delivered) {
+      assert.equal(String(attempt.subscriberId), String(sub.id));
+      assert.equal(attempt.outcome, 'delivered');
+      assert.equal(attempt.httpStatus, 204);
+      assert.ok(attempt.attempt >= 1);
+      assert.ok(attempt.createdAt);
+    }
+
+    const byMessage = await admin.deliveries.list({ messageId: firstMessageId });
+    assert.ok(byMessage.items.length >= 1);
+    assert.ok(byMessage.items.every((a) => a.messageId === firstMessageId));
+
+    // One item per page: iterate must ask page after page and see every attempt exactly once.
+    const all = (await admin.deliveries.list({ subscriberId: sub.id, limit: 100 })).items;
+    const ids = [];
+    for await (const attempt of admin.deliveries.iterate({ subscriberId: sub.id, limit: 1 })) ids.push(attempt.id);
+    assert.ok(ids.length >= wanted.length);
+    assert.deepEqual(ids.slice(0, all.length).map(String), all.map((a) => String(a.id)));
+    assert.equal(new Set(ids.map(String)).size, ids.length, 'no attempt twice');
+    for (let i = 1; i < ids.length; i++) assert.ok(Number(ids[i]) > Number(ids[i - 1]), 'ascending ids');
+
+    const onePage = await admin.deliveries.list({ subscriberId: sub.id, limit: 1 });
+    assert.equal(onePage.items.length, 1);
+    const after = await admin.deliveries.list({ subscriberId: sub.id, since: onePage.items[0].id, limit: 100 });
+    assert.ok(after.items.every((a) => Number(a.id) > Number(onePage.items[0].id)));
+  });
+
+  test('a filter decides which subscribers match at publish time', async () => {
+    const topic = topicFor('filtered');
+    await createSubscriber({ topic, targetUrl: `${receiver.url}/filtered`, filterExpression: 'body.total > 100' });
+    assert.equal((await admin.publish(topic, { body: { total: 50 } })).matched, 0);
+    assert.equal((await admin.publish(topic, { body: { total: 150 } })).matched, 1);
+  });
+
+  test('a wrong JWT secret is refused with UnauthorizedError', async () => {
+    const wrong = new Switch({ baseUrl: BASE_URL, jwtSecret: `${JWT_SECRET}-wrong`, author: 'sdk-js-tests', scope: 'publish admin' });
+    const err = await wrong.publish(topicFor('x')).catch((e) => e);
+    assert.ok(err instanceof UnauthorizedError, String(err));
+    assert.equal(err.status, 401);
+    assert.equal(err.code, 'unauthorized');
+    const garbage = new Switch({ baseUrl: BASE_URL, token: 'not-a-jwt' });
+    await assert.rejects(garbage.publish(topicFor('x')), UnauthorizedError);
+    const none = new Switch({ baseUrl: BASE_URL });
+    await assert.rejects(none.publish(topicFor('x')), UnauthorizedError);
+  });
+
+  test('a token without the admin scope gets ForbiddenError on admin endpoints', async () => {
+    const publisher = new Switch({ baseUrl: BASE_URL, jwtSecret: JWT_SECRET, author: 'sdk-js-tests', scope: 'publish' });
+    const err = await publisher.subscribers.list().catch((e) => e);
+    assert.ok(err instanceof ForbiddenError, String(err));
+    assert.equal(err.status, 403);
+    assert.equal(err.code, 'forbidden');
+    await assert.rejects(publisher.deliveries.list(), ForbiddenError);
+    // It may still publish.
+    const ok = await publisher.publish(topicFor('nobody'));
+    assert.equal(ok.matched, 0);
+  });
+
+  test('a token limited to some topics gets ForbiddenError on others', async () => {
+    const limited = new Switch({ baseUrl: BASE_URL, jwtSecret: JWT_SECRET, author: 'sdk-js-tests', scope: 'publish', topics: [`sdkjs.${RUN}.allowed.#`] });
+    assert.equal((await limited.publish(topicFor('allowed.one'))).duplicate, false);
+    await assert.rejects(limited.publish(topicFor('other')), ForbiddenError);
+  });
+
+  test('a body over 1 MiB is refused with PayloadTooLargeError', async () => {
+    const err = await admin.publish(topicFor('big'), { body: { data: 'x'.repeat(1024 * 1024 + 1024) } }).catch((e) => e);
+    assert.ok(err instanceof PayloadTooLargeError, String(err));
+    assert.equal(err.status, 413);
+    assert.equal(err.code, 'payload_too_large');
+  });
+
+  test('a bad topic is refused with InvalidRequestError', async () => {
+    const err = await admin.publish('bad topic!').catch((e) => e);
+    assert.ok(err instanceof InvalidRequestError, String(err));
+    assert.equal(err.code, 'invalid_request');
+  });
+
+  test('a closed port is a NetworkError', async () => {
+    const probe = http.createServer();
+    await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const { port } = probe.address();
+    await new Promise((resolve) => probe.close(resolve));
+    const client = new Switch({ baseUrl: `http://127.0.0.1:${port}`, jwtSecret: JWT_SECRET, author: 'sdk-js-tests' });
+    await assert.rejects(client.publish(topicFor('x')), NetworkError);
+  });
+
+  test('subscribers: create, get, list, update, rotate secret, delete', async () => {
+    const topic = topicFor('crud.*');
+    const secret = `whsec_${randomBytes(24).toString('base64')}`;
+    const s = await createSubscriber({
+      topic,
+      targetUrl: 'http://127.0.0.1:9/unused/:id',
+      filterExpression: 'body.total > 100',
+      description: 'crud',
+      enabled: false,
+      secret,
+    });
+    assert.equal(s.topic, topic);
+    assert.equal(s.targetUrl, 'http://127.0.0.1:9/unused/:id');
+    assert.equal(s.filterExpression, 'body.total > 100');
+    assert.equal(s.description, 'crud');
+    assert.equal(s.enabled, false);
+    assert.equal(s.secret, secret);
+    assert.ok(s.createdAt && s.updatedAt);
+    assert.equal(s.target_url, undefined, 'fields are camelCase');
+
+    const got = await admin.subscribers.get(s.id);
+    assert.equal(String(got.id), String(s.id));
+    assert.equal(got.targetUrl, s.targetUrl);
+
+    const listed = await admin.subscribers.list({ topic });
+    assert.deepEqual(listed.map((x) => String(x.id)), [String(s.id)]);
+    assert.ok((await admin.subscribers.list()).some((x) => String(x.id) === String(s.id)));
+
+    const updated = await admin.subscribers.update(s.id, { description: 'changed', filterExpression: null, targetUrl: 'http://127.0.0.1:9/other' });
+    assert.equal(updated.description, 'changed');
+    assert.equal(updated.filterExpression ?? null, null);
+    assert.equal(updated.targetUrl, 'http://127.0.0.1:9/other');
+    assert.equal(updated.enabled, false, 'fields not given are unchanged');
+    assert.equal((await admin.subscribers.get(s.id)).description, 'changed');
+
+    const rotated = await admin.subscribers.rotateSecret(s.id);
+    assert.match(rotated.secret, /^whsec_[A-Za-z0-9+/]+=*$/);
+    assert.notEqual(rotated.secret, secret);
+    assert.equal((await admin.subscribers.get(s.id)).secret, rotated.secret);
+
+    await assert.rejects(admin.subscribers.update(s.id, { filterExpression: 'body.total >' }), InvalidRequestError);
+    await assert.rejects(
+      admin.subscribers.create({ topic: 'bad topic!', targetUrl: 'http://127.0.0.1:9/' }),
+      InvalidRequestError,
+    );
+
+    await admin.subscribers.delete(s.id);
+    const gone = await admin.subscribers.get(s.id).catch((e) => e);
+    assert.ok(gone instanceof NotFoundError, String(gone));
+    assert.ok(gone instanceof SwitchError);
+    assert.equal(gone.status, 404);
+    assert.equal(gone.code, 'not_found');
+    assert.ok(gone.message.length > 0);
+    await assert.rejects(admin.subscribers.delete(s.id), NotFoundError);
+  });
+
+  test('testFilter evaluates an expression against a message', async () => {
+    const message = { topic: 'orders.created', body: { total: 150, user: { id: 7 } }, headers: { source: 'web' }, httpMethod: 'POST' };
+    assert.equal(await admin.testFilter('body.total > 100', message), true);
+    assert.equal(await admin.testFilter('body.total > 1000', message), false);
+    assert.equal(await admin.testFilter('body.user.id == 7 && topic == "orders.created"', message), true);
+    assert.equal(await admin.testFilter('http_method == "POST"', message), true);
+    assert.equal(await admin.testFilter('body.missing == 1', message), false);
+    assert.equal(await admin.testFilter('', message), true);
+    const err = await admin.testFilter('body.total >', message).catch((e) => e);
+    assert.ok(err instanceof InvalidRequestError, String(err));
+    assert.ok(err.message.length > 0);
+  });
+
+  test('410 makes a dead letter; replay delivers it again', async () => {
+    receiver.state.gone = true;
+    const topic = topicFor('gone');
+    const s = await createSubscriber({ topic, targetUrl: `${receiver.url}/gone/:id` });
+    const { messageId, matched } = await admin.publish(topic, { body: { bye: true }, pathParams: { id: '1' } });
+    assert.equal(matched, 1);
+
+    const dead = await waitFor('the dead letter', async () => {
+      const letters = await admin.deadLetters.list({ subscriberId: s.id });
+      return letters.find((d) => d.messageId === messageId);
+    });
+    assert.equal(String(dead.subscriberId), String(s.id));
+    assert.equal(dead.replayedAt ?? null, null);
+    assert.equal((await admin.subscribers.get(s.id)).enabled, false, '410 disables the subscriber');
+    assert.ok((await admin.deadLetters.list()).some((d) => String(d.id) === String(dead.id)));
+
+    receiver.state.gone = false;
+    await admin.subscribers.update(s.id, { enabled: true });
+    await admin.deadLetters.replay(dead.id);
+
+    const redelivered = await waitFor('the replayed webhook', () =>
+      receiver.received.find((r) => r.headers['webhook-id'] === messageId && r.status === 204),
+    );
+    assert.equal(redelivered.url, '/gone/1');
+    assert.deepEqual(verifyWebhook(s.secret, redelivered.headers, redelivered.rawBody), { bye: true });
+
+    const after = await waitFor('replayed_at', async () =>
+      (await admin.deadLetters.list({ subscriberId: s.id })).find((d) => String(d.id) === String(dead.id) && d.replayedAt),
+    );
+    assert.ok(after.replayedAt);
+
+    // Nothing left to replay for this subscriber: replayAll still answers.
+    await admin.deadLetters.replayAll(s.id);
+    await assert.rejects(admin.deadLetters.replay('0'), (err) => err instanceof NotFoundError || err instanceof InvalidRequestError);
+  });
+});

@@ -1,0 +1,564 @@
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { createHmac } from 'node:crypto';
+
+import {
+  Switch,
+  signJwt,
+  createToken,
+  verifyWebhook,
+  signWebhook,
+  SwitchError,
+  NetworkError,
+  InvalidRequestError,
+  UnauthorizedError,
+  ForbiddenError,
+  NotFoundError,
+  ConflictError,
+  PayloadTooLargeError,
+  UnavailableError,
+  WebhookVerificationError,
+} from '../index.js';
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/** Checks an HS256 JWT with an independent HMAC computation and returns its header and claims. */
+function decodeAndCheckJwt(token, secret) {
+  const parts = token.split('.');
+  assert.equal(parts.length, 3, 'a JWT has three parts');
+  const [h, p, s] = parts;
+  const expected = createHmac('sha256', secret).update(`${h}.${p}`).digest();
+  const given = Buffer.from(s.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  assert.ok(expected.equals(given), 'signature must be HMAC-SHA256 of header.payload');
+  assert.ok(!/[=+/]/.test(token), 'JWT parts are unpadded base64url');
+  const header = JSON.parse(Buffer.from(h, 'base64').toString('utf8'));
+  const claims = JSON.parse(Buffer.from(p, 'base64').toString('utf8'));
+  return { header, claims };
+}
+
+/** Runs a node:http server on 127.0.0.1, port 0. `handler(req, body, res)` gets the read body. */
+async function startServer(handler, { readBody = true } = {}) {
+  const requests = [];
+  const server = http.createServer(async (req, res) => {
+    let body = '';
+    if (readBody) {
+      const chunks = [];
+      for await (const chunk of req) chunks.push(chunk);
+      body = Buffer.concat(chunks).toString('utf8');
+    }
+    const record = { method: req.method, url: req.url, headers: req.headers, body };
+    requests.push(record);
+    try {
+      await handler(req, body, res, record);
+    } catch (err) {
+      res.writeHead(599).end(String(err));
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function sendJson(res, status, value, headers = {}) {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(value));
+}
+
+const SECRET = 'whsec_' + Buffer.from('0123456789abcdefghijklmn').toString('base64');
+
+function signedDelivery({ secret = SECRET, id = 'msg_1', timestamp = Math.floor(Date.now() / 1000), body = '{"a":1}' } = {}) {
+  return {
+    headers: {
+      'webhook-id': id,
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': signWebhook(secret, id, timestamp, body),
+    },
+    body,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// JWT
+
+describe('JWT signing', () => {
+  test('signJwt produces an HS256 token verifiable independently', () => {
+    const token = signJwt({ author: 'alice', n: 1 }, 'top-secret');
+    const { header, claims } = decodeAndCheckJwt(token, 'top-secret');
+    assert.deepEqual(header, { alg: 'HS256', typ: 'JWT' });
+    assert.deepEqual(claims, { author: 'alice', n: 1 });
+  });
+
+  test('a token signed with another secret does not verify', () => {
+    const token = signJwt({ author: 'alice' }, 'one');
+    assert.throws(() => decodeAndCheckJwt(token, 'two'));
+  });
+
+  test('createToken sets author, scope, iat and exp = now + 60 s', () => {
+    const token = createToken('s3', { author: 'svc', scope: ['publish', 'admin'], now: 1_700_000_000 });
+    const { claims } = decodeAndCheckJwt(token, 's3');
+    assert.deepEqual(claims, { iat: 1_700_000_000, exp: 1_700_000_060, author: 'svc', scope: 'publish admin' });
+  });
+
+  test('createToken omits claims that were not given', () => {
+    const { claims } = decodeAndCheckJwt(createToken('s3'), 's3');
+    assert.deepEqual(Object.keys(claims).sort(), ['exp', 'iat']);
+  });
+
+  test('the client signs a fresh token for every request from jwtSecret', async () => {
+    const server = await startServer((req, body, res) => sendJson(res, 202, { message_id: 'm1', matched: 0 }));
+    try {
+      const client = new Switch({ baseUrl: server.url, jwtSecret: 'hub-secret', author: 'billing', scope: 'publish' });
+      const before = Math.floor(Date.now() / 1000);
+      await client.publish('orders.created');
+      const auth = server.requests[0].headers.authorization;
+      assert.match(auth, /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/);
+      const { header, claims } = decodeAndCheckJwt(auth.slice('Bearer '.length), 'hub-secret');
+      assert.equal(header.alg, 'HS256');
+      assert.equal(claims.author, 'billing');
+      assert.equal(claims.scope, 'publish');
+      assert.ok(claims.exp >= before + 60 && claims.exp <= before + 62, `exp ${claims.exp} ≈ now + 60`);
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('the client sends a given token as is', async () => {
+    const server = await startServer((req, body, res) => sendJson(res, 202, { message_id: 'm1', matched: 0 }));
+    try {
+      const client = new Switch({ baseUrl: server.url, token: 'abc.def.ghi' });
+      await client.publish('t');
+      assert.equal(server.requests[0].headers.authorization, 'Bearer abc.def.ghi');
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// verifyWebhook
+
+describe('verifyWebhook', () => {
+  test('matches the Standard Webhooks reference signature', () => {
+    // Test vector published with the Standard Webhooks / Svix libraries.
+    const secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+    const id = 'msg_p5jXN8AQM9LWM0D4loKWxJek';
+    const timestamp = 1614265330;
+    const body = '{"test": 2432232314}';
+    const expected = 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=';
+    assert.equal(signWebhook(secret, id, timestamp, body), expected);
+    const headers = { 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': expected };
+    assert.deepEqual(verifyWebhook(secret, headers, body, { now: timestamp + 10 }), { test: 2432232314 });
+  });
+
+  test('a valid delivery returns the parsed JSON payload', () => {
+    const { headers, body } = signedDelivery({ body: '{"id":42,"total":9.5}' });
+    assert.deepEqual(verifyWebhook(SECRET, headers, body), { id: 42, total: 9.5 });
+  });
+
+  test('accepts a Buffer, a Uint8Array, upper-case header names and a Headers instance', () => {
+    const { headers, body } = signedDelivery({ body: '{"ü":"ß"}' });
+    assert.deepEqual(verifyWebhook(SECRET, headers, Buffer.from(body)), { ü: 'ß' });
+    assert.deepEqual(verifyWebhook(SECRET, headers, new TextEncoder().encode(body)), { ü: 'ß' });
+    const upper = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toUpperCase(), v]));
+    assert.deepEqual(verifyWebhook(SECRET, upper, body), { ü: 'ß' });
+    assert.deepEqual(verifyWebhook(SECRET, new Headers(headers), body), { ü: 'ß' });
+  });
+
+  test('a tampered body, id or timestamp is refused', () => {
+    const { headers, body } = signedDelivery({ body: '{"amount":1}' });
+    assert.throws(() => verifyWebhook(SECRET, headers, '{"amount":100}'), WebhookVerificationError);
+    assert.throws(() => verifyWebhook(SECRET, { ...headers, 'webhook-id': 'msg_2' }, body), WebhookVerificationError);
+    const ts = Number(headers['webhook-timestamp']) + 1;
+    assert.throws(
+      () => verifyWebhook(SECRET, { ...headers, 'webhook-timestamp': String(ts) }, body),
+      WebhookVerificationError,
+    );
+  });
+
+  test('a tampered signature is refused', () => {
+    const { headers, body } = signedDelivery();
+    const sig = headers['webhook-signature'];
+    const flipped = sig.slice(0, 5) + (sig[5] === 'A' ? 'B' : 'A') + sig.slice(6);
+    assert.throws(() => verifyWebhook(SECRET, { ...headers, 'webhook-signature': flipped }, body), WebhookVerificationError);
+    assert.throws(() => verifyWebhook(SECRET, { ...headers, 'webhook-signature': 'v1,' }, body), WebhookVerificationError);
+    assert.throws(() => verifyWebhook(SECRET, { ...headers, 'webhook-signature': 'v1,abc' }, body), WebhookVerificationError);
+    assert.throws(
+      () => verifyWebhook(SECRET, { ...headers, 'webhook-signature': sig.replace('v1,', 'v2,') }, body),
+      WebhookVerificationError,
+    );
+  });
+
+  test('the wrong secret is refused', () => {
+    const { headers, body } = signedDelivery();
+    const other = 'whsec_' + Buffer.from('another-key-of-24-bytes!').toString('base64');
+    assert.throws(() => verifyWebhook(other, headers, body), WebhookVerificationError);
+  });
+
+  test('a secret that is not base64 is refused', () => {
+    const { headers, body } = signedDelivery();
+    assert.throws(() => verifyWebhook('whsec_not base64!', headers, body), WebhookVerificationError);
+    assert.throws(() => verifyWebhook('', headers, body), WebhookVerificationError);
+  });
+
+  test('the secret works without its whsec_ prefix', () => {
+    const { headers, body } = signedDelivery();
+    assert.deepEqual(verifyWebhook(SECRET.slice('whsec_'.length), headers, body), { a: 1 });
+  });
+
+  test('a stale or future timestamp is refused, within tolerance accepted', () => {
+    const now = 1_700_000_000;
+    const old = signedDelivery({ timestamp: now - 301 });
+    assert.throws(() => verifyWebhook(SECRET, old.headers, old.body, { now }), /too old/);
+    const future = signedDelivery({ timestamp: now + 301 });
+    assert.throws(() => verifyWebhook(SECRET, future.headers, future.body, { now }), /too new/);
+    const edge = signedDelivery({ timestamp: now - 300 });
+    assert.deepEqual(verifyWebhook(SECRET, edge.headers, edge.body, { now }), { a: 1 });
+    assert.deepEqual(verifyWebhook(SECRET, old.headers, old.body, { now, tolerance: 600 }), { a: 1 });
+    assert.throws(() => verifyWebhook(SECRET, edge.headers, edge.body, { now, tolerance: 10 }), WebhookVerificationError);
+    assert.deepEqual(verifyWebhook(SECRET, edge.headers, edge.body, { now: new Date(now * 1000) }), { a: 1 });
+    const garbage = { ...edge.headers, 'webhook-timestamp': 'yesterday' };
+    assert.throws(() => verifyWebhook(SECRET, garbage, edge.body, { now }), WebhookVerificationError);
+  });
+
+  test('any one of several space-separated signatures may match', () => {
+    const { headers, body } = signedDelivery();
+    const good = headers['webhook-signature'];
+    const other = signWebhook('whsec_' + Buffer.from('x'.repeat(24)).toString('base64'), 'msg_1', headers['webhook-timestamp'], body);
+    for (const value of [`${other} ${good}`, `${good} ${other}`, `v2,abcd ${good}`, `garbage ${good}`]) {
+      assert.deepEqual(verifyWebhook(SECRET, { ...headers, 'webhook-signature': value }, body), { a: 1 });
+    }
+    assert.throws(() => verifyWebhook(SECRET, { ...headers, 'webhook-signature': `${other} v2,abcd` }, body), WebhookVerificationError);
+  });
+
+  test('missing headers are refused', () => {
+    const { headers, body } = signedDelivery();
+    for (const name of ['webhook-id', 'webhook-timestamp', 'webhook-signature']) {
+      const partial = { ...headers };
+      delete partial[name];
+      assert.throws(() => verifyWebhook(SECRET, partial, body), /missing/);
+    }
+    assert.throws(() => verifyWebhook(SECRET, {}, body), WebhookVerificationError);
+    assert.throws(() => verifyWebhook(SECRET, undefined, body), WebhookVerificationError);
+  });
+
+  test('a verified body that is not JSON is refused; a parsed object is a TypeError', () => {
+    const bad = signedDelivery({ body: 'not json' });
+    assert.throws(() => verifyWebhook(SECRET, bad.headers, bad.body), /not valid JSON/);
+    const { headers } = signedDelivery();
+    assert.throws(() => verifyWebhook(SECRET, headers, { a: 1 }), TypeError);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// requests and error mapping, against a local HTTP server
+
+describe('requests and answers', () => {
+  let server;
+  before(async () => {
+    server = await startServer((req, body, res) => {
+      const url = new URL(req.url, 'http://x');
+      const route = `${req.method} ${url.pathname}`;
+      switch (route) {
+        case 'POST /publish':
+          if (req.headers['idempotency-key'] === 'dup') return sendJson(res, 200, { message_id: 'm-first', duplicate: true });
+          return sendJson(res, 202, { message_id: 'm-new', matched: 2 });
+        case 'POST /subscribers':
+          return sendJson(res, 201, { id: 7, ...JSON.parse(body), secret: 'whsec_AAAA', enabled: true, created_at: 'c', updated_at: 'u' });
+        case 'GET /subscribers':
+          return sendJson(res, 200, { items: [{ id: 1, topic: 'a.*', target_url: 'http://t', filter_expression: null, filter_error: 'x' }] });
+        case 'PATCH /subscribers/7':
+          return sendJson(res, 200, { id: 7, ...JSON.parse(body) });
+        case 'DELETE /subscribers/7':
+          res.writeHead(204).end();
+          return;
+        case 'POST /subscribers/7/rotate-secret':
+          return sendJson(res, 200, { id: 7, secret: 'whsec_BBBB', target_url: 'http://t' });
+        case 'POST /filters/test':
+          if (JSON.parse(body).filter_expression === 'a >') {
+            return sendJson(res, 400, { error: { code: 'invalid_request', message: 'filter_expression: unexpected end', position: 3 } });
+          }
+          return sendJson(res, 200, { matches: JSON.parse(body).filter_expression === 'true' });
+        case 'GET /deliveries': {
+          const since = Number(url.searchParams.get('since') ?? 0);
+          const limit = Number(url.searchParams.get('limit') ?? 100);
+          const all = [1, 2, 3, 4, 5].map((id) => ({ id, message_id: 'm', subscriber_id: 7, attempt: 1, outcome: 'delivered', http_status: 200, error_kind: null, duration_ms: 3, created_at: 'c' }));
+          const page = all.filter((d) => d.id > since).slice(0, limit);
+          return sendJson(res, 200, { items: page, next_since: page.length ? page[page.length - 1].id : null });
+        }
+        case 'GET /dead-letters': {
+          const since = Number(url.searchParams.get('since') ?? 0);
+          const limit = Number(url.searchParams.get('limit') ?? 100);
+          const all = [3, 8, 9].map((id) => ({ id, message_id: 'm', subscriber_id: 7, request: { query_params: {} }, last_error: 'boom', replayed_at: null }));
+          const page = all.filter((d) => d.id > since).slice(0, limit);
+          return sendJson(res, 200, { items: page, next_since: page.length ? page[page.length - 1].id : since || null });
+        }
+        case 'POST /dead-letters/3/replay':
+          return sendJson(res, 200, { id: 3, replayed_at: 'now' });
+        case 'POST /dead-letters/replay':
+          return sendJson(res, 200, { replayed: 2 });
+        case 'GET /ping':
+          res.writeHead(200, { 'content-type': 'text/plain' }).end('pong');
+          return;
+        case 'GET /health':
+          return sendJson(res, 503, { status: 'degraded', database: 'ok', redis: 'down' });
+        case 'POST /refresh':
+          return sendJson(res, 200, { subscribers: 3 });
+        default:
+          return sendJson(res, 404, { error: { code: 'not_found', message: `no route ${route}` } });
+      }
+    });
+  });
+  after(() => server.close());
+
+  const client = () => new Switch({ baseUrl: server.url + '/', jwtSecret: 's', scope: 'publish admin' });
+
+  test('publish sends the native form and the Idempotency-Key header', async () => {
+    server.requests.length = 0;
+    const result = await client().publish('orders.created', {
+      body: { id: 42 },
+      headers: { 'X-Trace': 'abc' },
+      queryParams: { source: 'web' },
+      pathParams: { id: '42' },
+      httpMethod: 'PUT',
+      idempotencyKey: 'k1',
+    });
+    assert.deepEqual(result, { messageId: 'm-new', matched: 2, duplicate: false });
+    const sent = server.requests[0];
+    assert.equal(sent.url, '/publish');
+    assert.equal(sent.headers['content-type'], 'application/json');
+    assert.equal(sent.headers['idempotency-key'], 'k1');
+    assert.deepEqual(JSON.parse(sent.body), {
+      topic: 'orders.created',
+      body: { id: 42 },
+      headers: { 'X-Trace': 'abc' },
+      query_params: { source: 'web' },
+      path_params: { id: '42' },
+      http_method: 'PUT',
+    });
+  });
+
+  test('publish sends only the topic when nothing else is given', async () => {
+    server.requests.length = 0;
+    await client().publish('t.x');
+    assert.deepEqual(JSON.parse(server.requests[0].body), { topic: 't.x' });
+    assert.equal(server.requests[0].headers['idempotency-key'], undefined);
+  });
+
+  test('a duplicate publish answers duplicate: true', async () => {
+    const result = await client().publish('t', { idempotencyKey: 'dup' });
+    assert.deepEqual(result, { messageId: 'm-first', matched: null, duplicate: true });
+  });
+
+  test('subscribers convert between camelCase and snake_case', async () => {
+    server.requests.length = 0;
+    const created = await client().subscribers.create({ topic: 'a.*', targetUrl: 'http://t/:id', filterExpression: 'body.x == 1', description: undefined });
+    assert.deepEqual(JSON.parse(server.requests[0].body), { topic: 'a.*', target_url: 'http://t/:id', filter_expression: 'body.x == 1' });
+    assert.equal(created.targetUrl, 'http://t/:id');
+    assert.equal(created.filterExpression, 'body.x == 1');
+    assert.equal(created.createdAt, 'c');
+    assert.equal(created.target_url, undefined);
+
+    const list = await client().subscribers.list({ topic: 'a.*' });
+    assert.equal(server.requests[1].url, '/subscribers?topic=a.*');
+    assert.deepEqual(list, [{ id: 1, topic: 'a.*', targetUrl: 'http://t', filterExpression: null, filterError: 'x' }]);
+
+    const updated = await client().subscribers.update(7, { enabled: false, filterExpression: null });
+    assert.deepEqual(JSON.parse(server.requests[2].body), { enabled: false, filter_expression: null });
+    assert.equal(server.requests[2].method, 'PATCH');
+    assert.deepEqual(updated, { id: 7, enabled: false, filterExpression: null });
+
+    assert.equal(await client().subscribers.delete(7), undefined);
+    const rotated = await client().subscribers.rotateSecret(7);
+    assert.deepEqual(rotated, { id: 7, secret: 'whsec_BBBB', targetUrl: 'http://t' });
+  });
+
+  test('testFilter sends filter_expression and a snake_case message', async () => {
+    server.requests.length = 0;
+    assert.equal(await client().testFilter('true', { topic: 't', body: { a: { b_c: 1 } }, httpMethod: 'GET' }), true);
+    assert.deepEqual(JSON.parse(server.requests[0].body), {
+      filter_expression: 'true',
+      message: { topic: 't', body: { a: { b_c: 1 } }, http_method: 'GET' },
+    });
+    assert.equal(await client().testFilter('false', { topic: 't' }), false);
+    const err = await client().testFilter('a >', { topic: 't' }).catch((e) => e);
+    assert.ok(err instanceof InvalidRequestError);
+    assert.equal(err.position, 3);
+    assert.equal(err.message, 'filter_expression: unexpected end');
+  });
+
+  test('deliveries.list returns one page; iterate follows the since cursor to an empty page', async () => {
+    server.requests.length = 0;
+    const page = await client().deliveries.list({ subscriberId: 7, limit: 2, outcome: 'delivered' });
+    assert.equal(server.requests[0].url, '/deliveries?subscriber_id=7&outcome=delivered&limit=2');
+    assert.deepEqual(page.items.map((d) => d.id), [1, 2]);
+    assert.equal(page.nextSince, 2);
+    assert.equal(page.items[0].httpStatus, 200);
+    assert.equal(page.items[0].messageId, 'm');
+
+    server.requests.length = 0;
+    const ids = [];
+    for await (const d of client().deliveries.iterate({ subscriberId: 7, limit: 2 })) ids.push(d.id);
+    assert.deepEqual(ids, [1, 2, 3, 4, 5]);
+    assert.deepEqual(
+      server.requests.map((r) => new URL(r.url, 'http://x').searchParams.get('since')),
+      [null, '2', '4', '5'],
+    );
+
+    const after3 = [];
+    for await (const d of client().deliveries.iterate({ since: 3 })) after3.push(d.id);
+    assert.deepEqual(after3, [4, 5]);
+  });
+
+  test('dead letters', async () => {
+    server.requests.length = 0;
+    const list = await client().deadLetters.list({ subscriberId: 7 });
+    assert.equal(server.requests[0].url, '/dead-letters?subscriber_id=7');
+    assert.equal(list[0].lastError, 'boom');
+    assert.deepEqual(list[0].request, { query_params: {} }, 'nested user data is not renamed');
+    assert.equal(list.length, 3);
+    const ids = [];
+    for await (const d of client().deadLetters.iterate({ subscriberId: 7, limit: 2 })) ids.push(d.id);
+    assert.deepEqual(ids, [3, 8, 9]);
+    assert.deepEqual(await client().deadLetters.replay(3), { id: 3, replayedAt: 'now' });
+    await assert.rejects(client().deadLetters.replayAll(), TypeError);
+    assert.deepEqual(await client().deadLetters.replayAll(7), { replayed: 2 });
+    assert.equal(server.requests.at(-1).url, '/dead-letters/replay?subscriber_id=7');
+  });
+
+  test('ping, health and refresh', async () => {
+    server.requests.length = 0;
+    assert.equal(await client().ping(), 'pong');
+    assert.equal(server.requests[0].headers.authorization, undefined, 'ping needs no token');
+    assert.deepEqual(await client().health(), { ok: false, status: 'degraded', database: 'ok', redis: 'down' });
+    assert.deepEqual(await client().refresh(), { subscribers: 3 });
+    assert.match(server.requests[2].headers.authorization, /^Bearer /);
+  });
+
+  test('an unknown route maps to NotFoundError with the server message', async () => {
+    await assert.rejects(client().subscribers.get('nope/x'), (err) => {
+      assert.ok(err instanceof NotFoundError);
+      assert.equal(err.status, 404);
+      assert.equal(err.code, 'not_found');
+      assert.match(err.message, /no route GET \/subscribers\/nope%2Fx/);
+      return true;
+    });
+  });
+});
+
+describe('error mapping', () => {
+  const cases = [
+    [400, 'invalid_request', InvalidRequestError],
+    [401, 'unauthorized', UnauthorizedError],
+    [403, 'forbidden', ForbiddenError],
+    [404, 'not_found', NotFoundError],
+    [409, 'conflict', ConflictError],
+    [413, 'payload_too_large', PayloadTooLargeError],
+    [503, 'unavailable', UnavailableError],
+    [500, 'internal', SwitchError],
+    [422, 'something_else', SwitchError],
+  ];
+  let server;
+  before(async () => {
+    server = await startServer((req, body, res) => {
+      const [, kind, code] = req.url.match(/^\/(json|plain)(\d+)\//);
+      const status = Number(code);
+      const extra = status === 503 ? { 'retry-after': '7' } : {};
+      if (kind === 'plain') {
+        res.writeHead(status, { 'content-type': 'text/plain' }).end('upstream broke');
+        return;
+      }
+      sendJson(res, status, { error: { code: cases.find((c) => c[0] === status)[1], message: `message for ${status}` } }, extra);
+    });
+  });
+  after(() => server.close());
+
+  for (const [status, code, Cls] of cases) {
+    test(`${status} → ${Cls.name}`, async () => {
+      const client = new Switch({ baseUrl: `${server.url}/json${status}`, jwtSecret: 's' });
+      const err = await client.subscribers.list().catch((e) => e);
+      assert.ok(err instanceof Cls, `${err?.constructor?.name} is ${Cls.name}`);
+      assert.ok(err instanceof SwitchError);
+      assert.ok(err instanceof Error);
+      assert.equal(err.status, status);
+      assert.equal(err.code, code);
+      assert.equal(err.message, `message for ${status}`);
+      assert.equal(err.name, Cls.name);
+      if (Cls === UnavailableError) assert.equal(err.retryAfter, 7);
+    });
+  }
+
+  test('a non-JSON error answer keeps its text and a default code', async () => {
+    const err = await new Switch({ baseUrl: `${server.url}/plain502`, token: 't' }).refresh().catch((e) => e);
+    assert.ok(err instanceof SwitchError);
+    assert.equal(err.status, 502);
+    assert.equal(err.code, 'internal');
+    assert.equal(err.message, 'upstream broke');
+    const err503 = await new Switch({ baseUrl: `${server.url}/plain503`, token: 't' }).refresh().catch((e) => e);
+    assert.ok(err503 instanceof UnavailableError);
+    assert.equal(err503.code, 'unavailable');
+    assert.equal(err503.retryAfter, null);
+  });
+
+  test('413 sent before a large body is read still maps to PayloadTooLargeError', async () => {
+    const early = await startServer(
+      (req, body, res) => {
+        sendJson(res, 413, { error: { code: 'payload_too_large', message: 'body larger than 1048576 bytes' } }, { connection: 'close' });
+        req.destroy();
+      },
+      { readBody: false },
+    );
+    try {
+      const client = new Switch({ baseUrl: early.url, jwtSecret: 's' });
+      const err = await client.publish('big', { body: { data: 'x'.repeat(4 * 1024 * 1024) } }).catch((e) => e);
+      assert.ok(err instanceof PayloadTooLargeError, String(err));
+      assert.equal(err.code, 'payload_too_large');
+    } finally {
+      await early.close();
+    }
+  });
+
+  test('a closed port is a NetworkError', async () => {
+    const probe = http.createServer();
+    await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const { port } = probe.address();
+    await new Promise((resolve) => probe.close(resolve));
+    const client = new Switch({ baseUrl: `http://127.0.0.1:${port}`, jwtSecret: 's' });
+    const err = await client.publish('t').catch((e) => e);
+    assert.ok(err instanceof NetworkError, String(err));
+    assert.ok(err instanceof SwitchError);
+    assert.equal(err.status, null);
+    assert.equal(err.code, 'network');
+    assert.match(err.message, /ECONNREFUSED/);
+  });
+
+  test('no answer within timeoutMs is a NetworkError with code timeout', async () => {
+    const slow = await startServer(() => new Promise(() => {}));
+    try {
+      const client = new Switch({ baseUrl: slow.url, jwtSecret: 's', timeoutMs: 200 });
+      const err = await client.publish('t').catch((e) => e);
+      assert.ok(err instanceof NetworkError, String(err));
+      assert.equal(err.code, 'timeout');
+    } finally {
+      await slow.close();
+    }
+  });
+});
+
+describe('constructor', () => {
+  test('baseUrl is required', () => {
+    assert.throws(() => new Switch({}), TypeError);
+  });
+  test('publish needs a topic', async () => {
+    await assert.rejects(new Switch({ baseUrl: 'http://127.0.0.1:1' }).publish(''), TypeError);
+  });
+});

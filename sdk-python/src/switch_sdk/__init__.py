@@ -1,0 +1,52 @@
+"""Python publisher SDK for Switch, the self-hosted webhook fan-out hub.
+
+>>> from switch_sdk import Client
+>>> with Client("http://127.0.0.1:8080", jwt_secret="…", author="billing") as client:
+...     result = client.publish("orders.created", {"id": 42})
+"""
+
+from ._version import __version__
+from .async_client import AsyncClient, AsyncSubscribers
+from .auth import sign_token
+from .client import Client, Subscribers
+from .errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidRequestError,
+    NetworkError,
+    NotFoundError,
+    PayloadTooLargeError,
+    SwitchError,
+    UnauthorizedError,
+    UnavailableError,
+    WebhookVerificationError,
+)
+from .models import DeadLetter, Delivery, DeliveryPage, Id, PublishResult, Subscriber
+from .webhooks import sign_webhook, verify_webhook
+
+__all__ = [
+    "__version__",
+    "AsyncClient",
+    "AsyncSubscribers",
+    "Client",
+    "Subscribers",
+    "sign_token",
+    "verify_webhook",
+    "sign_webhook",
+    "PublishResult",
+    "Subscriber",
+    "Delivery",
+    "DeliveryPage",
+    "DeadLetter",
+    "Id",
+    "SwitchError",
+    "NetworkError",
+    "InvalidRequestError",
+    "UnauthorizedError",
+    "ForbiddenError",
+    "NotFoundError",
+    "ConflictError",
+    "PayloadTooLargeError",
+    "UnavailableError",
+    "WebhookVerificationError",
+]

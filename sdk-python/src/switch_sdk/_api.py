@@ -1,0 +1,354 @@
+"""The hub's endpoints as plain request descriptions, shared by the sync and async clients.
+
+Each function returns a :class:`Call`: what to send and how to read a successful answer.
+The clients only differ in how they send it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Tuple, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from .errors import SwitchError, error_from_response
+from .models import DeadLetter, DeliveryPage, Id, PublishResult, Subscriber
+
+T = TypeVar("T")
+
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+SUBSCRIBER_FIELDS = (
+    "topic",
+    "target_url",
+    "filter_expression",
+    "description",
+    "enabled",
+    "secret",
+)
+
+
+@dataclass
+class Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    json_body: Any = None
+    has_body: bool = False
+    params: Dict[str, str] = field(default_factory=dict)
+    headers: Dict[str, str] = field(default_factory=dict)
+    auth: bool = True
+    #: Statuses handed to ``parse`` instead of being raised (besides 2xx).
+    accept: Tuple[int, ...] = ()
+
+    def encode_body(self) -> Optional[bytes]:
+        if not self.has_body:
+            return None
+        return json.dumps(self.json_body, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8"
+        )
+
+
+def read_response(call: "Call[T]", response: httpx.Response) -> T:
+    """The result of ``call`` from the hub's answer, or the error it stands for."""
+    if not (response.is_success or response.status_code in call.accept):
+        raise error_from_response(response.status_code, response.headers, response.content)
+    try:
+        return call.parse(response)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SwitchError(
+            f"unexpected answer from {call.method} {call.path}: missing or mistyped {exc}",
+            status=response.status_code,
+            body=_maybe_json(response),
+        ) from exc
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise SwitchError(
+            f"the hub answered HTTP {response.status_code} with a body that is not JSON",
+            status=response.status_code,
+            body=response.text[:500],
+        ) from exc
+
+
+def _json_object(response: httpx.Response) -> Dict[str, Any]:
+    data = _json(response)
+    if not isinstance(data, dict):
+        raise SwitchError(
+            f"the hub answered HTTP {response.status_code} with unexpected JSON",
+            status=response.status_code,
+            body=data,
+        )
+    return data
+
+
+def _items(response: httpx.Response) -> List[Dict[str, Any]]:
+    data = _json(response)
+    items = data.get("items") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise SwitchError(
+            "the hub answered a list request without an 'items' list",
+            status=response.status_code,
+            body=data,
+        )
+    return items
+
+
+def _maybe_json(response: httpx.Response) -> Any:
+    if not response.content.strip():
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _params(**values: Any) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        else:
+            out[key] = str(value)
+    return out
+
+
+def _id(value: Id) -> str:
+    text = str(value)
+    if not text:
+        raise ValueError("an id must not be empty")
+    return quote(text, safe="")
+
+
+# --- publishing -----------------------------------------------------------------------------
+
+
+def publish(
+    topic: str,
+    body: Any = None,
+    *,
+    headers: Optional[Mapping[str, str]] = None,
+    query_params: Optional[Mapping[str, Any]] = None,
+    path_params: Optional[Mapping[str, Any]] = None,
+    http_method: str = "POST",
+    idempotency_key: Optional[str] = None,
+) -> Call[PublishResult]:
+    if not isinstance(topic, str) or not topic:
+        raise ValueError("topic must be a non-empty string")
+    method = str(http_method).upper()
+    if method not in HTTP_METHODS:
+        raise ValueError(f"http_method must be one of {', '.join(HTTP_METHODS)}")
+    payload: Dict[str, Any] = {"topic": topic}
+    if body is not None:
+        payload["body"] = body
+    if headers is not None:
+        payload["headers"] = dict(headers)
+    if query_params is not None:
+        payload["query_params"] = dict(query_params)
+    if path_params is not None:
+        payload["path_params"] = dict(path_params)
+    payload["http_method"] = method
+    extra: Dict[str, str] = {}
+    if idempotency_key is not None:
+        if not idempotency_key:
+            raise ValueError("idempotency_key must not be empty")
+        extra["Idempotency-Key"] = idempotency_key
+    return Call(
+        "POST",
+        "/publish",
+        lambda r: PublishResult.from_dict(_json_object(r)),
+        json_body=payload,
+        has_body=True,
+        headers=extra,
+    )
+
+
+def refresh() -> Call[None]:
+    return Call("POST", "/refresh", lambda r: None)
+
+
+def ping() -> Call[bool]:
+    return Call(
+        "GET",
+        "/ping",
+        lambda r: r.is_success and r.text.strip().strip('"').lower() == "pong",
+        auth=False,
+        accept=tuple(range(300, 600)),
+    )
+
+
+def _parse_health(response: httpx.Response) -> Dict[str, Any]:
+    if response.status_code == 503:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        # A health report naming what is down is returned as is; anything else is an error.
+        if isinstance(data, dict) and "status" in data and "error" not in data:
+            return data
+        raise error_from_response(response.status_code, response.headers, response.content)
+    return _json_object(response)
+
+
+def health() -> Call[Dict[str, Any]]:
+    return Call("GET", "/health", _parse_health, auth=False, accept=(503,))
+
+
+# --- subscribers ----------------------------------------------------------------------------
+
+
+def list_subscribers(topic: Optional[str] = None) -> Call[List[Subscriber]]:
+    return Call(
+        "GET",
+        "/subscribers",
+        lambda r: [Subscriber.from_dict(item) for item in _items(r)],
+        params=_params(topic=topic),
+    )
+
+
+def create_subscriber(
+    topic: str,
+    target_url: str,
+    filter_expression: Optional[str] = None,
+    description: Optional[str] = None,
+    enabled: bool = True,
+    secret: Optional[str] = None,
+) -> Call[Subscriber]:
+    payload: Dict[str, Any] = {"topic": topic, "target_url": target_url, "enabled": enabled}
+    if filter_expression is not None:
+        payload["filter_expression"] = filter_expression
+    if description is not None:
+        payload["description"] = description
+    if secret is not None:
+        payload["secret"] = secret
+    return Call(
+        "POST",
+        "/subscribers",
+        lambda r: Subscriber.from_dict(_json_object(r)),
+        json_body=payload,
+        has_body=True,
+    )
+
+
+def get_subscriber(subscriber_id: Id) -> Call[Subscriber]:
+    return Call(
+        "GET",
+        f"/subscribers/{_id(subscriber_id)}",
+        lambda r: Subscriber.from_dict(_json_object(r)),
+    )
+
+
+def update_subscriber(subscriber_id: Id, changes: Mapping[str, Any]) -> Call[Subscriber]:
+    unknown = sorted(set(changes) - set(SUBSCRIBER_FIELDS))
+    if unknown:
+        raise TypeError(
+            f"unknown subscriber field(s): {', '.join(unknown)}; "
+            f"expected some of {', '.join(SUBSCRIBER_FIELDS)}"
+        )
+    if not changes:
+        raise ValueError("update() needs at least one field to change")
+    return Call(
+        "PATCH",
+        f"/subscribers/{_id(subscriber_id)}",
+        lambda r: Subscriber.from_dict(_json_object(r)),
+        json_body=dict(changes),
+        has_body=True,
+    )
+
+
+def delete_subscriber(subscriber_id: Id) -> Call[None]:
+    return Call("DELETE", f"/subscribers/{_id(subscriber_id)}", lambda r: None)
+
+
+def rotate_secret(subscriber_id: Id) -> Call[Subscriber]:
+    return Call(
+        "POST",
+        f"/subscribers/{_id(subscriber_id)}/rotate-secret",
+        lambda r: Subscriber.from_dict(_json_object(r)),
+    )
+
+
+def test_filter(filter_expression: str, message: Mapping[str, Any]) -> Call[bool]:
+    def parse(response: httpx.Response) -> bool:
+        data = _json_object(response)
+        if "matches" not in data:
+            raise SwitchError(
+                "the hub answered a filter test without 'matches'",
+                status=response.status_code,
+                body=data,
+            )
+        return bool(data["matches"])
+
+    return Call(
+        "POST",
+        "/filters/test",
+        parse,
+        json_body={"filter_expression": filter_expression, "message": dict(message)},
+        has_body=True,
+    )
+
+
+# --- deliveries and dead letters ------------------------------------------------------------
+
+
+def list_deliveries(
+    subscriber_id: Optional[Id] = None,
+    message_id: Optional[str] = None,
+    outcome: Optional[str] = None,
+    since: Optional[Id] = None,
+    limit: Optional[int] = None,
+) -> Call[DeliveryPage]:
+    if limit is not None and limit < 1:
+        raise ValueError("limit must be at least 1")
+    return Call(
+        "GET",
+        "/deliveries",
+        lambda r: DeliveryPage.from_dict(_json_object(r)),
+        params=_params(
+            subscriber_id=subscriber_id,
+            message_id=message_id,
+            outcome=outcome,
+            since=since,
+            limit=limit,
+        ),
+    )
+
+
+def next_cursor(page: DeliveryPage, current: Optional[Id]) -> Optional[Id]:
+    """The ``since`` of the page after ``page``, or ``None`` to stop paging."""
+    if not page.items:
+        return None
+    cursor = page.next_since if page.next_since is not None else page.items[-1].id
+    # A cursor that does not move would page forever.
+    if current is not None and str(cursor) == str(current):
+        return None
+    return cursor
+
+
+def list_dead_letters(subscriber_id: Optional[Id] = None) -> Call[List[DeadLetter]]:
+    return Call(
+        "GET",
+        "/dead-letters",
+        lambda r: [DeadLetter.from_dict(item) for item in _items(r)],
+        params=_params(subscriber_id=subscriber_id),
+    )
+
+
+def replay_dead_letter(dead_letter_id: Id) -> Call[Any]:
+    return Call("POST", f"/dead-letters/{_id(dead_letter_id)}/replay", _maybe_json)
+
+
+def replay_dead_letters(subscriber_id: Id) -> Call[Any]:
+    return Call(
+        "POST",
+        "/dead-letters/replay",
+        _maybe_json,
+        params=_params(subscriber_id=subscriber_id),
+    )
+

@@ -1,0 +1,232 @@
+"""The synchronous client."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Type, TypeVar
+
+import httpx
+
+from . import _api
+from ._base import BaseClient, TimeoutArg
+from .auth import Scope
+from .models import DeadLetter, Delivery, DeliveryPage, Id, PublishResult, Subscriber
+
+__all__ = ["Client", "Subscribers"]
+
+T = TypeVar("T")
+
+
+class Subscribers:
+    """The admin API for subscribers (``client.subscribers``); needs scope ``admin``."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def list(self, topic: Optional[str] = None) -> List[Subscriber]:
+        """All subscribers, or those whose pattern is exactly ``topic``."""
+        return self._client._send(_api.list_subscribers(topic))
+
+    def create(
+        self,
+        topic: str,
+        target_url: str,
+        filter_expression: Optional[str] = None,
+        description: Optional[str] = None,
+        enabled: bool = True,
+        secret: Optional[str] = None,
+    ) -> Subscriber:
+        """Create a subscriber; the answer includes its ``secret`` (generated when not given)."""
+        return self._client._send(
+            _api.create_subscriber(
+                topic, target_url, filter_expression, description, enabled, secret
+            )
+        )
+
+    def get(self, subscriber_id: Id) -> Subscriber:
+        """One subscriber; :class:`~switch_sdk.NotFoundError` when there is none."""
+        return self._client._send(_api.get_subscriber(subscriber_id))
+
+    def update(self, subscriber_id: Id, **changes: Any) -> Subscriber:
+        """Change some fields (``topic``, ``target_url``, ``filter_expression``,
+        ``description``, ``enabled``, ``secret``) with ``PATCH``. Passing
+        ``filter_expression=None`` clears the filter."""
+        return self._client._send(_api.update_subscriber(subscriber_id, changes))
+
+    def delete(self, subscriber_id: Id) -> None:
+        """Delete a subscriber."""
+        self._client._send(_api.delete_subscriber(subscriber_id))
+
+    def rotate_secret(self, subscriber_id: Id) -> Subscriber:
+        """Give the subscriber a new signing secret; returns it with the new secret."""
+        return self._client._send(_api.rotate_secret(subscriber_id))
+
+
+class Client(BaseClient):
+    """A client of the Switch hub.
+
+    Args:
+        base_url: the hub, e.g. ``"http://127.0.0.1:8080"``.
+        jwt_secret: the hub's ``SWITCH_JWT_SECRET``; the client then signs its own
+            HS256 tokens (valid 60 s, renewed as they near expiry).
+        token: a ready-made token, used as is (instead of ``jwt_secret``).
+        author: the ``author`` claim of signed tokens.
+        timeout: seconds for each request (``None`` for no limit).
+        scope: the ``scope`` claim of signed tokens, e.g. ``"publish admin"``.
+        transport: an ``httpx`` transport, e.g. for tests.
+        headers: extra headers sent with every request.
+
+    Use it as a context manager, or call :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        jwt_secret: Optional[str] = None,
+        token: Optional[str] = None,
+        author: Optional[str] = None,
+        timeout: TimeoutArg = 10.0,
+        scope: Optional[Scope] = None,
+        transport: Optional[httpx.BaseTransport] = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        super().__init__(
+            base_url,
+            jwt_secret=jwt_secret,
+            token=token,
+            author=author,
+            timeout=timeout,
+            scope=scope,
+            headers=headers,
+        )
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=self._timeout,
+            transport=transport,
+            headers=self._default_headers,
+        )
+        self.subscribers = Subscribers(self)
+
+    # -- plumbing --
+
+    def _send(self, call: "_api.Call[T]") -> T:
+        try:
+            response = self._http.request(**self._request_kwargs(call))
+        except httpx.TransportError as exc:
+            raise self._network_error(call, exc) from exc
+        return _api.read_response(call, response)
+
+    def close(self) -> None:
+        """Close the underlying connections."""
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    # -- publishing --
+
+    def publish(
+        self,
+        topic: str,
+        body: Any = None,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
+        query_params: Optional[Mapping[str, Any]] = None,
+        path_params: Optional[Mapping[str, Any]] = None,
+        http_method: str = "POST",
+        idempotency_key: Optional[str] = None,
+    ) -> PublishResult:
+        """Publish a message to ``topic``.
+
+        ``body`` is any JSON value (the hub uses ``{}`` when omitted); ``headers``,
+        ``query_params`` and ``path_params`` shape the request each subscriber gets;
+        ``http_method`` is GET, POST, PUT, PATCH or DELETE. With ``idempotency_key``,
+        publishing again with the same key (and author) within 24 h returns the first
+        message's id with ``duplicate=True`` and creates nothing.
+        """
+        return self._send(
+            _api.publish(
+                topic,
+                body,
+                headers=headers,
+                query_params=query_params,
+                path_params=path_params,
+                http_method=http_method,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def refresh(self) -> None:
+        """Make the hub reload its subscriber cache now."""
+        self._send(_api.refresh())
+
+    # -- operations --
+
+    def ping(self) -> bool:
+        """True when the hub answers ``pong``; raises :class:`~switch_sdk.NetworkError`
+        when it cannot be reached."""
+        return self._send(_api.ping())
+
+    def health(self) -> Dict[str, Any]:
+        """The hub's health report, e.g. ``{"status": "ok", "database": "ok", "redis": "ok"}``.
+        A report of a degraded hub (HTTP 503) is returned too; check ``["status"]``."""
+        return self._send(_api.health())
+
+    # -- admin: filters, deliveries, dead letters --
+
+    def test_filter(self, filter_expression: str, message: Mapping[str, Any]) -> bool:
+        """Whether ``filter_expression`` matches ``message`` (a native publish body,
+        e.g. ``{"topic": "orders.created", "body": {"total": 150}}``). A filter that
+        does not compile raises :class:`~switch_sdk.InvalidRequestError`."""
+        return self._send(_api.test_filter(filter_expression, message))
+
+    def list_deliveries(
+        self,
+        subscriber_id: Optional[Id] = None,
+        message_id: Optional[str] = None,
+        outcome: Optional[str] = None,
+        since: Optional[Id] = None,
+        limit: Optional[int] = None,
+    ) -> DeliveryPage:
+        """One page of delivery attempts, ascending by id, newer than ``since``."""
+        return self._send(
+            _api.list_deliveries(subscriber_id, message_id, outcome, since, limit)
+        )
+
+    def iter_deliveries(
+        self,
+        subscriber_id: Optional[Id] = None,
+        message_id: Optional[str] = None,
+        outcome: Optional[str] = None,
+        since: Optional[Id] = None,
+        page_size: int = 100,
+    ) -> Iterator[Delivery]:
+        """Every delivery attempt newer than ``since``, fetching ``page_size`` at a time."""
+        cursor = since
+        while True:
+            page = self.list_deliveries(subscriber_id, message_id, outcome, cursor, page_size)
+            yield from page.items
+            cursor = _api.next_cursor(page, cursor)
+            if cursor is None:
+                return
+
+    def list_dead_letters(self, subscriber_id: Optional[Id] = None) -> List[DeadLetter]:
+        """Dead letters, all or of one subscriber."""
+        return self._send(_api.list_dead_letters(subscriber_id))
+
+    def replay_dead_letter(self, dead_letter_id: Id) -> Any:
+        """Re-enqueue one dead letter; returns the hub's answer (decoded JSON, or None)."""
+        return self._send(_api.replay_dead_letter(dead_letter_id))
+
+    def replay_dead_letters(self, subscriber_id: Id) -> Any:
+        """Re-enqueue every dead letter of a subscriber; returns the hub's answer."""
+        return self._send(_api.replay_dead_letters(subscriber_id))

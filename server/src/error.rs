@@ -1,0 +1,151 @@
+//! The API's one error type: a stable `code`, a status, and a JSON body
+//! `{"error": {"code", "message"}}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    InvalidRequest { message: String, position: Option<usize> },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest { message: message.into(), position: None }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::NotFound => ApiError::NotFound("no such record".into()),
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => ApiError::Conflict(info.message().to_string()),
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
+                ApiError::Unavailable("the database cannot be reached".into())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for ApiError {
+    fn from(e: r2d2::Error) -> Self {
+        tracing::warn!(error = %e, "database pool");
+        ApiError::Unavailable("the database cannot be reached".into())
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        tracing::warn!(error = %e, "redis");
+        ApiError::Unavailable("the queue (Redis) cannot be reached".into())
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        ApiError::Internal(anyhow::anyhow!("blocking task failed: {e}"))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut error = json!({"code": self.code(), "message": message});
+        if let ApiError::InvalidRequest { position: Some(p), .. } = self {
+            error["position"] = json!(p);
+        }
+        let mut resp = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unavailable(_) => {
+                resp.insert_header(("Retry-After", "1"));
+            }
+            ApiError::Unauthorized(_) => {
+                resp.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            _ => {}
+        }
+        resp.json(json!({ "error": error }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    #[actix_web::test]
+    async fn every_variant_has_its_status_code_and_body() {
+        let cases = [
+            (ApiError::Unauthorized("u".into()), 401, "unauthorized"),
+            (ApiError::Forbidden("f".into()), 403, "forbidden"),
+            (ApiError::invalid("i"), 400, "invalid_request"),
+            (ApiError::PayloadTooLarge("p".into()), 413, "payload_too_large"),
+            (ApiError::NotFound("n".into()), 404, "not_found"),
+            (ApiError::Conflict("c".into()), 409, "conflict"),
+            (ApiError::Unavailable("x".into()), 503, "unavailable"),
+            (ApiError::Internal(anyhow::anyhow!("secret detail")), 500, "internal"),
+        ];
+        for (err, status, code) in cases {
+            let resp = err.error_response();
+            assert_eq!(resp.status().as_u16(), status);
+            if status == 503 {
+                assert_eq!(resp.headers().get("Retry-After").unwrap(), "1");
+            }
+            let body: serde_json::Value = serde_json::from_slice(&to_bytes(resp.into_body()).await.unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], code);
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(!message.is_empty());
+            assert!(!message.contains("secret detail"), "internal causes stay in the log");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The Switch HTTP API.
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod seed;
+pub mod startup;
+pub mod state;

@@ -1,0 +1,37 @@
+use switch_core::{telemetry, Settings};
+use switch_server::startup::Application;
+
+#[actix_web::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let migrate = !args.iter().any(|a| a == "--no-migrate");
+    if let Some(bad) = args.iter().find(|a| *a != "--no-migrate") {
+        eprintln!("switch-server: unknown argument `{bad}` (only --no-migrate is accepted)");
+        std::process::exit(2);
+    }
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switch-server: {e}");
+            std::process::exit(2);
+        }
+    };
+    if settings.jwt_secret.is_none() {
+        eprintln!("switch-server: SWITCH_JWT_SECRET is not set; it is the HS256 secret publisher tokens are signed with");
+        std::process::exit(2);
+    }
+    telemetry::init(settings.log_json);
+    let addr = settings.server_addr.clone();
+    let app = match Application::build(settings, migrate).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("switch-server: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(addr = %addr, port = app.port(), "switch-server listening");
+    if let Err(e) = app.run_until_stopped().await {
+        eprintln!("switch-server: {e}");
+        std::process::exit(1);
+    }
+}

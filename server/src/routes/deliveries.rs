@@ -1,0 +1,76 @@
+//! Admin: the delivery log, paged by an ascending id cursor.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use switch_core::db::models::DeliveryAttempt;
+use switch_core::db::repo::{self, AttemptQuery};
+
+use super::{admin, db, ts, State};
+use crate::error::ApiError;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/deliveries", web::get().to(list));
+}
+
+pub const OUTCOMES: [&str; 3] = ["delivered", "failed", "dead"];
+
+#[derive(Deserialize)]
+struct Query {
+    subscriber_id: Option<String>,
+    message_id: Option<String>,
+    outcome: Option<String>,
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+/// Parses an optional integer query parameter, naming it when it is wrong.
+pub fn int_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match v.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| ApiError::invalid(format!("`{name}` must be an integer"))),
+    }
+}
+
+fn to_json(a: &DeliveryAttempt) -> serde_json::Value {
+    json!({
+        "id": a.id,
+        "message_id": a.message_id,
+        "subscriber_id": a.subscriber_id,
+        "attempt": a.attempt,
+        "outcome": a.outcome,
+        "http_status": a.http_status,
+        "error_kind": a.error_kind,
+        "error": a.error,
+        "duration_ms": a.duration_ms,
+        "created_at": ts(a.created_at),
+    })
+}
+
+async fn list(req: HttpRequest, state: State, q: web::Query<Query>) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let q = q.into_inner();
+    if let Some(o) = &q.outcome {
+        if !OUTCOMES.contains(&o.as_str()) {
+            return Err(ApiError::invalid(format!("`outcome` must be one of {}", OUTCOMES.join(", "))));
+        }
+    }
+    let limit = int_param("limit", q.limit.as_deref())?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("`limit` must be between 1 and 1000"));
+    }
+    let since = int_param("since", q.since.as_deref())?;
+    let query = AttemptQuery {
+        subscriber_id: int_param("subscriber_id", q.subscriber_id.as_deref())?,
+        message_id: q.message_id.filter(|m| !m.is_empty()),
+        outcome: q.outcome,
+        since,
+        limit,
+    };
+    let rows = db(&state, move |c| Ok(repo::list_attempts(c, &query)?)).await?;
+    let next_since = rows.last().map(|r| r.id).or(since);
+    Ok(HttpResponse::Ok().json(json!({
+        "items": rows.iter().map(to_json).collect::<Vec<_>>(),
+        "next_since": next_since,
+    })))
+}

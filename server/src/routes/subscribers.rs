@@ -1,0 +1,219 @@
+//! Admin: subscribers CRUD and secret rotation.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use switch_core::db::models::{now, NewSubscriber, Subscriber, SubscriberChanges};
+use switch_core::db::repo;
+use switch_core::filter::CompiledFilter;
+use switch_core::signature::{generate_secret, is_valid_secret};
+use switch_core::subscribers::Loaded;
+use switch_core::topic::TopicPattern;
+
+use super::{admin, db, ts, State};
+use crate::error::ApiError;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/subscribers", web::get().to(list))
+        .route("/subscribers", web::post().to(create))
+        .route("/subscribers/{id}", web::get().to(get))
+        .route("/subscribers/{id}", web::patch().to(update))
+        .route("/subscribers/{id}", web::delete().to(delete))
+        .route("/subscribers/{id}/rotate-secret", web::post().to(rotate_secret));
+}
+
+/// The API shape of a subscriber.
+pub fn to_json(s: &Subscriber) -> Value {
+    let loaded = Loaded::new(s.clone());
+    json!({
+        "id": s.id,
+        "topic": s.topic,
+        "target_url": s.target_url,
+        "filter_expression": s.filter_expression,
+        "secret": s.secret,
+        "enabled": s.enabled,
+        "description": s.description,
+        "created_at": ts(s.created_at),
+        "updated_at": ts(s.updated_at),
+        "filter_error": loaded.load_error(),
+    })
+}
+
+fn check_pattern(topic: &str) -> Result<String, ApiError> {
+    TopicPattern::parse(topic).map(|p| p.as_str().to_string()).map_err(|e| ApiError::invalid(format!("topic: {}", e.0)))
+}
+
+/// An absolute http(s) URL; `:name` placeholders in the path are allowed.
+pub fn check_url(src: &str) -> Result<String, ApiError> {
+    let url = url::Url::parse(src).map_err(|e| ApiError::invalid(format!("target_url `{src}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::invalid(format!("target_url `{src}` must be an absolute http:// or https:// URL")));
+    }
+    Ok(src.to_string())
+}
+
+/// Compiles the filter; returns what to store (legacy sources are stored translated).
+fn check_filter(src: Option<&str>) -> Result<Option<String>, ApiError> {
+    match src.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => {
+            let f = CompiledFilter::compile(Some(s))
+                .map_err(|e| ApiError::InvalidRequest { message: format!("filter_expression: {}", e.message), position: e.position })?;
+            Ok(Some(if f.is_always() { s.to_string() } else { f.source().to_string() }))
+        }
+    }
+}
+
+fn check_secret(src: &str) -> Result<String, ApiError> {
+    if is_valid_secret(src) {
+        Ok(src.to_string())
+    } else {
+        Err(ApiError::invalid("secret must be `whsec_` followed by the base64 of 24 to 64 bytes"))
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    topic: Option<String>,
+}
+
+async fn list(req: HttpRequest, state: State, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let topic = q.into_inner().topic;
+    let rows = db(&state, move |c| Ok(repo::list_subscribers(c, topic.as_deref())?)).await?;
+    Ok(HttpResponse::Ok().json(json!({"items": rows.iter().map(to_json).collect::<Vec<_>>()})))
+}
+
+fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound(format!("no subscriber {raw}")))
+}
+
+fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+fn opt_string(m: &Map<String, Value>, key: &str) -> Result<Option<Option<String>>, ApiError> {
+    match m.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
+        Some(_) => Err(ApiError::invalid(format!("`{key}` must be a string"))),
+    }
+}
+
+fn opt_bool(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match m.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::invalid(format!("`{key}` must be true or false"))),
+    }
+}
+
+const FIELDS: [&str; 6] = ["topic", "target_url", "filter_expression", "secret", "enabled", "description"];
+
+fn reject_unknown(m: &Map<String, Value>) -> Result<(), ApiError> {
+    match m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::invalid(format!("unknown field `{k}`; expected {}", FIELDS.join(", ")))),
+        None => Ok(()),
+    }
+}
+
+/// Validates a create body into a row to insert.
+pub fn new_subscriber(m: &Map<String, Value>) -> Result<NewSubscriber, ApiError> {
+    reject_unknown(m)?;
+    let required = |k: &str| -> Result<String, ApiError> {
+        opt_string(m, k)?.flatten().ok_or_else(|| ApiError::invalid(format!("`{k}` is required")))
+    };
+    Ok(NewSubscriber {
+        topic: check_pattern(&required("topic")?)?,
+        target_url: check_url(&required("target_url")?)?,
+        filter_expression: check_filter(opt_string(m, "filter_expression")?.flatten().as_deref())?,
+        secret: Some(match opt_string(m, "secret")?.flatten() {
+            Some(s) => check_secret(&s)?,
+            None => generate_secret(),
+        }),
+        enabled: opt_bool(m, "enabled")?.unwrap_or(true),
+        description: opt_string(m, "description")?.flatten(),
+    })
+}
+
+async fn create(req: HttpRequest, state: State, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let new = new_subscriber(&body_object(&body)?)?;
+    let row = db(&state, move |c| Ok(repo::insert_subscriber(c, &new)?)).await?;
+    state.reload_subscribers().await?;
+    tracing::info!(subscriber_id = row.id, topic = %row.topic, "subscriber created");
+    Ok(HttpResponse::Created().json(to_json(&row)))
+}
+
+async fn get(req: HttpRequest, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let id = parse_id(&id)?;
+    let row = db(&state, move |c| Ok(repo::get_subscriber(c, id)?)).await?;
+    row.map(|r| HttpResponse::Ok().json(to_json(&r)))
+        .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))
+}
+
+async fn update(req: HttpRequest, state: State, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let id = parse_id(&id)?;
+    let m = body_object(&body)?;
+    reject_unknown(&m)?;
+    let not_null = |k: &str, v: Option<Option<String>>| -> Result<Option<String>, ApiError> {
+        match v {
+            Some(None) => Err(ApiError::invalid(format!("`{k}` cannot be null"))),
+            Some(Some(s)) => Ok(Some(s)),
+            None => Ok(None),
+        }
+    };
+    let changes = SubscriberChanges {
+        topic: not_null("topic", opt_string(&m, "topic")?)?.map(|t| check_pattern(&t)).transpose()?,
+        target_url: not_null("target_url", opt_string(&m, "target_url")?)?.map(|u| check_url(&u)).transpose()?,
+        filter_expression: opt_string(&m, "filter_expression")?.map(|f| check_filter(f.as_deref())).transpose()?,
+        secret: not_null("secret", opt_string(&m, "secret")?)?.map(|s| check_secret(&s).map(Some)).transpose()?,
+        enabled: opt_bool(&m, "enabled")?,
+        description: opt_string(&m, "description")?,
+        updated_at: Some(now()),
+        previous_secret: None,
+        previous_secret_expires_at: None,
+    };
+    let row = db(&state, move |c| Ok(repo::update_subscriber(c, id, &changes)?)).await?;
+    let row = row.ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
+    state.reload_subscribers().await?;
+    Ok(HttpResponse::Ok().json(to_json(&row)))
+}
+
+async fn delete(req: HttpRequest, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let id = parse_id(&id)?;
+    if !db(&state, move |c| Ok(repo::delete_subscriber(c, id)?)).await? {
+        return Err(ApiError::NotFound(format!("no subscriber {id}")));
+    }
+    state.reload_subscribers().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// New secret now; the old one keeps signing (beside the new) for 24 h.
+async fn rotate_secret(req: HttpRequest, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let id = parse_id(&id)?;
+    let row = db(&state, move |c| {
+        let current = repo::get_subscriber(c, id)?.ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
+        let changes = SubscriberChanges {
+            secret: Some(Some(generate_secret())),
+            previous_secret: Some(current.secret.clone()),
+            previous_secret_expires_at: Some(Some(now() + chrono::Duration::hours(24))),
+            updated_at: Some(now()),
+            ..Default::default()
+        };
+        Ok(repo::update_subscriber(c, id, &changes)?)
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
+    state.reload_subscribers().await?;
+    Ok(HttpResponse::Ok().json(to_json(&row)))
+}

@@ -1,0 +1,92 @@
+//! `switch-seed FILE`: upserts subscribers from a YAML or JSON list by `(topic, target_url)`.
+
+use anyhow::{bail, Context};
+use diesel::Connection;
+use serde_json::{Map, Value};
+use switch_core::db::models::{now, NewSubscriber, SubscriberChanges};
+use switch_core::db::{repo, AnyConnection};
+
+use crate::routes::subscribers::new_subscriber;
+
+/// What applying a seed file did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SeedReport {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+}
+
+/// Parses and validates every entry before touching the database.
+pub fn parse_file(text: &str) -> anyhow::Result<Vec<NewSubscriber>> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => serde_yaml::from_str(text).context("the file is neither JSON nor YAML")?,
+    };
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Object(mut m) if m.get("subscribers").is_some_and(Value::is_array) => match m.remove("subscribers") {
+            Some(Value::Array(items)) => items,
+            _ => unreachable!("checked above"),
+        },
+        _ => bail!("the file must hold a list of subscribers"),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let m: Map<String, Value> = match item {
+                Value::Object(m) => m,
+                _ => bail!("entry {} is not an object", i + 1),
+            };
+            let label = m.get("topic").and_then(Value::as_str).unwrap_or("?").to_string();
+            new_subscriber(&m).map_err(|e| anyhow::anyhow!("entry {} (topic `{label}`): {e}", i + 1))
+        })
+        .collect()
+}
+
+/// Applies the entries in one transaction: all of them, or none.
+pub fn apply(conn: &mut AnyConnection, entries: &[NewSubscriber], explicit_secret: &[bool]) -> anyhow::Result<SeedReport> {
+    conn.transaction::<_, anyhow::Error, _>(|conn| {
+        let mut report = SeedReport::default();
+        for (entry, keep_secret) in entries.iter().zip(explicit_secret) {
+            match repo::find_by_topic_and_url(conn, &entry.topic, &entry.target_url)? {
+                None => {
+                    repo::insert_subscriber(conn, entry)?;
+                    report.created += 1;
+                }
+                Some(existing) => {
+                    let same = existing.filter_expression == entry.filter_expression
+                        && existing.enabled == entry.enabled
+                        && existing.description == entry.description
+                        && (!keep_secret || existing.secret == entry.secret);
+                    if same {
+                        report.unchanged += 1;
+                        continue;
+                    }
+                    let changes = SubscriberChanges {
+                        filter_expression: Some(entry.filter_expression.clone()),
+                        enabled: Some(entry.enabled),
+                        description: Some(entry.description.clone()),
+                        secret: if *keep_secret { Some(entry.secret.clone()) } else { None },
+                        updated_at: Some(now()),
+                        ..Default::default()
+                    };
+                    repo::update_subscriber(conn, existing.id, &changes)?;
+                    report.updated += 1;
+                }
+            }
+        }
+        Ok(report)
+    })
+}
+
+/// Which entries of the file name their own secret (others keep the stored one).
+pub fn explicit_secrets(text: &str) -> Vec<bool> {
+    let value: Value = serde_json::from_str(text).or_else(|_| serde_yaml::from_str(text)).unwrap_or(Value::Null);
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Object(m) => m.get("subscribers").and_then(Value::as_array).cloned().unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    items.iter().map(|i| i.get("secret").is_some_and(|s| !s.is_null())).collect()
+}
