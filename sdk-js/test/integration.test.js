@@ -295,7 +295,7 @@ describe('against a running hub', { skip, concurrency: false }, () => {
     assert.notEqual(rotated.secret, secret);
     assert.equal((await admin.subscribers.get(s.id)).secret, rotated.secret);
 
-    await assert.rejects(admin.subscribers.update(s.id, { filterExpression: 'body.total >' }), InvalidRequestError);
+    await assert.rejects(admin.subscribers.update(s.id, { filterExpression: '(body.total > 1' }), InvalidRequestError);
     await assert.rejects(
       admin.subscribers.create({ topic: 'bad topic!', targetUrl: 'http://127.0.0.1:9/' }),
       InvalidRequestError,
@@ -319,9 +319,11 @@ describe('against a running hub', { skip, concurrency: false }, () => {
     assert.equal(await admin.testFilter('http_method == "POST"', message), true);
     assert.equal(await admin.testFilter('body.missing == 1', message), false);
     assert.equal(await admin.testFilter('', message), true);
-    const err = await admin.testFilter('body.total >', message).catch((e) => e);
+    const err = await admin.testFilter('(body.total > 1', message).catch((e) => e);
     assert.ok(err instanceof InvalidRequestError, String(err));
+    assert.equal(err.code, 'invalid_request');
     assert.ok(err.message.length > 0);
+    assert.equal(typeof err.position, 'number', 'the hub names where the expression fails');
   });
 
   test('410 makes a dead letter; replay delivers it again', async () => {

@@ -1,1 +1,31 @@
-fn main() {}
+use switch_core::{telemetry, Settings};
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switch-worker: {e}");
+            std::process::exit(2);
+        }
+    };
+    telemetry::init(settings.log_json);
+    if let Err(e) = switch_worker::runner::run(settings, shutdown_signal()).await {
+        eprintln!("switch-worker: {e:#}");
+        std::process::exit(1);
+    }
+    tracing::info!("switch-worker stopped");
+}

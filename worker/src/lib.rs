@@ -1,0 +1,8 @@
+//! The Switch delivery worker.
+
+pub mod metrics;
+pub mod process;
+pub mod recorder;
+pub mod request;
+pub mod runner;
+pub mod send;

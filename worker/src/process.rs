@@ -1,0 +1,300 @@
+//! What happens to one job: deliver, then ack, retry later, or dead-letter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::json;
+use switch_core::db::models::{now, NewDeadLetter, NewDeliveryAttempt};
+use switch_core::db::{repo, DbPool};
+use switch_core::job::Job;
+use switch_core::message::Message;
+use switch_core::queue::{Entry, Queue};
+use switch_core::subscribers::Cache;
+use switch_core::Settings;
+use tracing::Instrument;
+
+use crate::metrics::Metrics;
+use crate::recorder::Recorder;
+use crate::request::{prepare, Prepared, Signing};
+use crate::runner::InFlight;
+use crate::send::{send, Failure, Sent};
+
+pub struct Processor {
+    pub settings: Settings,
+    pub queue: Queue,
+    pub cache: Arc<Cache>,
+    pub pool: DbPool,
+    pub client: reqwest::Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub in_flight: InFlight,
+}
+
+/// How a job ends on this attempt.
+enum Verdict {
+    Delivered,
+    Retry { next_in: Duration },
+    Dead { reason: String },
+}
+
+/// The delay before retry `n` (1-based): the schedule's entry with ±10% jitter,
+/// or the receiver's `Retry-After` when that is longer.
+pub fn retry_delay(schedule: &[Duration], retry_number: usize, retry_after: Option<Duration>) -> Duration {
+    let base = schedule.get(retry_number - 1).copied().unwrap_or(Duration::ZERO);
+    let jitter = rand::rng().random_range(0.9..=1.1);
+    let delay = base.mul_f64(jitter);
+    match retry_after {
+        Some(ra) if ra > delay => ra.min(Duration::from_secs(24 * 3600)),
+        _ => delay,
+    }
+}
+
+impl Processor {
+    pub async fn process(&self, entry: Entry) {
+        let id = entry.id.clone();
+        let job = match &entry.job {
+            Ok(j) => j.clone(),
+            Err(e) => {
+                tracing::error!(entry = %id, error = %e, "unreadable job; dead-lettering it as stored");
+                self.finish_dead_raw(&entry, e).await;
+                self.in_flight.remove(&id);
+                return;
+            }
+        };
+        let message = match job.message() {
+            Ok(m) => m,
+            Err(e) => {
+                self.finish_dead_raw(&entry, &e.to_string()).await;
+                self.in_flight.remove(&id);
+                return;
+            }
+        };
+        let span = tracing::info_span!(
+            "deliver",
+            message_id = %message.id,
+            subscriber_id = job.subscriber_id,
+            attempt = job.attempt,
+            request_id = message.request_id.as_deref().unwrap_or(""),
+        );
+        self.deliver(&id, &job, &message).instrument(span).await;
+        self.in_flight.remove(&id);
+    }
+
+    async fn deliver(&self, entry_id: &str, job: &Job, message: &Message) {
+        let sub = match self.cache.lookup(job.subscriber_id).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Database away: try the same attempt again shortly.
+                tracing::warn!(error = %e, "subscriber lookup failed; job postponed");
+                self.reschedule(entry_id, job.clone(), Duration::from_secs(5)).await;
+                return;
+            }
+        };
+        let Some(sub) = sub else {
+            tracing::warn!("subscriber no longer exists; job dropped");
+            self.record(job, message, "dead", None, Some("subscriber_deleted"), Some("subscriber no longer exists".into()), 0);
+            self.ack(entry_id).await;
+            return;
+        };
+        let row = &sub.row;
+        let secret = row.secret.clone().unwrap_or_default();
+        let previous = row
+            .previous_secret
+            .as_deref()
+            .filter(|_| row.previous_secret_expires_at.is_some_and(|t| t > now()));
+        let signing = Signing { secret: &secret, previous };
+        let ts = chrono::Utc::now().timestamp();
+        let prepared = match prepare(message, &row.target_url, &signing, job.attempt, ts) {
+            Ok(p) => p,
+            Err(e) => {
+                self.record(job, message, "dead", None, Some("invalid_url"), Some(e.clone()), 0);
+                self.dead_letter(entry_id, job, message, None, &e).await;
+                return;
+            }
+        };
+        if !row.enabled {
+            let reason = "subscriber is disabled".to_string();
+            self.record(job, message, "dead", None, Some("disabled"), Some(reason.clone()), 0);
+            self.dead_letter(entry_id, job, message, Some(&prepared), &reason).await;
+            return;
+        }
+        let (sent, took) = send(&self.client, &prepared, self.settings.delivery_timeout).await;
+        let ms = took.as_millis() as i64;
+        self.metrics.latency.observe(took.as_secs_f64());
+        let verdict = self.judge(job, &sent);
+        let (status, kind, error) = match &sent {
+            Sent::Delivered(s) => (Some(*s), None, None),
+            Sent::Failed(Failure { kind, status, message, .. }) => (*status, Some(kind.as_str()), Some(message.clone())),
+        };
+        let outcome = match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry { .. } => "failed",
+            Verdict::Dead { .. } => "dead",
+        };
+        self.metrics.deliveries.with_label_values(&[outcome, &job.subscriber_id.to_string()]).inc();
+        self.record(job, message, outcome, status, kind, error, ms);
+        match verdict {
+            Verdict::Delivered => {
+                tracing::info!(status = status.unwrap_or(0), ms, "delivered");
+                self.ack(entry_id).await;
+            }
+            Verdict::Retry { next_in } => {
+                tracing::info!(status = status.unwrap_or(0), kind = kind.unwrap_or(""), retry_in_ms = next_in.as_millis() as u64, "attempt failed; will retry");
+                self.reschedule(entry_id, job.next_attempt(), next_in).await;
+            }
+            Verdict::Dead { reason } => {
+                tracing::warn!(reason = %reason, "dead letter");
+                if status == Some(410) {
+                    let pool = self.pool.clone();
+                    let sid = job.subscriber_id;
+                    let disabled = tokio::task::spawn_blocking(move || pool.get().map_err(anyhow::Error::from).and_then(|mut c| Ok(repo::set_enabled(&mut c, sid, false)?))).await;
+                    if !matches!(disabled, Ok(Ok(_))) {
+                        tracing::error!("could not disable the subscriber after 410 Gone");
+                    }
+                    let _ = self.cache.reload_async().await;
+                }
+                self.dead_letter(entry_id, job, message, Some(&prepared), &reason).await;
+            }
+        }
+    }
+
+    fn judge(&self, job: &Job, sent: &Sent) -> Verdict {
+        match sent {
+            Sent::Delivered(_) => Verdict::Delivered,
+            Sent::Failed(f) if f.status == Some(410) => Verdict::Dead { reason: "HTTP 410 Gone: subscriber disabled".into() },
+            Sent::Failed(f) if job.attempt < self.settings.max_attempts() => Verdict::Retry {
+                next_in: retry_delay(&self.settings.retry_schedule, job.attempt as usize, f.retry_after),
+            },
+            Sent::Failed(f) => Verdict::Dead {
+                reason: format!("{} after {} attempts: {}", f.kind.as_str(), job.attempt, f.message),
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(&self, job: &Job, message: &Message, outcome: &str, status: Option<u16>, kind: Option<&str>, error: Option<String>, ms: i64) {
+        self.recorder.record(NewDeliveryAttempt {
+            message_id: message.id.clone(),
+            subscriber_id: job.subscriber_id,
+            attempt: job.attempt as i32,
+            outcome: outcome.to_string(),
+            http_status: status.map(i32::from),
+            error_kind: kind.map(str::to_string),
+            error: error.map(|e| e.chars().take(1000).collect()),
+            duration_ms: ms,
+            created_at: now(),
+        });
+    }
+
+    /// Finishes the entry; retried for a while when Redis is away (the job stays
+    /// pending meanwhile, so the worst case is a second delivery, never a loss).
+    async fn ack(&self, entry_id: &str) {
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..8 {
+            match self.queue.ack(&[entry_id]).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ack failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        tracing::error!(entry = entry_id, "could not ack; the job will be delivered again");
+    }
+
+    async fn reschedule(&self, entry_id: &str, next: Job, delay: Duration) {
+        let due = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..8 {
+            match self.queue.retry_later(entry_id, &next, due).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduling the retry failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        tracing::error!(entry = entry_id, "could not schedule the retry; the job stays pending and will be taken over");
+    }
+
+    /// Stores the dead letter, then acks. If the database is away, the job is
+    /// kept in the queue and tried again later instead.
+    async fn dead_letter(&self, entry_id: &str, job: &Job, message: &Message, prepared: Option<&Prepared>, reason: &str) {
+        let request = json!({
+            "method": prepared.map(|p| p.method).unwrap_or(message.http_method.as_str()),
+            "url": prepared.map(|p| p.url.clone()),
+            "headers": prepared.map(|p| p.headers.iter().filter(|(k, _)| !k.starts_with("webhook-") && k != "x-switch-attempt").cloned().collect::<Vec<_>>()),
+            "body": message.body,
+            "message": message,
+        });
+        let row = NewDeadLetter {
+            message_id: message.id.clone(),
+            subscriber_id: job.subscriber_id,
+            topic: message.topic.clone(),
+            request: request.to_string(),
+            last_error: reason.to_string(),
+            attempts: job.attempt as i32,
+            created_at: now(),
+        };
+        if self.store_dead_letter(row).await {
+            self.metrics.dead_letters.inc();
+            self.ack(entry_id).await;
+        } else {
+            tracing::error!("dead letter could not be stored; keeping the job queued");
+            self.reschedule(entry_id, job.clone(), Duration::from_secs(30)).await;
+        }
+    }
+
+    async fn store_dead_letter(&self, row: NewDeadLetter) -> bool {
+        let pool = self.pool.clone();
+        matches!(
+            tokio::task::spawn_blocking(move || pool.get().map_err(anyhow::Error::from).and_then(|mut c| Ok(repo::insert_dead_letter(&mut c, &row)?))).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// A job that cannot be decoded is stored as it was, for inspection.
+    async fn finish_dead_raw(&self, entry: &Entry, error: &str) {
+        let row = NewDeadLetter {
+            message_id: String::new(),
+            subscriber_id: 0,
+            topic: String::new(),
+            request: json!({"raw": entry.raw}).to_string(),
+            last_error: format!("unreadable job: {error}"),
+            attempts: 0,
+            created_at: now(),
+        };
+        if self.store_dead_letter(row).await {
+            self.ack(&entry.id).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::send::FailureKind;
+
+    #[test]
+    fn retry_delay_has_jitter_within_ten_percent_and_honours_retry_after() {
+        let schedule = [Duration::from_secs(10), Duration::from_secs(100)];
+        for _ in 0..200 {
+            let d = retry_delay(&schedule, 2, None);
+            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110), "{d:?}");
+        }
+        assert_eq!(retry_delay(&schedule, 1, Some(Duration::from_secs(60))), Duration::from_secs(60));
+        assert!(retry_delay(&schedule, 2, Some(Duration::from_secs(1))) >= Duration::from_secs(90));
+    }
+
+    #[test]
+    fn failure_kinds_have_stable_names() {
+        let names: Vec<&str> = [FailureKind::Timeout, FailureKind::Connect, FailureKind::Dns, FailureKind::HttpStatus, FailureKind::Request]
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(names, ["timeout", "connect", "dns", "http_status", "request"]);
+    }
+}

@@ -1,0 +1,91 @@
+//! Records delivery attempts in batches, off the delivery path, and flushes on shutdown.
+
+use std::time::Duration;
+
+use switch_core::db::models::NewDeliveryAttempt;
+use switch_core::db::{repo, DbPool};
+use tokio::sync::mpsc;
+
+const BATCH: usize = 1000;
+const EVERY: Duration = Duration::from_millis(100);
+/// Rows kept while the database is down before the oldest are dropped.
+const MAX_BACKLOG: usize = 200_000;
+
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<NewDeliveryAttempt>,
+}
+
+impl Recorder {
+    /// Starts the writer task; it ends (after a last flush) when every `Recorder` is dropped.
+    pub fn start(pool: DbPool) -> (Recorder, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Recorder { tx }, tokio::spawn(write_loop(pool, rx)))
+    }
+
+    pub fn record(&self, row: NewDeliveryAttempt) {
+        if self.tx.send(row).is_err() {
+            tracing::error!("attempt recorder has stopped; an attempt row is lost");
+        }
+    }
+}
+
+async fn write_loop(pool: DbPool, mut rx: mpsc::UnboundedReceiver<NewDeliveryAttempt>) {
+    let mut pending: Vec<NewDeliveryAttempt> = Vec::new();
+    let mut closed = false;
+    while !closed || !pending.is_empty() {
+        if !closed {
+            let deadline = tokio::time::sleep(EVERY);
+            tokio::pin!(deadline);
+            while pending.len() < BATCH {
+                tokio::select! {
+                    row = rx.recv() => match row {
+                        Some(r) => pending.push(r),
+                        None => { closed = true; break; }
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let batch = std::mem::take(&mut pending);
+        let p = pool.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let r = p.get().map_err(anyhow::Error::from).and_then(|mut c| Ok(repo::insert_attempts(&mut c, &batch)?));
+            (r, batch)
+        })
+        .await;
+        match result {
+            Ok((Ok(()), _)) => {}
+            Ok((Err(e), batch)) => {
+                tracing::warn!(error = %e, rows = batch.len(), "could not record attempts; will retry");
+                pending = batch;
+                if pending.len() > MAX_BACKLOG {
+                    let drop = pending.len() - MAX_BACKLOG;
+                    pending.drain(..drop);
+                    tracing::error!(dropped = drop, "attempt log backlog full; oldest rows dropped");
+                }
+                if closed {
+                    // Shutting down with the database away: one more try, then give up.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let p = pool.clone();
+                    let batch = std::mem::take(&mut pending);
+                    let n = batch.len();
+                    let ok = tokio::task::spawn_blocking(move || p.get().ok().map(|mut c| repo::insert_attempts(&mut c, &batch).is_ok()))
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or(false);
+                    if !ok {
+                        tracing::error!(rows = n, "attempt rows lost at shutdown: database unreachable");
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "attempt writer task failed"),
+        }
+    }
+}

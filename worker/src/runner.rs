@@ -1,0 +1,206 @@
+//! The worker loop: read jobs from the stream, deliver each with bounded
+//! concurrency, then ack, schedule a retry, or dead-letter — never drop.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use switch_core::queue::{Queue, RedisHandle};
+use switch_core::subscribers::Cache;
+use switch_core::{db, Settings};
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::process::Processor;
+use crate::recorder::Recorder;
+
+/// Time to finish in-flight deliveries after SIGTERM.
+pub const GRACE: Duration = Duration::from_secs(30);
+const READ_BLOCK: Duration = Duration::from_millis(1000);
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(3);
+const CLAIM_EVERY: Duration = Duration::from_secs(5);
+const PROMOTE_EVERY: Duration = Duration::from_millis(200);
+const PROMOTE_CHUNK: usize = 500;
+
+/// Ids of jobs this process is working on.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashSet<String>>>);
+
+impl InFlight {
+    fn insert(&self, id: &str) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string())
+    }
+    pub fn remove(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+    fn ids(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
+}
+
+pub fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::now_v7().simple().to_string()[24..])
+}
+
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let pool = db::pool(&settings.database_url, 8);
+    let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5))?;
+    let queue = Queue::new(&settings.namespace, redis.clone());
+    // Blocking reads get a connection of their own, so they never delay acks.
+    let reader = Queue::new(&settings.namespace, redis.separate(READ_BLOCK + Duration::from_secs(5)));
+    let cache = Arc::new(Cache::new(pool.clone()));
+    if let Err(e) = cache.reload_async().await {
+        tracing::warn!(error = %e, "subscribers could not be loaded yet");
+    }
+    let refresh = cache.spawn_refresh(settings.refresh_interval);
+    let metrics = Metrics::new();
+    crate::metrics::serve(settings.worker_metrics_addr.clone(), metrics.clone(), queue.clone());
+    let (recorder, writer) = Recorder::start(pool.clone());
+    let consumer = consumer_name();
+    let in_flight = InFlight::default();
+    let processor = Arc::new(Processor {
+        settings: settings.clone(),
+        queue: queue.clone(),
+        cache,
+        pool,
+        client: crate::send::client(settings.worker_concurrency),
+        recorder,
+        metrics,
+        in_flight: in_flight.clone(),
+    });
+    tracing::info!(consumer = %consumer, concurrency = settings.worker_concurrency, namespace = %settings.namespace, "switch-worker started");
+
+    let background = [
+        tokio::spawn(keep_alive(queue.clone(), consumer.clone(), in_flight.clone())),
+        tokio::spawn(promote(queue.clone())),
+    ];
+    let slots = Arc::new(Semaphore::new(settings.worker_concurrency));
+    let work = consume(reader, processor.clone(), consumer.clone(), slots.clone(), in_flight.clone());
+    tokio::select! {
+        _ = work => {}
+        _ = shutdown => tracing::info!("shutting down: no new jobs; finishing those in flight"),
+    }
+    for task in background.iter().chain(std::iter::once(&refresh)) {
+        task.abort();
+    }
+    let all = settings.worker_concurrency as u32;
+    match tokio::time::timeout(GRACE, slots.acquire_many(all)).await {
+        Ok(_) => tracing::info!("in-flight deliveries finished"),
+        Err(_) => tracing::warn!(left = in_flight.ids().len(), "grace period over; unfinished jobs stay pending for another worker"),
+    }
+    drop(processor);
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    Ok(())
+}
+
+/// Reads new jobs while slots are free; every few seconds also takes over jobs of dead workers.
+async fn consume(reader: Queue, processor: Arc<Processor>, consumer: String, slots: Arc<Semaphore>, in_flight: InFlight) {
+    let mut backoff = Duration::from_millis(100);
+    let mut group_ready = false;
+    let mut claim_cursor = "0-0".to_string();
+    let mut last_claim = tokio::time::Instant::now() - CLAIM_EVERY;
+    loop {
+        if !group_ready {
+            match reader.ensure_group().await {
+                Ok(()) => group_ready = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Redis unreachable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
+        }
+        // Wait for at least one free slot, then take as many as are free.
+        let first = match slots.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let free = slots.available_permits() + 1;
+        let mut entries = Vec::new();
+        if last_claim.elapsed() >= CLAIM_EVERY {
+            last_claim = tokio::time::Instant::now();
+            match reader.claim_abandoned(&consumer, &claim_cursor, free).await {
+                Ok((next, claimed)) => {
+                    if !claimed.is_empty() {
+                        tracing::info!(jobs = claimed.len(), "took over jobs left by a stopped worker");
+                    }
+                    claim_cursor = next;
+                    entries = claimed;
+                }
+                Err(e) => tracing::debug!(error = %e, "claim failed"),
+            }
+        }
+        if entries.is_empty() {
+            match reader.read(&consumer, free, READ_BLOCK).await {
+                Ok(e) => {
+                    backoff = Duration::from_millis(100);
+                    entries = e;
+                }
+                Err(e) => {
+                    drop(first);
+                    if e.code() == Some("NOGROUP") {
+                        tracing::warn!("consumer group missing (Redis restarted empty?); recreating it");
+                    } else {
+                        tracing::warn!(error = %e, "reading jobs failed; retrying");
+                    }
+                    group_ready = false;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
+        }
+        let mut first = Some(first);
+        for entry in entries {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            if !in_flight.insert(&entry.id) {
+                continue; // already being delivered here
+            }
+            let p = processor.clone();
+            tokio::spawn(async move {
+                p.process(entry).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Refreshes the idle time of this worker's in-flight jobs, so only jobs of a
+/// dead worker go idle long enough to be claimed.
+async fn keep_alive(queue: Queue, consumer: String, in_flight: InFlight) {
+    let mut tick = tokio::time::interval(KEEPALIVE_EVERY);
+    loop {
+        tick.tick().await;
+        let ids = in_flight.ids();
+        for chunk in ids.chunks(500) {
+            if let Err(e) = queue.keep_alive(&consumer, chunk).await {
+                tracing::debug!(error = %e, "keep-alive failed");
+            }
+        }
+    }
+}
+
+/// Moves due retries back into the stream, a bounded chunk at a time.
+async fn promote(queue: Queue) {
+    loop {
+        let now = chrono::Utc::now().timestamp_millis();
+        match queue.promote_due(now, PROMOTE_CHUNK).await {
+            Ok(n) if n == PROMOTE_CHUNK => continue,
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "promoting retries failed"),
+        }
+        let jitter = rand::rng().random_range(0..50);
+        tokio::time::sleep(PROMOTE_EVERY + Duration::from_millis(jitter)).await;
+    }
+}
+
