@@ -11,6 +11,9 @@ pub struct Job {
     pub subscriber_id: i64,
     /// The attempt this job will make, from 1.
     pub attempt: u32,
+    /// A replay: the worker reads the subscriber afresh (its URL or state may
+    /// have just been fixed) instead of trusting its snapshot.
+    pub replay: bool,
     pub message_json: Arc<str>,
 }
 
@@ -21,23 +24,32 @@ pub struct JobDecodeError(pub String);
 
 impl Job {
     pub fn new(subscriber_id: i64, attempt: u32, message_json: Arc<str>) -> Self {
-        Job { subscriber_id, attempt, message_json }
+        Job { subscriber_id, attempt, replay: false, message_json }
     }
 
-    /// `v1|<subscriber>|<attempt>|<message json>`: cheap to write, and Lua can move it untouched.
+    /// Attempt 1 of a replayed dead letter.
+    pub fn replay(subscriber_id: i64, message_json: Arc<str>) -> Self {
+        Job { subscriber_id, attempt: 1, replay: true, message_json }
+    }
+
+    /// `v1|<subscriber>|<attempt>|<flags>|<message json>`: cheap to write, and
+    /// Lua can move it untouched. Flags: `r` for a replay.
     pub fn encode(&self) -> String {
-        format!("v1|{}|{}|{}", self.subscriber_id, self.attempt, self.message_json)
+        let flags = if self.replay { "r" } else { "" };
+        format!("v1|{}|{}|{flags}|{}", self.subscriber_id, self.attempt, self.message_json)
     }
 
     pub fn decode(src: &str) -> Result<Self, JobDecodeError> {
-        let mut parts = src.splitn(4, '|');
-        let (Some("v1"), Some(sub), Some(attempt), Some(msg)) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let mut parts = src.splitn(5, '|');
+        let (Some("v1"), Some(sub), Some(attempt), Some(flags), Some(msg)) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(JobDecodeError(format!("unknown layout: {:.60}", src)));
         };
         Ok(Job {
             subscriber_id: sub.parse().map_err(|_| JobDecodeError(format!("bad subscriber id {sub}")))?,
             attempt: attempt.parse().map_err(|_| JobDecodeError(format!("bad attempt {attempt}")))?,
+            replay: flags.contains('r'),
             message_json: Arc::from(msg),
         })
     }
@@ -60,8 +72,11 @@ mod tests {
     fn round_trip_keeps_pipes_in_the_message() {
         let j = Job::new(42, 3, Arc::from(r#"{"id":"m","body":"a|b|c"}"#));
         assert_eq!(Job::decode(&j.encode()).unwrap(), j);
-        assert!(Job::decode("v2|1|1|{}").is_err());
-        assert!(Job::decode("v1|x|1|{}").is_err());
+        let r = Job::replay(42, Arc::from("{}"));
+        assert_eq!(Job::decode(&r.encode()).unwrap(), r);
+        assert!(Job::decode(&r.next_attempt().encode()).unwrap().replay);
+        assert!(Job::decode("v2|1|1||{}").is_err());
+        assert!(Job::decode("v1|x|1||{}").is_err());
         assert!(Job::decode("v1|1").is_err());
     }
 }

@@ -153,6 +153,17 @@ impl Cache {
         Ok(self.current().get(id).cloned())
     }
 
+    /// Reads one subscriber straight from the database, bypassing the snapshot.
+    pub async fn fetch_fresh(self: &Arc<Self>, id: i64) -> anyhow::Result<Option<Arc<Loaded>>> {
+        let pool = self.pool.clone();
+        let row = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut conn = pool.get()?;
+            Ok(repo::get_subscriber(&mut conn, id)?)
+        })
+        .await??;
+        Ok(row.map(|r| Arc::new(Loaded::new(r))))
+    }
+
     /// Reloads every `interval` until the process ends.
     pub fn spawn_refresh(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let me = self.clone();

@@ -339,7 +339,7 @@ describe('against a running hub', { skip, concurrency: false }, () => {
     });
     assert.equal(String(dead.subscriberId), String(s.id));
     assert.equal(dead.replayedAt ?? null, null);
-    assert.equal((await admin.subscribers.get(s.id)).enabled, false, '410 disables the subscriber');
+    await waitFor('410 to disable the subscriber', async () => (await admin.subscribers.get(s.id)).enabled === false);
     assert.ok((await admin.deadLetters.list()).some((d) => String(d.id) === String(dead.id)));
 
     receiver.state.gone = false;

@@ -5,8 +5,9 @@ use switch_server::startup::Application;
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let migrate = !args.iter().any(|a| a == "--no-migrate");
-    if let Some(bad) = args.iter().find(|a| *a != "--no-migrate") {
-        eprintln!("switch-server: unknown argument `{bad}` (only --no-migrate is accepted)");
+    let print_token = args.iter().any(|a| a == "--print-dev-token");
+    if let Some(bad) = args.iter().find(|a| *a != "--no-migrate" && *a != "--print-dev-token") {
+        eprintln!("switch-server: unknown argument `{bad}` (accepted: --no-migrate, --print-dev-token)");
         std::process::exit(2);
     }
     let settings = match Settings::from_env() {
@@ -19,6 +20,12 @@ async fn main() {
     if settings.jwt_secret.is_none() {
         eprintln!("switch-server: SWITCH_JWT_SECRET is not set; it is the HS256 secret publisher tokens are signed with");
         std::process::exit(2);
+    }
+    if print_token {
+        // An admin+publish token for trying the hub locally, valid for 30 days.
+        let secret = settings.jwt_secret.as_deref().unwrap_or_default();
+        println!("{}", switch_server::auth::dev_token(secret, 30 * 24 * 3600));
+        return;
     }
     telemetry::init(settings.log_json);
     let addr = settings.server_addr.clone();

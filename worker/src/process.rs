@@ -82,7 +82,13 @@ impl Processor {
     }
 
     async fn deliver(&self, entry_id: &str, job: &Job, message: &Message) {
+        // Replays, and subscribers this snapshot has disabled (they may have been
+        // enabled since), are read afresh: their URL or state may just have been fixed.
         let sub = match self.cache.lookup(job.subscriber_id).await {
+            Ok(Some(s)) if job.replay || !s.row.enabled => self.cache.fetch_fresh(job.subscriber_id).await,
+            other => other,
+        };
+        let sub = match sub {
             Ok(s) => s,
             Err(e) => {
                 // Database away: try the same attempt again shortly.

@@ -131,6 +131,10 @@ fn hostile_and_broken_input_is_refused_cleanly() {
         ("system(\"rm\")".into(), "unknown function"),
         ("body.x == == 1".into(), ""),
         ("body.x 1".into(), ""),
+        ("body.total >".into(), ""),
+        ("&&".into(), ""),
+        ("body.total >> 1".into(), ""),
+        ("!".into(), ""),
     ];
     for (src, reason) in &cases {
         let e = CompiledFilter::compile(Some(src)).expect_err(reason);

@@ -60,7 +60,7 @@ fn replay_job(d: &DeadLetter) -> Result<Job, ApiError> {
     let message = request
         .get("message")
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("dead letter {} has no stored message", d.id)))?;
-    Ok(Job::new(d.subscriber_id, 1, Arc::from(message.to_string())))
+    Ok(Job::replay(d.subscriber_id, Arc::from(message.to_string())))
 }
 
 /// Enqueues the replays first, then marks them: a crash between the two

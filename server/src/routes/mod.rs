@@ -4,6 +4,7 @@ pub mod filters;
 pub mod health;
 pub mod publish;
 pub mod subscribers;
+#[cfg(test)] mod openapi_check;
 
 use actix_web::{web, HttpRequest};
 

@@ -1,0 +1,68 @@
+# Switch: `make run` starts a hub on this machine; `make test` runs every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+export SWITCH_JWT_SECRET ?= dev-secret-change-me
+export SWITCH_DATABASE_URL ?= sqlite://switch.db
+export SWITCH_REDIS_URL ?= redis://127.0.0.1:6379
+
+.PHONY: build run test test-deps test-rust test-sdk-python test-sdk-js test-compose bench fmt lint clean
+
+build:
+	$(CARGO) build --release
+
+## Build, migrate, start the server and one worker on SQLite against the local Redis.
+run: build
+	@echo "Switch listening on http://127.0.0.1:8080 (SQLite at $(SWITCH_DATABASE_URL), Redis at $(SWITCH_REDIS_URL))"
+	@echo "Dev token (admin + publish, 30 days):"
+	@echo "  export TOKEN=$$(target/release/switch-server --print-dev-token)"
+	@echo "Try:  curl -X POST localhost:8080/publish -H \"Authorization: Bearer \$$TOKEN\" -d '{\"topic\": \"orders.created\", \"body\": {\"id\": 42}}'"
+	@trap 'kill 0' INT TERM EXIT; \
+	  target/release/switch-server & \
+	  for i in $$(seq 1 100); do curl -fsS localhost:8080/ping >/dev/null 2>&1 && break; sleep 0.1; done; \
+	  target/release/switch-worker & \
+	  wait
+
+## Python virtualenvs for the legacy SDK test, the Python SDK and the compose check.
+test-deps: .venv-switcher/.ok .venv-sdk/.ok
+
+.venv-switcher/.ok:
+	$(PYTHON) -m venv .venv-switcher
+	.venv-switcher/bin/pip install -q switcher==0.1.8
+	touch $@
+
+.venv-sdk/.ok: sdk-python/pyproject.toml
+	$(PYTHON) -m venv .venv-sdk
+	.venv-sdk/bin/pip install -q -e './sdk-python[test]' pyyaml standardwebhooks
+	touch $@
+
+test: test-deps test-rust test-sdk-python test-sdk-js test-compose
+
+test-rust:
+	$(CARGO) build --workspace --bins
+	SWITCHER_PYTHON=$(CURDIR)/.venv-switcher/bin/python $(CARGO) test --workspace
+
+test-sdk-python: test-deps
+	$(CARGO) build --workspace --bins
+	scripts/with-hub.sh -- .venv-sdk/bin/python -m pytest -q sdk-python/tests tests/test_signature_interop.py
+
+test-sdk-js:
+	$(CARGO) build --workspace --bins
+	scripts/with-hub.sh -- bash -c 'cd sdk-js && node --test test/'
+
+test-compose: test-deps
+	.venv-sdk/bin/python -m pytest -q tests/compose_check.py
+
+bench: build
+	bench/run.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf .venv-switcher .venv-sdk

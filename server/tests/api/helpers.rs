@@ -1,0 +1,483 @@
+//! Test support: a hub on a port of its own against real Redis and a real
+//! database (a fresh SQLite file or a fresh PostgreSQL database per test), a
+//! real HTTP receiver, and workers in-process or as processes.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use serde_json::{json, Value};
+use switch_core::config::DatabaseUrl;
+use switch_core::db::AnyConnection;
+use switch_core::queue::{Queue, RedisHandle};
+use switch_core::Settings;
+use switch_server::startup::Application;
+
+pub const SECRET: &str = "test-secret-for-jwt-signing-0123456789";
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for an `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() { super::$name($crate::helpers::Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() { super::$name($crate::helpers::Backend::Postgres).await }
+        }
+    )*};
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub url: DatabaseUrl,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("switch.db");
+                TestDb { url: DatabaseUrl::Sqlite(path.to_string_lossy().into_owned()), _dir: Some(dir), pg_name: None }
+            }
+            Backend::Postgres => {
+                let name = format!("switch_test_{}", uuid::Uuid::now_v7().simple());
+                let mut admin = PgConnection::establish(PG_ADMIN_URL).expect("PostgreSQL at 127.0.0.1:5432");
+                admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+                TestDb {
+                    url: DatabaseUrl::Postgres(format!("postgres://postgres@127.0.0.1:5432/{name}")),
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub fn url_string(&self) -> String {
+        match &self.url {
+            DatabaseUrl::Sqlite(p) => format!("sqlite://{p}"),
+            DatabaseUrl::Postgres(u) => u.clone(),
+        }
+    }
+
+    pub fn conn(&self) -> AnyConnection {
+        match &self.url {
+            DatabaseUrl::Sqlite(p) => {
+                let mut c = AnyConnection::Sqlite(diesel::SqliteConnection::establish(p).expect("sqlite"));
+                c.batch_execute("PRAGMA busy_timeout = 10000;").expect("pragma");
+                c
+            }
+            DatabaseUrl::Postgres(u) => AnyConnection::Postgresql(PgConnection::establish(u).expect("pg")),
+        }
+    }
+
+    /// Runs plain SQL, as an operator seeding by hand would.
+    pub fn sql(&self, sql: &str) {
+        self.conn().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            if let Ok(mut admin) = PgConnection::establish(PG_ADMIN_URL) {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Settings for a test: its own namespace, quick retries and refresh.
+pub fn settings(db: &TestDb, redis_url: &str) -> Settings {
+    let ns = format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[16..]);
+    let mut vars: HashMap<String, String> = HashMap::new();
+    vars.insert("SWITCH_DATABASE_URL".into(), db.url_string());
+    vars.insert("SWITCH_REDIS_URL".into(), redis_url.into());
+    vars.insert("SWITCH_QUEUE_NAMESPACE".into(), ns);
+    vars.insert("SWITCH_JWT_SECRET".into(), SECRET.into());
+    vars.insert("SWITCH_SERVER_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("SWITCH_RETRY_SCHEDULE".into(), "100ms,100ms".into());
+    vars.insert("SWITCH_DELIVERY_TIMEOUT".into(), "2s".into());
+    vars.insert("SWITCH_REFRESH_INTERVAL".into(), "300ms".into());
+    vars.insert("SWITCH_WORKER_CONCURRENCY".into(), "16".into());
+    vars.insert("SWITCH_WORKER_METRICS_ADDR".into(), format!("127.0.0.1:{}", free_port()));
+    Settings::from_lookup(&move |k| vars.get(k).cloned()).expect("test settings")
+}
+
+pub fn token(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn admin_token() -> String {
+    token(json!({"author": "ops", "scope": "admin publish"}))
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub settings: Settings,
+    pub queue: Queue,
+    pub http: reqwest::Client,
+    pub admin: String,
+}
+
+impl TestApp {
+    pub async fn spawn(settings: Settings) -> TestApp {
+        let app = Application::build(settings.clone(), true).await.expect("app builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5)).unwrap();
+        TestApp {
+            base,
+            queue: Queue::new(&settings.namespace, redis),
+            settings,
+            http: reqwest::Client::new(),
+            admin: admin_token(),
+        }
+    }
+
+    pub async fn with(backend: Backend) -> (TestApp, TestDb) {
+        let db = TestDb::new(backend);
+        let app = TestApp::spawn(settings(&db, REDIS_URL)).await;
+        (app, db)
+    }
+
+    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.request(method, path, Some(&self.admin.clone()), body).await
+    }
+
+    pub async fn publish(&self, body: Value) -> (u16, Value) {
+        self.request("POST", "/publish", Some(&self.admin.clone()), Some(body)).await
+    }
+
+    pub async fn subscribe(&self, topic: &str, url: &str, filter: Option<&str>) -> Value {
+        let (status, body) = self
+            .admin("POST", "/subscribers", Some(json!({"topic": topic, "target_url": url, "filter_expression": filter})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Jobs sitting in this test's stream.
+    pub async fn stream_len(&self) -> u64 {
+        self.queue.depth().await.unwrap().0
+    }
+
+    /// The (subscriber, message id) of every job in the stream.
+    pub async fn stream_jobs(&self) -> Vec<(i64, String)> {
+        let mut conn = self.queue.redis().get().await.unwrap();
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            redis::cmd("XRANGE").arg(&self.queue.keys.stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+        entries
+            .into_iter()
+            .map(|(_, fields)| {
+                let job = switch_core::job::Job::decode(&fields[0].1).unwrap();
+                (job.subscriber_id, job.message().unwrap().id)
+            })
+            .collect()
+    }
+
+    /// Polls `GET /deliveries` until `pred` holds or `within` passes.
+    pub async fn wait_deliveries(&self, query: &str, within: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let (_, body) = self.admin("GET", &format!("/deliveries?limit=1000&{query}"), None).await;
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            if pred(&items) || started.elapsed() > within {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// What a receiver answers.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status(u16),
+    /// Status with a `Retry-After` header (seconds).
+    RetryAfter(u16, u64),
+    /// Sleep this long, then 200.
+    Hang(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Captured {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    replies: Vec<Reply>,
+    default_delay: Duration,
+}
+
+/// A real HTTP server capturing every request; replies follow a script, then 200.
+#[derive(Clone)]
+pub struct Receiver {
+    pub base: String,
+    captured: Arc<Mutex<Vec<Captured>>>,
+    script: Arc<Mutex<Script>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let captured: Arc<Mutex<Vec<Captured>>> = Arc::default();
+        let script: Arc<Mutex<Script>> = Arc::default();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let (c, s) = (captured.clone(), script.clone());
+        let server = HttpServer::new(move || {
+            let (c, s) = (c.clone(), s.clone());
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let (c, s) = (c.clone(), s.clone());
+                async move {
+                    let (reply, delay) = {
+                        let mut s = s.lock().unwrap();
+                        let r = if s.replies.is_empty() { Reply::Status(200) } else { s.replies.remove(0) };
+                        (r, s.default_delay)
+                    };
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    c.lock().unwrap().push(Captured {
+                        method: req.method().to_string(),
+                        path: req.path().to_string(),
+                        query: req.query_string().to_string(),
+                        headers: req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+                            .collect(),
+                        body: body.to_vec(),
+                        at: Instant::now(),
+                    });
+                    match reply {
+                        Reply::Status(code) => HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).body("receiver says so"),
+                        Reply::RetryAfter(code, secs) => HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+                            .insert_header(("Retry-After", secs.to_string()))
+                            .finish(),
+                        Reply::Hang(d) => {
+                            tokio::time::sleep(d).await;
+                            HttpResponse::Ok().finish()
+                        }
+                    }
+                }
+            }))
+        })
+        .workers(2)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Receiver { base, captured, script }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn script(&self, replies: Vec<Reply>) {
+        self.script.lock().unwrap().replies = replies;
+    }
+
+    pub fn delay_every_reply(&self, d: Duration) {
+        self.script.lock().unwrap().default_delay = d;
+    }
+
+    pub fn captured(&self) -> Vec<Captured> {
+        self.captured.lock().unwrap().clone()
+    }
+
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Captured> {
+        let started = Instant::now();
+        loop {
+            let c = self.captured();
+            if c.len() >= n || started.elapsed() > within {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A worker running in this process until dropped or stopped.
+pub struct InProcessWorker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcessWorker {
+    pub fn start(settings: Settings) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(switch_worker::runner::run(settings, async move {
+            let _ = rx.await;
+        }));
+        InProcessWorker { stop: Some(tx), handle }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.handle).await;
+    }
+}
+
+impl Drop for InProcessWorker {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn target_dir_binary(name: &str) -> PathBuf {
+    // tests run from target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join(name)
+}
+
+/// Environment variables equivalent to `settings`, for a worker process.
+pub fn env_of(settings: &Settings, db: &TestDb) -> Vec<(String, String)> {
+    let schedule: Vec<String> = settings.retry_schedule.iter().map(|d| format!("{}ms", d.as_millis())).collect();
+    vec![
+        ("SWITCH_DATABASE_URL".into(), db.url_string()),
+        ("SWITCH_REDIS_URL".into(), settings.redis_url.clone()),
+        ("SWITCH_QUEUE_NAMESPACE".into(), settings.namespace.clone()),
+        ("SWITCH_RETRY_SCHEDULE".into(), schedule.join(",")),
+        ("SWITCH_DELIVERY_TIMEOUT".into(), format!("{}ms", settings.delivery_timeout.as_millis())),
+        ("SWITCH_REFRESH_INTERVAL".into(), format!("{}ms", settings.refresh_interval.as_millis())),
+        ("SWITCH_WORKER_CONCURRENCY".into(), settings.worker_concurrency.to_string()),
+        ("SWITCH_WORKER_METRICS_ADDR".into(), format!("127.0.0.1:{}", free_port())),
+        ("RUST_LOG".into(), "warn".into()),
+    ]
+}
+
+/// A `switch-worker` process (so it can be killed with SIGKILL).
+pub fn worker_process(settings: &Settings, db: &TestDb) -> Child {
+    let bin = target_dir_binary("switch-worker");
+    assert!(bin.exists(), "{} missing: build the workspace first", bin.display());
+    Command::new(bin)
+        .env_clear()
+        .envs(env_of(settings, db))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("worker starts")
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// A Redis server of a test's own (so it can be restarted), with AOF fsync always.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let mut r = PrivateRedis { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        r.up();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Wait until the AOF is loaded.
+        let client = redis::Client::open(self.url()).unwrap();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(mut c) = client.get_connection() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server hard (SIGKILL); the AOF keeps what was acknowledged.
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}

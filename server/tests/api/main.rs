@@ -1,0 +1,9 @@
+//! Integration tests: real Redis, real SQLite and PostgreSQL, real HTTP receivers.
+
+mod admin;
+mod delivery;
+mod helpers;
+mod legacy_sdk;
+mod publish;
+mod queue;
+mod resilience;

@@ -1,0 +1,128 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switch_core::job::Job;
+use switch_core::queue::{Queue, RedisHandle};
+
+use crate::helpers::*;
+
+fn test_queue(redis_url: &str) -> Queue {
+    let ns = format!("q{}", &uuid::Uuid::now_v7().simple().to_string()[16..]);
+    Queue::new(&ns, RedisHandle::new(redis_url, Duration::from_secs(30)).unwrap())
+}
+
+async fn drop_keys(q: &Queue) {
+    let mut c = q.redis().get().await.unwrap();
+    let _: () = redis::cmd("DEL").arg(&q.keys.stream).arg(&q.keys.delayed).query_async(&mut c).await.unwrap();
+}
+
+/// Fills a backlog, then drains it, timing each tenth of the way. Returns
+/// (enqueue ms per tenth, drain ms per tenth).
+async fn backlog(q: &Queue, total: usize) -> (Vec<u128>, Vec<u128>) {
+    q.ensure_group().await.unwrap();
+    let msg: Arc<str> = Arc::from(r#"{"id":"msg_backlog","topic":"b","body":{"n":1}}"#);
+    let tenth = total / 10;
+    let mut enqueue = Vec::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        for chunk in 0..tenth / 1000 {
+            let jobs: Vec<Job> = (0..1000).map(|i| Job::new((chunk * 1000 + i) as i64, 1, msg.clone())).collect();
+            q.push(&jobs).await.unwrap();
+        }
+        enqueue.push(started.elapsed().as_millis());
+    }
+    assert_eq!(q.depth().await.unwrap().0 as usize, total);
+    let mut drain = Vec::new();
+    let mut seen = 0usize;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let mut n = 0;
+        while n < tenth {
+            let entries = q.read("drainer", 1000, Duration::from_millis(100)).await.unwrap();
+            assert!(!entries.is_empty(), "backlog ran dry early at {seen}");
+            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+            assert!(entries.iter().all(|e| e.job.is_ok()));
+            q.ack(&ids).await.unwrap();
+            n += entries.len();
+            seen += entries.len();
+        }
+        drain.push(started.elapsed().as_millis());
+    }
+    assert_eq!(seen, total);
+    assert_eq!(q.depth().await.unwrap().0, 0, "every job acked and removed");
+    (enqueue, drain)
+}
+
+/// 100k jobs in CI: no error, every job comes back exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_of_100k_fills_and_drains() {
+    let q = test_queue(REDIS_URL);
+    let (enqueue, drain) = backlog(&q, 100_000).await;
+    eprintln!("100k backlog: enqueue ms per 10k {enqueue:?}; drain ms per 10k {drain:?}");
+    drop_keys(&q).await;
+}
+
+/// The million, run by hand or by `make bench`: `cargo test --release -- --ignored backlog_of_a_million`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn backlog_of_a_million() {
+    let q = test_queue(REDIS_URL);
+    let (enqueue, drain) = backlog(&q, 1_000_000).await;
+    eprintln!("1M backlog: enqueue ms per 100k {enqueue:?}; drain ms per 100k {drain:?}");
+    drop_keys(&q).await;
+}
+
+/// Retries wait in the sorted set and come back when due, in bounded chunks.
+#[tokio::test]
+async fn delayed_retries_come_back_when_due() {
+    let q = test_queue(REDIS_URL);
+    q.ensure_group().await.unwrap();
+    let msg: Arc<str> = Arc::from(r#"{"id":"m","topic":"t"}"#);
+    q.push(&[Job::new(1, 1, msg.clone())]).await.unwrap();
+    let e = q.read("c1", 10, Duration::from_millis(100)).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    q.retry_later(&e[0].id, &Job::new(1, 2, msg.clone()), now + 300).await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), (0, 1));
+    assert_eq!(q.promote_due(now, 10).await.unwrap(), 0, "not due yet");
+    for i in 0..1200 {
+        let mut c = q.redis().get().await.unwrap();
+        let _: () = redis::cmd("ZADD").arg(&q.keys.delayed).arg(now - 1).arg(format!("v1|{i}|1||{{}}")).query_async(&mut c).await.unwrap();
+    }
+    assert_eq!(q.promote_due(now + 1000, 500).await.unwrap(), 500, "moves at most one chunk");
+    assert_eq!(q.promote_due(now + 1000, 500).await.unwrap(), 500);
+    assert_eq!(q.promote_due(now + 1000, 500).await.unwrap(), 201);
+    let e = q.read("c1", 2000, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(e.len(), 1201);
+    assert!(e.iter().any(|x| x.job.as_ref().is_ok_and(|j| j.attempt == 2 && j.subscriber_id == 1)));
+    drop_keys(&q).await;
+}
+
+/// A job read by a worker that dies is claimed by another once idle long enough.
+#[tokio::test]
+async fn abandoned_jobs_are_claimed() {
+    let q = test_queue(REDIS_URL);
+    q.ensure_group().await.unwrap();
+    q.push(&[Job::new(7, 1, Arc::from("{}"))]).await.unwrap();
+    let e = q.read("dead-worker", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(e.len(), 1);
+    let (_, none) = q.claim_abandoned("rescuer", "0-0", 10).await.unwrap();
+    assert!(none.is_empty(), "not idle long enough yet");
+    // Age the pending entry past the claim threshold.
+    let mut c = q.redis().get().await.unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&q.keys.stream)
+        .arg(switch_core::queue::GROUP)
+        .arg("dead-worker")
+        .arg(0)
+        .arg(&e[0].id)
+        .arg("IDLE")
+        .arg(60_000)
+        .arg("JUSTID")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let (_, claimed) = q.claim_abandoned("rescuer", "0-0", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].job.as_ref().unwrap().subscriber_id, 7);
+    drop_keys(&q).await;
+}
