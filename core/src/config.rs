@@ -23,9 +23,7 @@ impl DatabaseUrl {
         } else if src.starts_with("postgres://") || src.starts_with("postgresql://") {
             Ok(DatabaseUrl::Postgres(src.to_string()))
         } else {
-            Err(format!(
-                "`{src}` is neither sqlite://PATH nor postgres://…"
-            ))
+            Err(format!("`{src}` is neither sqlite://PATH nor postgres://…"))
         }
     }
 }
@@ -58,9 +56,11 @@ pub struct ConfigError {
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 fn first(lookup: Lookup, names: &[&str]) -> Option<(String, String)> {
-    names
-        .iter()
-        .find_map(|n| lookup(n).filter(|v| !v.is_empty()).map(|v| (n.to_string(), v)))
+    names.iter().find_map(|n| {
+        lookup(n)
+            .filter(|v| !v.is_empty())
+            .map(|v| (n.to_string(), v))
+    })
 }
 
 fn parse_with<T>(
@@ -69,7 +69,8 @@ fn parse_with<T>(
     default: &str,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<T, ConfigError> {
-    let (var, value) = first(lookup, names).unwrap_or_else(|| (names[0].to_string(), default.to_string()));
+    let (var, value) =
+        first(lookup, names).unwrap_or_else(|| (names[0].to_string(), default.to_string()));
     parse(&value).map_err(|message| ConfigError { var, message })
 }
 
@@ -90,38 +91,63 @@ impl Settings {
     /// Reads settings through `lookup`, so tests can pass a map.
     pub fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
         let database_url = match first(lookup, &["SWITCH_DATABASE_URL"]) {
-            Some((var, v)) => DatabaseUrl::parse(&v).map_err(|message| ConfigError { var, message })?,
+            Some((var, v)) => {
+                DatabaseUrl::parse(&v).map_err(|message| ConfigError { var, message })?
+            }
             None => match first(lookup, &["SWITCH_DB_NAME"]) {
                 Some((_, name)) => DatabaseUrl::Sqlite(name),
                 None => DatabaseUrl::Sqlite("switch.db".into()),
             },
         };
-        let redis_url = parse_with(lookup, &["SWITCH_REDIS_URL"], "redis://127.0.0.1:6379", |s| {
-            if s.starts_with("redis://") || s.starts_with("rediss://") || s.starts_with("unix://") {
-                Ok(s.to_string())
-            } else {
-                Err(format!("`{s}` is not a redis:// URL"))
-            }
-        })?;
-        let namespace = parse_with(lookup, &["SWITCH_QUEUE_NAMESPACE", "SWITCH_PRODUCTION_QUEUE"], "switch", |s| {
-            if s.chars().all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c)) && s.len() <= 100 {
-                Ok(s.to_string())
-            } else {
-                Err(format!("`{s}` may only hold letters, digits, `_ - : .`"))
-            }
-        })?;
+        let redis_url = parse_with(
+            lookup,
+            &["SWITCH_REDIS_URL"],
+            "redis://127.0.0.1:6379",
+            |s| {
+                if s.starts_with("redis://")
+                    || s.starts_with("rediss://")
+                    || s.starts_with("unix://")
+                {
+                    Ok(s.to_string())
+                } else {
+                    Err(format!("`{s}` is not a redis:// URL"))
+                }
+            },
+        )?;
+        let namespace = parse_with(
+            lookup,
+            &["SWITCH_QUEUE_NAMESPACE", "SWITCH_PRODUCTION_QUEUE"],
+            "switch",
+            |s| {
+                if s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c))
+                    && s.len() <= 100
+                {
+                    Ok(s.to_string())
+                } else {
+                    Err(format!("`{s}` may only hold letters, digits, `_ - : .`"))
+                }
+            },
+        )?;
         let jwt_secret = first(lookup, &["SWITCH_JWT_SECRET"]).map(|(_, v)| v);
         let server_addr = match first(lookup, &["SWITCH_SERVER_ADDR"]) {
             Some((var, v)) => v
                 .parse::<std::net::SocketAddr>()
                 .map(|_| v.clone())
-                .map_err(|_| ConfigError { var, message: format!("`{v}` is not HOST:PORT") })?,
+                .map_err(|_| ConfigError {
+                    var,
+                    message: format!("`{v}` is not HOST:PORT"),
+                })?,
             None => match first(lookup, &["SWITCH_SERVER_PORT"]) {
                 Some((var, v)) => {
-                    let port: u16 = v.trim().trim_start_matches(':').parse().map_err(|_| ConfigError {
-                        var,
-                        message: format!("`{v}` is not a port"),
-                    })?;
+                    let port: u16 =
+                        v.trim()
+                            .trim_start_matches(':')
+                            .parse()
+                            .map_err(|_| ConfigError {
+                                var,
+                                message: format!("`{v}` is not a port"),
+                            })?;
                     format!("0.0.0.0:{port}")
                 }
                 None => "0.0.0.0:8080".into(),
@@ -129,23 +155,49 @@ impl Settings {
         };
         let worker_concurrency = parse_with(
             lookup,
-            &["SWITCH_WORKER_CONCURRENCY", "SWITCH_CONSUMER_CONCURRENCY_LEVEL"],
+            &[
+                "SWITCH_WORKER_CONCURRENCY",
+                "SWITCH_CONSUMER_CONCURRENCY_LEVEL",
+            ],
             "64",
             positive_int,
         )?;
-        let retry_schedule = parse_with(lookup, &["SWITCH_RETRY_SCHEDULE"], "5s,30s,2m,10m,30m,1h,3h,6h", parse_schedule)?;
+        let retry_schedule = parse_with(
+            lookup,
+            &["SWITCH_RETRY_SCHEDULE"],
+            "5s,30s,2m,10m,30m,1h,3h,6h",
+            parse_schedule,
+        )?;
         let delivery_timeout = parse_with(lookup, &["SWITCH_DELIVERY_TIMEOUT"], "15s", |s| {
-            parse_duration(s).and_then(|d| if d.is_zero() { Err("must be more than 0".into()) } else { Ok(d) })
+            parse_duration(s).and_then(|d| {
+                if d.is_zero() {
+                    Err("must be more than 0".into())
+                } else {
+                    Ok(d)
+                }
+            })
         })?;
-        let max_body_bytes = parse_with(lookup, &["SWITCH_MAX_BODY_BYTES"], "1048576", positive_int)?;
+        let max_body_bytes =
+            parse_with(lookup, &["SWITCH_MAX_BODY_BYTES"], "1048576", positive_int)?;
         let refresh_interval = parse_with(lookup, &["SWITCH_REFRESH_INTERVAL"], "5s", |s| {
-            parse_duration(s).and_then(|d| if d.is_zero() { Err("must be more than 0".into()) } else { Ok(d) })
+            parse_duration(s).and_then(|d| {
+                if d.is_zero() {
+                    Err("must be more than 0".into())
+                } else {
+                    Ok(d)
+                }
+            })
         })?;
-        let worker_metrics_addr = parse_with(lookup, &["SWITCH_WORKER_METRICS_ADDR"], "0.0.0.0:9090", |s| {
-            s.parse::<std::net::SocketAddr>()
-                .map(|_| s.to_string())
-                .map_err(|_| format!("`{s}` is not HOST:PORT"))
-        })?;
+        let worker_metrics_addr = parse_with(
+            lookup,
+            &["SWITCH_WORKER_METRICS_ADDR"],
+            "0.0.0.0:9090",
+            |s| {
+                s.parse::<std::net::SocketAddr>()
+                    .map(|_| s.to_string())
+                    .map_err(|_| format!("`{s}` is not HOST:PORT"))
+            },
+        )?;
         let log_json = parse_with(lookup, &["SWITCH_LOG_FORMAT"], "text", |s| match s {
             "json" => Ok(true),
             "text" | "pretty" | "plain" => Ok(false),
@@ -179,7 +231,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(&move |k| map.get(k).cloned())
     }
 

@@ -18,7 +18,11 @@ pub fn parse_duration(src: &str) -> Result<Duration, String> {
         "m" => value * 60_000.0,
         "h" => value * 3_600_000.0,
         "d" => value * 86_400_000.0,
-        other => return Err(format!("`{src}` has an unknown unit `{other}` (use ms, s, m, h)")),
+        other => {
+            return Err(format!(
+                "`{src}` has an unknown unit `{other}` (use ms, s, m, h)"
+            ))
+        }
     };
     if !millis.is_finite() || millis < 0.0 {
         return Err(format!("`{src}` is not a valid duration"));

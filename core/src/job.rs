@@ -24,31 +24,52 @@ pub struct JobDecodeError(pub String);
 
 impl Job {
     pub fn new(subscriber_id: i64, attempt: u32, message_json: Arc<str>) -> Self {
-        Job { subscriber_id, attempt, replay: false, message_json }
+        Job {
+            subscriber_id,
+            attempt,
+            replay: false,
+            message_json,
+        }
     }
 
     /// Attempt 1 of a replayed dead letter.
     pub fn replay(subscriber_id: i64, message_json: Arc<str>) -> Self {
-        Job { subscriber_id, attempt: 1, replay: true, message_json }
+        Job {
+            subscriber_id,
+            attempt: 1,
+            replay: true,
+            message_json,
+        }
     }
 
     /// `v1|<subscriber>|<attempt>|<flags>|<message json>`: cheap to write, and
     /// Lua can move it untouched. Flags: `r` for a replay.
     pub fn encode(&self) -> String {
         let flags = if self.replay { "r" } else { "" };
-        format!("v1|{}|{}|{flags}|{}", self.subscriber_id, self.attempt, self.message_json)
+        format!(
+            "v1|{}|{}|{flags}|{}",
+            self.subscriber_id, self.attempt, self.message_json
+        )
     }
 
     pub fn decode(src: &str) -> Result<Self, JobDecodeError> {
         let mut parts = src.splitn(5, '|');
-        let (Some("v1"), Some(sub), Some(attempt), Some(flags), Some(msg)) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("v1"), Some(sub), Some(attempt), Some(flags), Some(msg)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(JobDecodeError(format!("unknown layout: {:.60}", src)));
         };
         Ok(Job {
-            subscriber_id: sub.parse().map_err(|_| JobDecodeError(format!("bad subscriber id {sub}")))?,
-            attempt: attempt.parse().map_err(|_| JobDecodeError(format!("bad attempt {attempt}")))?,
+            subscriber_id: sub
+                .parse()
+                .map_err(|_| JobDecodeError(format!("bad subscriber id {sub}")))?,
+            attempt: attempt
+                .parse()
+                .map_err(|_| JobDecodeError(format!("bad attempt {attempt}")))?,
             replay: flags.contains('r'),
             message_json: Arc::from(msg),
         })
@@ -60,7 +81,10 @@ impl Job {
 
     /// The same job, for its next attempt.
     pub fn next_attempt(&self) -> Job {
-        Job { attempt: self.attempt + 1, ..self.clone() }
+        Job {
+            attempt: self.attempt + 1,
+            ..self.clone()
+        }
     }
 }
 

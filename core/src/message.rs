@@ -96,7 +96,10 @@ fn err<T>(msg: impl Into<String>) -> Result<T, PublishError> {
 
 /// Turns `{"a": 1, "b": "x"}` into string pairs; scalars are written as text
 /// (legacy publishers send `{"id": 1}` as path params).
-fn string_map(field: &str, value: Option<&Value>) -> Result<BTreeMap<String, String>, PublishError> {
+fn string_map(
+    field: &str,
+    value: Option<&Value>,
+) -> Result<BTreeMap<String, String>, PublishError> {
     let mut out = BTreeMap::new();
     match value {
         None | Some(Value::Null) => {}
@@ -117,7 +120,10 @@ fn string_map(field: &str, value: Option<&Value>) -> Result<BTreeMap<String, Str
     Ok(out)
 }
 
-fn request_from_parts(topic: &Value, parts: &Map<String, Value>) -> Result<PublishRequest, PublishError> {
+fn request_from_parts(
+    topic: &Value,
+    parts: &Map<String, Value>,
+) -> Result<PublishRequest, PublishError> {
     let topic = match topic {
         Value::String(s) => Topic::parse(s).map_err(|e| PublishError(e.0))?,
         Value::Null => return err("`topic` is required"),
@@ -127,14 +133,21 @@ fn request_from_parts(topic: &Value, parts: &Map<String, Value>) -> Result<Publi
         None | Some(Value::Null) => HttpMethod::Post,
         Some(Value::String(m)) => match HttpMethod::parse(m) {
             Some(m) => m,
-            None => return err(format!("`http_method` `{m}` is not one of GET, POST, PUT, PATCH, DELETE")),
+            None => {
+                return err(format!(
+                    "`http_method` `{m}` is not one of GET, POST, PUT, PATCH, DELETE"
+                ))
+            }
         },
         Some(_) => return err("`http_method` must be a string"),
     };
     let headers = string_map("headers", parts.get("headers"))?;
     for name in headers.keys() {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            return err(format!("header name `{}` is not a valid HTTP header name", name.escape_default()));
+            return err(format!(
+                "header name `{}` is not a valid HTTP header name",
+                name.escape_default()
+            ));
         }
     }
     for (name, value) in &headers {
@@ -166,9 +179,19 @@ impl PublishRequest {
         if obj.contains_key("Payload") || obj.contains_key("Topic") {
             return Self::from_legacy(&obj);
         }
-        const KNOWN: [&str; 6] = ["topic", "body", "headers", "query_params", "path_params", "http_method"];
+        const KNOWN: [&str; 6] = [
+            "topic",
+            "body",
+            "headers",
+            "query_params",
+            "path_params",
+            "http_method",
+        ];
         if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return err(format!("unknown field `{k}`; expected one of {}", KNOWN.join(", ")));
+            return err(format!(
+                "unknown field `{k}`; expected one of {}",
+                KNOWN.join(", ")
+            ));
         }
         request_from_parts(obj.get("topic").unwrap_or(&Value::Null), &obj)
     }
@@ -188,7 +211,10 @@ impl PublishRequest {
         );
         let decoded = engine
             .decode(payload.trim())
-            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim().trim_end_matches('=')))
+            .or_else(|_| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload.trim().trim_end_matches('='))
+            })
             .map_err(|e| PublishError(format!("`Payload` is not valid base64: {e}")))?;
         let inner: Value = serde_json::from_slice(&decoded)
             .map_err(|e| PublishError(format!("`Payload` does not decode to JSON: {e}")))?;
@@ -199,7 +225,13 @@ impl PublishRequest {
     }
 
     /// Gives the request its id and author, making the message jobs carry.
-    pub fn into_message(self, id: String, author: Option<String>, request_id: Option<String>, now_ms: i64) -> Message {
+    pub fn into_message(
+        self,
+        id: String,
+        author: Option<String>,
+        request_id: Option<String>,
+        now_ms: i64,
+    ) -> Message {
         Message {
             id,
             topic: self.topic.as_str().to_string(),
@@ -233,8 +265,10 @@ mod tests {
         let r = parse(serde_json::json!({"topic": "orders.created"})).unwrap();
         assert_eq!(r.body, serde_json::json!({}));
         assert_eq!(r.http_method, HttpMethod::Post);
-        let r = parse(serde_json::json!({"topic": "a", "body": [1, 2], "http_method": "put",
-            "path_params": {"id": 42}, "headers": {"X-T": "v"}}))
+        let r = parse(
+            serde_json::json!({"topic": "a", "body": [1, 2], "http_method": "put",
+            "path_params": {"id": 42}, "headers": {"X-T": "v"}}),
+        )
         .unwrap();
         assert_eq!(r.http_method, HttpMethod::Put);
         assert_eq!(r.path_params["id"], "42");
@@ -259,12 +293,27 @@ mod tests {
             (br#"{"body": {}}"#.to_vec(), "`topic` is required"),
             (br#"{"topic": 5}"#.to_vec(), "must be a string"),
             (br#"{"topic": "a b"}"#.to_vec(), "contains"),
-            (br#"{"topic": "a", "http_method": "TRACE"}"#.to_vec(), "is not one of"),
-            (br#"{"topic": "a", "headers": [1]}"#.to_vec(), "`headers` must be an object"),
+            (
+                br#"{"topic": "a", "http_method": "TRACE"}"#.to_vec(),
+                "is not one of",
+            ),
+            (
+                br#"{"topic": "a", "headers": [1]}"#.to_vec(),
+                "`headers` must be an object",
+            ),
             (br#"{"topic": "a", "extra": 1}"#.to_vec(), "unknown field"),
-            (br#"{"Topic": "a", "Payload": "%%%"}"#.to_vec(), "not valid base64"),
-            (format!(r#"{{"Topic": "a", "Payload": "{}"}}"#, b64("[1]")).into_bytes(), "must decode to a JSON object"),
-            (format!(r#"{{"Topic": "a", "Payload": "{}"}}"#, b64("nope")).into_bytes(), "does not decode to JSON"),
+            (
+                br#"{"Topic": "a", "Payload": "%%%"}"#.to_vec(),
+                "not valid base64",
+            ),
+            (
+                format!(r#"{{"Topic": "a", "Payload": "{}"}}"#, b64("[1]")).into_bytes(),
+                "must decode to a JSON object",
+            ),
+            (
+                format!(r#"{{"Topic": "a", "Payload": "{}"}}"#, b64("nope")).into_bytes(),
+                "does not decode to JSON",
+            ),
             (br#"{"Topic": "a"}"#.to_vec(), "`Payload` is required"),
         ];
         for (body, reason) in cases {

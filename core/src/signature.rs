@@ -18,7 +18,9 @@ pub fn generate_secret() -> String {
 /// The key bytes of a secret; a secret without the prefix or not base64 is used as raw bytes.
 pub fn secret_key(secret: &str) -> Vec<u8> {
     match secret.strip_prefix(SECRET_PREFIX) {
-        Some(b64) => STANDARD.decode(b64).unwrap_or_else(|_| b64.as_bytes().to_vec()),
+        Some(b64) => STANDARD
+            .decode(b64)
+            .unwrap_or_else(|_| b64.as_bytes().to_vec()),
         None => secret.as_bytes().to_vec(),
     }
 }
@@ -33,7 +35,8 @@ pub fn is_valid_secret(secret: &str) -> bool {
 
 /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
 pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(&secret_key(secret)).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&secret_key(secret)).expect("HMAC takes keys of any length");
     mac.update(msg_id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
@@ -50,7 +53,12 @@ mod tests {
     #[test]
     fn standard_webhooks_vector() {
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let sig = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
+        let sig = sign(
+            secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 

@@ -27,7 +27,11 @@ impl Loaded {
     pub fn new(row: Subscriber) -> Self {
         let pattern = TopicPattern::parse(&row.topic).map_err(|e| e.0);
         let filter = CompiledFilter::compile(row.filter_expression.as_deref());
-        Loaded { row, pattern, filter }
+        Loaded {
+            row,
+            pattern,
+            filter,
+        }
     }
 
     /// Why this subscriber can get no jobs, if it cannot.
@@ -72,7 +76,11 @@ impl Index {
                 }
             };
             match &loaded.pattern {
-                Ok(p) if p.is_exact() => index.exact.entry(p.as_str().to_string()).or_default().push(loaded.clone()),
+                Ok(p) if p.is_exact() => index
+                    .exact
+                    .entry(p.as_str().to_string())
+                    .or_default()
+                    .push(loaded.clone()),
                 Ok(_) => index.wildcard.push(loaded.clone()),
                 Err(_) => {}
             }
@@ -95,8 +103,15 @@ impl Index {
 
     /// Ids of enabled subscribers whose pattern and filter match the message.
     pub fn matching(&self, topic: &Topic, message: &Message) -> Vec<i64> {
-        let exact = self.exact.get(topic.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        let wild = self.wildcard.iter().filter(|l| l.pattern.as_ref().is_ok_and(|p| p.matches(topic)));
+        let exact = self
+            .exact
+            .get(topic.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let wild = self
+            .wildcard
+            .iter()
+            .filter(|l| l.pattern.as_ref().is_ok_and(|p| p.matches(topic)));
         exact
             .iter()
             .chain(wild)
@@ -115,7 +130,10 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(pool: DbPool) -> Self {
-        Cache { pool, index: ArcSwap::from_pointee(Index::default()) }
+        Cache {
+            pool,
+            index: ArcSwap::from_pointee(Index::default()),
+        }
     }
 
     pub fn current(&self) -> Arc<Index> {

@@ -16,7 +16,9 @@ pub struct TopicError(pub String);
 
 fn check_shape(src: &str, what: &str) -> Result<(), TopicError> {
     if src.is_empty() || src.len() > MAX_LEN {
-        return Err(TopicError(format!("a {what} must be 1 to {MAX_LEN} characters long")));
+        return Err(TopicError(format!(
+            "a {what} must be 1 to {MAX_LEN} characters long"
+        )));
     }
     if src.split('.').any(str::is_empty) {
         return Err(TopicError(format!(
@@ -88,7 +90,10 @@ impl TopicPattern {
         }
         // `#.#` is the same as `#`; collapsing keeps matching linear.
         segments.dedup_by(|a, b| *a == Segment::Many && *b == Segment::Many);
-        Ok(TopicPattern { source: src.to_string(), segments })
+        Ok(TopicPattern {
+            source: src.to_string(),
+            segments,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -97,7 +102,9 @@ impl TopicPattern {
 
     /// True when the pattern has no wildcard, so it matches only itself.
     pub fn is_exact(&self) -> bool {
-        self.segments.iter().all(|s| matches!(s, Segment::Literal(_)))
+        self.segments
+            .iter()
+            .all(|s| matches!(s, Segment::Literal(_)))
     }
 
     pub fn matches(&self, topic: &Topic) -> bool {
@@ -153,7 +160,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn m(p: &str, t: &str) -> bool {
-        TopicPattern::parse(p).unwrap().matches(&Topic::parse(t).unwrap())
+        TopicPattern::parse(p)
+            .unwrap()
+            .matches(&Topic::parse(t).unwrap())
     }
 
     #[test]
@@ -194,7 +203,9 @@ mod tests {
             None => w.is_empty(),
             Some((Segment::Many, rest)) => (0..=w.len()).any(|i| reference(rest, &w[i..])),
             Some((Segment::One, rest)) => !w.is_empty() && reference(rest, &w[1..]),
-            Some((Segment::Literal(l), rest)) => w.first() == Some(&l.as_str()) && reference(rest, &w[1..]),
+            Some((Segment::Literal(l), rest)) => {
+                w.first() == Some(&l.as_str()) && reference(rest, &w[1..])
+            }
         }
     }
 

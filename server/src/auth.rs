@@ -19,14 +19,18 @@ pub struct Principal {
 
 impl Principal {
     fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.as_ref().is_some_and(|s| s.iter().any(|x| x == scope))
+        self.scopes
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|x| x == scope))
     }
 
     pub fn require_publish(&self) -> Result<(), ApiError> {
         if self.scopes.is_none() || self.has_scope("publish") || self.has_scope("admin") {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("this token has no `publish` scope".into()))
+            Err(ApiError::Forbidden(
+                "this token has no `publish` scope".into(),
+            ))
         }
     }
 
@@ -34,15 +38,17 @@ impl Principal {
         if self.has_scope("admin") {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("this endpoint needs a token with the `admin` scope".into()))
+            Err(ApiError::Forbidden(
+                "this endpoint needs a token with the `admin` scope".into(),
+            ))
         }
     }
 
     pub fn require_topic(&self, topic: &Topic) -> Result<(), ApiError> {
         match &self.topics {
-            Some(patterns) if !patterns.iter().any(|p| p.matches(topic)) => Err(ApiError::Forbidden(format!(
-                "this token may not publish to `{topic}`"
-            ))),
+            Some(patterns) if !patterns.iter().any(|p| p.matches(topic)) => Err(
+                ApiError::Forbidden(format!("this token may not publish to `{topic}`")),
+            ),
             _ => Ok(()),
         }
     }
@@ -65,7 +71,10 @@ impl Authenticator {
         validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.leeway = 5;
-        Authenticator { key: DecodingKey::from_secret(secret.as_bytes()), validation }
+        Authenticator {
+            key: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
     }
 
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
@@ -75,10 +84,9 @@ impl Authenticator {
             .ok_or_else(|| ApiError::Unauthorized("missing Authorization header".into()))?
             .to_str()
             .map_err(|_| ApiError::Unauthorized("Authorization header is not text".into()))?;
-        let (scheme, token) = header
-            .trim()
-            .split_once(' ')
-            .ok_or_else(|| ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into()))?;
+        let (scheme, token) = header.trim().split_once(' ').ok_or_else(|| {
+            ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into())
+        })?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::Unauthorized("expected the Bearer scheme".into()));
         }
@@ -100,8 +108,16 @@ impl Authenticator {
         let scopes = match claims.get("scope") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.split_whitespace().map(str::to_string).collect()),
-            Some(Value::Array(a)) => Some(a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()),
-            Some(_) => return Err(ApiError::Unauthorized("`scope` must be a space-separated string".into())),
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+            ),
+            Some(_) => {
+                return Err(ApiError::Unauthorized(
+                    "`scope` must be a space-separated string".into(),
+                ))
+            }
         };
         let topics = match claims.get("topics") {
             None | Some(Value::Null) => None,
@@ -110,13 +126,23 @@ impl Authenticator {
                     .map(|v| {
                         v.as_str()
                             .and_then(|s| TopicPattern::parse(s).ok())
-                            .ok_or_else(|| ApiError::Unauthorized(format!("`topics` holds a bad pattern: {v}")))
+                            .ok_or_else(|| {
+                                ApiError::Unauthorized(format!("`topics` holds a bad pattern: {v}"))
+                            })
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
-            Some(_) => return Err(ApiError::Unauthorized("`topics` must be a list of topic patterns".into())),
+            Some(_) => {
+                return Err(ApiError::Unauthorized(
+                    "`topics` must be a list of topic patterns".into(),
+                ))
+            }
         };
-        Ok(Principal { author, scopes, topics })
+        Ok(Principal {
+            author,
+            scopes,
+            topics,
+        })
     }
 }
 

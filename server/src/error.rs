@@ -12,7 +12,10 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{message}")]
-    InvalidRequest { message: String, position: Option<usize> },
+    InvalidRequest {
+        message: String,
+        position: Option<usize>,
+    },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -27,7 +30,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        ApiError::InvalidRequest { message: message.into(), position: None }
+        ApiError::InvalidRequest {
+            message: message.into(),
+            position: None,
+        }
     }
 
     pub fn code(&self) -> &'static str {
@@ -49,10 +55,13 @@ impl From<diesel::result::Error> for ApiError {
         use diesel::result::{DatabaseErrorKind, Error};
         match e {
             Error::NotFound => ApiError::NotFound("no such record".into()),
-            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => ApiError::Conflict(info.message().to_string()),
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
-                ApiError::Unavailable("the database cannot be reached".into())
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                ApiError::Conflict(info.message().to_string())
             }
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => ApiError::Unavailable("the database cannot be reached".into()),
             other => ApiError::Internal(other.into()),
         }
     }
@@ -101,7 +110,10 @@ impl ResponseError for ApiError {
             other => other.to_string(),
         };
         let mut error = json!({"code": self.code(), "message": message});
-        if let ApiError::InvalidRequest { position: Some(p), .. } = self {
+        if let ApiError::InvalidRequest {
+            position: Some(p), ..
+        } = self
+        {
             error["position"] = json!(p);
         }
         let mut resp = HttpResponse::build(self.status_code());
@@ -129,11 +141,19 @@ mod tests {
             (ApiError::Unauthorized("u".into()), 401, "unauthorized"),
             (ApiError::Forbidden("f".into()), 403, "forbidden"),
             (ApiError::invalid("i"), 400, "invalid_request"),
-            (ApiError::PayloadTooLarge("p".into()), 413, "payload_too_large"),
+            (
+                ApiError::PayloadTooLarge("p".into()),
+                413,
+                "payload_too_large",
+            ),
             (ApiError::NotFound("n".into()), 404, "not_found"),
             (ApiError::Conflict("c".into()), 409, "conflict"),
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
-            (ApiError::Internal(anyhow::anyhow!("secret detail")), 500, "internal"),
+            (
+                ApiError::Internal(anyhow::anyhow!("secret detail")),
+                500,
+                "internal",
+            ),
         ];
         for (err, status, code) in cases {
             let resp = err.error_response();
@@ -141,11 +161,15 @@ mod tests {
             if status == 503 {
                 assert_eq!(resp.headers().get("Retry-After").unwrap(), "1");
             }
-            let body: serde_json::Value = serde_json::from_slice(&to_bytes(resp.into_body()).await.unwrap()).unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(&to_bytes(resp.into_body()).await.unwrap()).unwrap();
             assert_eq!(body["error"]["code"], code);
             let message = body["error"]["message"].as_str().unwrap();
             assert!(!message.is_empty());
-            assert!(!message.contains("secret detail"), "internal causes stay in the log");
+            assert!(
+                !message.contains("secret detail"),
+                "internal causes stay in the log"
+            );
         }
     }
 }

@@ -6,8 +6,13 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let migrate = !args.iter().any(|a| a == "--no-migrate");
     let print_token = args.iter().any(|a| a == "--print-dev-token");
-    if let Some(bad) = args.iter().find(|a| *a != "--no-migrate" && *a != "--print-dev-token") {
-        eprintln!("switch-server: unknown argument `{bad}` (accepted: --no-migrate, --print-dev-token)");
+    if let Some(bad) = args
+        .iter()
+        .find(|a| *a != "--no-migrate" && *a != "--print-dev-token")
+    {
+        eprintln!(
+            "switch-server: unknown argument `{bad}` (accepted: --no-migrate, --print-dev-token)"
+        );
         std::process::exit(2);
     }
     let settings = match Settings::from_env() {

@@ -1,6 +1,9 @@
 //! Prometheus metrics of the server.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -23,21 +26,38 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
-        let matches = IntCounter::new("switch_matches_total", "Jobs enqueued: subscribers matched by publishes").expect("valid metric");
-        let enqueue_seconds = Histogram::with_opts(
-            HistogramOpts::new("switch_enqueue_seconds", "Time to put one message's jobs into Redis")
-                .buckets(vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+        let matches = IntCounter::new(
+            "switch_matches_total",
+            "Jobs enqueued: subscribers matched by publishes",
         )
         .expect("valid metric");
-        let queue_ready = IntGauge::new("switch_queue_depth", "Jobs in the stream (ready or in flight)").expect("valid metric");
-        let queue_delayed = IntGauge::new("switch_queue_delayed", "Retries waiting for their due time").expect("valid metric");
+        let enqueue_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "switch_enqueue_seconds",
+                "Time to put one message's jobs into Redis",
+            )
+            .buckets(vec![
+                0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        let queue_ready = IntGauge::new(
+            "switch_queue_depth",
+            "Jobs in the stream (ready or in flight)",
+        )
+        .expect("valid metric");
+        let queue_delayed =
+            IntGauge::new("switch_queue_delayed", "Retries waiting for their due time")
+                .expect("valid metric");
         let oldest_pending_seconds = prometheus::Gauge::new(
             "switch_queue_oldest_pending_age_seconds",
             "Age of the oldest job in the stream",
         )
         .expect("valid metric");
-        let dead_letters = IntGauge::new("switch_dead_letters", "Dead letters not yet replayed").expect("valid metric");
-        let subscribers = IntGauge::new("switch_subscribers", "Subscribers loaded").expect("valid metric");
+        let dead_letters = IntGauge::new("switch_dead_letters", "Dead letters not yet replayed")
+            .expect("valid metric");
+        let subscribers =
+            IntGauge::new("switch_subscribers", "Subscribers loaded").expect("valid metric");
         for c in [
             Box::new(publishes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(matches.clone()),
@@ -50,7 +70,17 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Metrics { registry, publishes, matches, enqueue_seconds, queue_ready, queue_delayed, oldest_pending_seconds, dead_letters, subscribers }
+        Metrics {
+            registry,
+            publishes,
+            matches,
+            enqueue_seconds,
+            queue_ready,
+            queue_delayed,
+            oldest_pending_seconds,
+            dead_letters,
+            subscribers,
+        }
     }
 
     pub fn render(&self) -> String {

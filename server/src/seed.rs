@@ -24,10 +24,12 @@ pub fn parse_file(text: &str) -> anyhow::Result<Vec<NewSubscriber>> {
     };
     let items = match value {
         Value::Array(items) => items,
-        Value::Object(mut m) if m.get("subscribers").is_some_and(Value::is_array) => match m.remove("subscribers") {
-            Some(Value::Array(items)) => items,
-            _ => unreachable!("checked above"),
-        },
+        Value::Object(mut m) if m.get("subscribers").is_some_and(Value::is_array) => {
+            match m.remove("subscribers") {
+                Some(Value::Array(items)) => items,
+                _ => unreachable!("checked above"),
+            }
+        }
         _ => bail!("the file must hold a list of subscribers"),
     };
     items
@@ -38,14 +40,23 @@ pub fn parse_file(text: &str) -> anyhow::Result<Vec<NewSubscriber>> {
                 Value::Object(m) => m,
                 _ => bail!("entry {} is not an object", i + 1),
             };
-            let label = m.get("topic").and_then(Value::as_str).unwrap_or("?").to_string();
-            new_subscriber(&m).map_err(|e| anyhow::anyhow!("entry {} (topic `{label}`): {e}", i + 1))
+            let label = m
+                .get("topic")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string();
+            new_subscriber(&m)
+                .map_err(|e| anyhow::anyhow!("entry {} (topic `{label}`): {e}", i + 1))
         })
         .collect()
 }
 
 /// Applies the entries in one transaction: all of them, or none.
-pub fn apply(conn: &mut AnyConnection, entries: &[NewSubscriber], explicit_secret: &[bool]) -> anyhow::Result<SeedReport> {
+pub fn apply(
+    conn: &mut AnyConnection,
+    entries: &[NewSubscriber],
+    explicit_secret: &[bool],
+) -> anyhow::Result<SeedReport> {
     conn.transaction::<_, anyhow::Error, _>(|conn| {
         let mut report = SeedReport::default();
         for (entry, keep_secret) in entries.iter().zip(explicit_secret) {
@@ -67,7 +78,11 @@ pub fn apply(conn: &mut AnyConnection, entries: &[NewSubscriber], explicit_secre
                         filter_expression: Some(entry.filter_expression.clone()),
                         enabled: Some(entry.enabled),
                         description: Some(entry.description.clone()),
-                        secret: if *keep_secret { Some(entry.secret.clone()) } else { None },
+                        secret: if *keep_secret {
+                            Some(entry.secret.clone())
+                        } else {
+                            None
+                        },
                         updated_at: Some(now()),
                         ..Default::default()
                     };
@@ -82,11 +97,20 @@ pub fn apply(conn: &mut AnyConnection, entries: &[NewSubscriber], explicit_secre
 
 /// Which entries of the file name their own secret (others keep the stored one).
 pub fn explicit_secrets(text: &str) -> Vec<bool> {
-    let value: Value = serde_json::from_str(text).or_else(|_| serde_yaml::from_str(text)).unwrap_or(Value::Null);
+    let value: Value = serde_json::from_str(text)
+        .or_else(|_| serde_yaml::from_str(text))
+        .unwrap_or(Value::Null);
     let items = match value {
         Value::Array(items) => items,
-        Value::Object(m) => m.get("subscribers").and_then(Value::as_array).cloned().unwrap_or_default(),
+        Value::Object(m) => m
+            .get("subscribers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         _ => Vec::new(),
     };
-    items.iter().map(|i| i.get("secret").is_some_and(|s| !s.is_null())).collect()
+    items
+        .iter()
+        .map(|i| i.get("secret").is_some_and(|s| !s.is_null()))
+        .collect()
 }

@@ -26,10 +26,9 @@ pub struct Application {
 impl Application {
     /// Migrates (unless `migrate` is false), loads subscribers, binds the listener.
     pub async fn build(settings: Settings, migrate: bool) -> anyhow::Result<Self> {
-        let secret = settings
-            .jwt_secret
-            .clone()
-            .context("SWITCH_JWT_SECRET is not set: the server needs it to verify publisher tokens")?;
+        let secret = settings.jwt_secret.clone().context(
+            "SWITCH_JWT_SECRET is not set: the server needs it to verify publisher tokens",
+        )?;
         let pool = db::pool(&settings.database_url, 16);
         if migrate {
             let p = pool.clone();
@@ -42,7 +41,8 @@ impl Application {
                 tracing::info!(migrations = ?applied, "migrations applied");
             }
         }
-        let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5)).context("SWITCH_REDIS_URL")?;
+        let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5))
+            .context("SWITCH_REDIS_URL")?;
         let queue = Queue::new(&settings.namespace, redis);
         if let Err(e) = queue.ensure_group().await {
             tracing::warn!(error = %e, "Redis is not reachable yet; publishes answer 503 until it is");
@@ -67,33 +67,41 @@ impl Application {
         });
         spawn_refresh(state.clone(), settings.refresh_interval);
 
-        let listener = TcpListener::bind(&settings.server_addr).with_context(|| format!("cannot listen on {}", settings.server_addr))?;
+        let listener = TcpListener::bind(&settings.server_addr)
+            .with_context(|| format!("cannot listen on {}", settings.server_addr))?;
         let port = listener.local_addr()?.port();
         let data = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(data.settings.max_body_bytes))
-                .app_data(web::JsonConfig::default().error_handler(|e, _| {
-                    crate::error::ApiError::invalid(e.to_string()).into()
-                }))
-                .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                    crate::error::ApiError::invalid(e.to_string()).into()
-                }))
-                .configure(routes::health::config)
-                .configure(routes::publish::config)
-                .configure(routes::subscribers::config)
-                .configure(routes::filters::config)
-                .configure(routes::deliveries::config)
-                .configure(routes::dead_letters::config)
-                .default_service(web::to(|| async {
-                    Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound("no such endpoint".into()))
-                }))
+        let server =
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .app_data(web::PayloadConfig::new(data.settings.max_body_bytes))
+                    .app_data(web::JsonConfig::default().error_handler(|e, _| {
+                        crate::error::ApiError::invalid(e.to_string()).into()
+                    }))
+                    .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                        crate::error::ApiError::invalid(e.to_string()).into()
+                    }))
+                    .configure(routes::health::config)
+                    .configure(routes::publish::config)
+                    .configure(routes::subscribers::config)
+                    .configure(routes::filters::config)
+                    .configure(routes::deliveries::config)
+                    .configure(routes::dead_letters::config)
+                    .default_service(web::to(|| async {
+                        Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound(
+                            "no such endpoint".into(),
+                        ))
+                    }))
+            })
+            .listen(listener)?
+            .shutdown_timeout(10)
+            .run();
+        Ok(Application {
+            port,
+            server,
+            state,
         })
-        .listen(listener)?
-        .shutdown_timeout(10)
-        .run();
-        Ok(Application { port, server, state })
     }
 
     pub fn port(&self) -> u16 {

@@ -24,11 +24,9 @@ pub struct AppState {
 impl AppState {
     /// Reloads the subscriber snapshot now and records that it is fresh.
     pub async fn reload_subscribers(&self) -> Result<usize, crate::error::ApiError> {
-        let n = self
-            .cache
-            .reload_async()
-            .await
-            .map_err(|e| crate::error::ApiError::Unavailable(format!("the database cannot be reached: {e}")))?;
+        let n = self.cache.reload_async().await.map_err(|e| {
+            crate::error::ApiError::Unavailable(format!("the database cannot be reached: {e}"))
+        })?;
         self.freshness.mark_ok();
         Ok(n)
     }
@@ -43,7 +41,10 @@ pub struct Freshness {
 
 impl Freshness {
     pub fn new(refresh: Duration) -> Self {
-        Freshness { last_ok: Mutex::new(None), max_age: (refresh * 3).max(Duration::from_secs(15)) }
+        Freshness {
+            last_ok: Mutex::new(None),
+            max_age: (refresh * 3).max(Duration::from_secs(15)),
+        }
     }
 
     pub fn mark_ok(&self) {

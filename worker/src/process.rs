@@ -40,8 +40,15 @@ enum Verdict {
 
 /// The delay before retry `n` (1-based): the schedule's entry with ±10% jitter,
 /// or the receiver's `Retry-After` when that is longer.
-pub fn retry_delay(schedule: &[Duration], retry_number: usize, retry_after: Option<Duration>) -> Duration {
-    let base = schedule.get(retry_number - 1).copied().unwrap_or(Duration::ZERO);
+pub fn retry_delay(
+    schedule: &[Duration],
+    retry_number: usize,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let base = schedule
+        .get(retry_number - 1)
+        .copied()
+        .unwrap_or(Duration::ZERO);
     let jitter = rand::rng().random_range(0.9..=1.1);
     let delay = base.mul_f64(jitter);
     match retry_after {
@@ -85,7 +92,9 @@ impl Processor {
         // Replays, and subscribers this snapshot has disabled (they may have been
         // enabled since), are read afresh: their URL or state may just have been fixed.
         let sub = match self.cache.lookup(job.subscriber_id).await {
-            Ok(Some(s)) if job.replay || !s.row.enabled => self.cache.fetch_fresh(job.subscriber_id).await,
+            Ok(Some(s)) if job.replay || !s.row.enabled => {
+                self.cache.fetch_fresh(job.subscriber_id).await
+            }
             other => other,
         };
         let sub = match sub {
@@ -93,13 +102,22 @@ impl Processor {
             Err(e) => {
                 // Database away: try the same attempt again shortly.
                 tracing::warn!(error = %e, "subscriber lookup failed; job postponed");
-                self.reschedule(entry_id, job.clone(), Duration::from_secs(5)).await;
+                self.reschedule(entry_id, job.clone(), Duration::from_secs(5))
+                    .await;
                 return;
             }
         };
         let Some(sub) = sub else {
             tracing::warn!("subscriber no longer exists; job dropped");
-            self.record(job, message, "dead", None, Some("subscriber_deleted"), Some("subscriber no longer exists".into()), 0);
+            self.record(
+                job,
+                message,
+                "dead",
+                None,
+                Some("subscriber_deleted"),
+                Some("subscriber no longer exists".into()),
+                0,
+            );
             self.ack(entry_id).await;
             return;
         };
@@ -109,20 +127,40 @@ impl Processor {
             .previous_secret
             .as_deref()
             .filter(|_| row.previous_secret_expires_at.is_some_and(|t| t > now()));
-        let signing = Signing { secret: &secret, previous };
+        let signing = Signing {
+            secret: &secret,
+            previous,
+        };
         let ts = chrono::Utc::now().timestamp();
         let prepared = match prepare(message, &row.target_url, &signing, job.attempt, ts) {
             Ok(p) => p,
             Err(e) => {
-                self.record(job, message, "dead", None, Some("invalid_url"), Some(e.clone()), 0);
+                self.record(
+                    job,
+                    message,
+                    "dead",
+                    None,
+                    Some("invalid_url"),
+                    Some(e.clone()),
+                    0,
+                );
                 self.dead_letter(entry_id, job, message, None, &e).await;
                 return;
             }
         };
         if !row.enabled {
             let reason = "subscriber is disabled".to_string();
-            self.record(job, message, "dead", None, Some("disabled"), Some(reason.clone()), 0);
-            self.dead_letter(entry_id, job, message, Some(&prepared), &reason).await;
+            self.record(
+                job,
+                message,
+                "dead",
+                None,
+                Some("disabled"),
+                Some(reason.clone()),
+                0,
+            );
+            self.dead_letter(entry_id, job, message, Some(&prepared), &reason)
+                .await;
             return;
         }
         let (sent, took) = send(&self.client, &prepared, self.settings.delivery_timeout).await;
@@ -131,14 +169,22 @@ impl Processor {
         let verdict = self.judge(job, &sent);
         let (status, kind, error) = match &sent {
             Sent::Delivered(s) => (Some(*s), None, None),
-            Sent::Failed(Failure { kind, status, message, .. }) => (*status, Some(kind.as_str()), Some(message.clone())),
+            Sent::Failed(Failure {
+                kind,
+                status,
+                message,
+                ..
+            }) => (*status, Some(kind.as_str()), Some(message.clone())),
         };
         let outcome = match verdict {
             Verdict::Delivered => "delivered",
             Verdict::Retry { .. } => "failed",
             Verdict::Dead { .. } => "dead",
         };
-        self.metrics.deliveries.with_label_values(&[outcome, &job.subscriber_id.to_string()]).inc();
+        self.metrics
+            .deliveries
+            .with_label_values(&[outcome, &job.subscriber_id.to_string()])
+            .inc();
         self.record(job, message, outcome, status, kind, error, ms);
         match verdict {
             Verdict::Delivered => {
@@ -146,7 +192,12 @@ impl Processor {
                 self.ack(entry_id).await;
             }
             Verdict::Retry { next_in } => {
-                tracing::info!(status = status.unwrap_or(0), kind = kind.unwrap_or(""), retry_in_ms = next_in.as_millis() as u64, "attempt failed; will retry");
+                tracing::info!(
+                    status = status.unwrap_or(0),
+                    kind = kind.unwrap_or(""),
+                    retry_in_ms = next_in.as_millis() as u64,
+                    "attempt failed; will retry"
+                );
                 self.reschedule(entry_id, job.next_attempt(), next_in).await;
             }
             Verdict::Dead { reason } => {
@@ -154,13 +205,19 @@ impl Processor {
                 if status == Some(410) {
                     let pool = self.pool.clone();
                     let sid = job.subscriber_id;
-                    let disabled = tokio::task::spawn_blocking(move || pool.get().map_err(anyhow::Error::from).and_then(|mut c| Ok(repo::set_enabled(&mut c, sid, false)?))).await;
+                    let disabled = tokio::task::spawn_blocking(move || {
+                        pool.get()
+                            .map_err(anyhow::Error::from)
+                            .and_then(|mut c| Ok(repo::set_enabled(&mut c, sid, false)?))
+                    })
+                    .await;
                     if !matches!(disabled, Ok(Ok(_))) {
                         tracing::error!("could not disable the subscriber after 410 Gone");
                     }
                     let _ = self.cache.reload_async().await;
                 }
-                self.dead_letter(entry_id, job, message, Some(&prepared), &reason).await;
+                self.dead_letter(entry_id, job, message, Some(&prepared), &reason)
+                    .await;
             }
         }
     }
@@ -168,18 +225,38 @@ impl Processor {
     fn judge(&self, job: &Job, sent: &Sent) -> Verdict {
         match sent {
             Sent::Delivered(_) => Verdict::Delivered,
-            Sent::Failed(f) if f.status == Some(410) => Verdict::Dead { reason: "HTTP 410 Gone: subscriber disabled".into() },
+            Sent::Failed(f) if f.status == Some(410) => Verdict::Dead {
+                reason: "HTTP 410 Gone: subscriber disabled".into(),
+            },
             Sent::Failed(f) if job.attempt < self.settings.max_attempts() => Verdict::Retry {
-                next_in: retry_delay(&self.settings.retry_schedule, job.attempt as usize, f.retry_after),
+                next_in: retry_delay(
+                    &self.settings.retry_schedule,
+                    job.attempt as usize,
+                    f.retry_after,
+                ),
             },
             Sent::Failed(f) => Verdict::Dead {
-                reason: format!("{} after {} attempts: {}", f.kind.as_str(), job.attempt, f.message),
+                reason: format!(
+                    "{} after {} attempts: {}",
+                    f.kind.as_str(),
+                    job.attempt,
+                    f.message
+                ),
             },
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record(&self, job: &Job, message: &Message, outcome: &str, status: Option<u16>, kind: Option<&str>, error: Option<String>, ms: i64) {
+    fn record(
+        &self,
+        job: &Job,
+        message: &Message,
+        outcome: &str,
+        status: Option<u16>,
+        kind: Option<&str>,
+        error: Option<String>,
+        ms: i64,
+    ) {
         self.recorder.record(NewDeliveryAttempt {
             message_id: message.id.clone(),
             subscriber_id: job.subscriber_id,
@@ -207,7 +284,10 @@ impl Processor {
                 }
             }
         }
-        tracing::error!(entry = entry_id, "could not ack; the job will be delivered again");
+        tracing::error!(
+            entry = entry_id,
+            "could not ack; the job will be delivered again"
+        );
     }
 
     async fn reschedule(&self, entry_id: &str, next: Job, delay: Duration) {
@@ -223,12 +303,22 @@ impl Processor {
                 }
             }
         }
-        tracing::error!(entry = entry_id, "could not schedule the retry; the job stays pending and will be taken over");
+        tracing::error!(
+            entry = entry_id,
+            "could not schedule the retry; the job stays pending and will be taken over"
+        );
     }
 
     /// Stores the dead letter, then acks. If the database is away, the job is
     /// kept in the queue and tried again later instead.
-    async fn dead_letter(&self, entry_id: &str, job: &Job, message: &Message, prepared: Option<&Prepared>, reason: &str) {
+    async fn dead_letter(
+        &self,
+        entry_id: &str,
+        job: &Job,
+        message: &Message,
+        prepared: Option<&Prepared>,
+        reason: &str,
+    ) {
         let request = json!({
             "method": prepared.map(|p| p.method).unwrap_or(message.http_method.as_str()),
             "url": prepared.map(|p| p.url.clone()),
@@ -250,14 +340,19 @@ impl Processor {
             self.ack(entry_id).await;
         } else {
             tracing::error!("dead letter could not be stored; keeping the job queued");
-            self.reschedule(entry_id, job.clone(), Duration::from_secs(30)).await;
+            self.reschedule(entry_id, job.clone(), Duration::from_secs(30))
+                .await;
         }
     }
 
     async fn store_dead_letter(&self, row: NewDeadLetter) -> bool {
         let pool = self.pool.clone();
         matches!(
-            tokio::task::spawn_blocking(move || pool.get().map_err(anyhow::Error::from).and_then(|mut c| Ok(repo::insert_dead_letter(&mut c, &row)?))).await,
+            tokio::task::spawn_blocking(move || pool
+                .get()
+                .map_err(anyhow::Error::from)
+                .and_then(|mut c| Ok(repo::insert_dead_letter(&mut c, &row)?)))
+            .await,
             Ok(Ok(_))
         )
     }
@@ -289,18 +384,33 @@ mod tests {
         let schedule = [Duration::from_secs(10), Duration::from_secs(100)];
         for _ in 0..200 {
             let d = retry_delay(&schedule, 2, None);
-            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(90) && d <= Duration::from_secs(110),
+                "{d:?}"
+            );
         }
-        assert_eq!(retry_delay(&schedule, 1, Some(Duration::from_secs(60))), Duration::from_secs(60));
+        assert_eq!(
+            retry_delay(&schedule, 1, Some(Duration::from_secs(60))),
+            Duration::from_secs(60)
+        );
         assert!(retry_delay(&schedule, 2, Some(Duration::from_secs(1))) >= Duration::from_secs(90));
     }
 
     #[test]
     fn failure_kinds_have_stable_names() {
-        let names: Vec<&str> = [FailureKind::Timeout, FailureKind::Connect, FailureKind::Dns, FailureKind::HttpStatus, FailureKind::Request]
-            .iter()
-            .map(|k| k.as_str())
-            .collect();
-        assert_eq!(names, ["timeout", "connect", "dns", "http_status", "request"]);
+        let names: Vec<&str> = [
+            FailureKind::Timeout,
+            FailureKind::Connect,
+            FailureKind::Dns,
+            FailureKind::HttpStatus,
+            FailureKind::Request,
+        ]
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+        assert_eq!(
+            names,
+            ["timeout", "connect", "dns", "http_status", "request"]
+        );
     }
 }

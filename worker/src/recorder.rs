@@ -53,7 +53,10 @@ async fn write_loop(pool: DbPool, mut rx: mpsc::UnboundedReceiver<NewDeliveryAtt
         let batch = std::mem::take(&mut pending);
         let p = pool.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let r = p.get().map_err(anyhow::Error::from).and_then(|mut c| Ok(repo::insert_attempts(&mut c, &batch)?));
+            let r = p
+                .get()
+                .map_err(anyhow::Error::from)
+                .and_then(|mut c| Ok(repo::insert_attempts(&mut c, &batch)?));
             (r, batch)
         })
         .await;
@@ -65,7 +68,10 @@ async fn write_loop(pool: DbPool, mut rx: mpsc::UnboundedReceiver<NewDeliveryAtt
                 if pending.len() > MAX_BACKLOG {
                     let drop = pending.len() - MAX_BACKLOG;
                     pending.drain(..drop);
-                    tracing::error!(dropped = drop, "attempt log backlog full; oldest rows dropped");
+                    tracing::error!(
+                        dropped = drop,
+                        "attempt log backlog full; oldest rows dropped"
+                    );
                 }
                 if closed {
                     // Shutting down with the database away: one more try, then give up.
@@ -73,13 +79,20 @@ async fn write_loop(pool: DbPool, mut rx: mpsc::UnboundedReceiver<NewDeliveryAtt
                     let p = pool.clone();
                     let batch = std::mem::take(&mut pending);
                     let n = batch.len();
-                    let ok = tokio::task::spawn_blocking(move || p.get().ok().map(|mut c| repo::insert_attempts(&mut c, &batch).is_ok()))
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or(false);
+                    let ok = tokio::task::spawn_blocking(move || {
+                        p.get()
+                            .ok()
+                            .map(|mut c| repo::insert_attempts(&mut c, &batch).is_ok())
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false);
                     if !ok {
-                        tracing::error!(rows = n, "attempt rows lost at shutdown: database unreachable");
+                        tracing::error!(
+                            rows = n,
+                            "attempt rows lost at shutdown: database unreachable"
+                        );
                     }
                 } else {
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -59,7 +59,10 @@ pub struct Prepared {
 
 /// Replaces each `:name` in the path and query of `target` by the URL-encoded
 /// `path_params[name]`; unknown names are left as they are.
-pub fn substitute_path(target: &str, params: &std::collections::BTreeMap<String, String>) -> String {
+pub fn substitute_path(
+    target: &str,
+    params: &std::collections::BTreeMap<String, String>,
+) -> String {
     // Only after the authority, so `host:8080` is never touched.
     let path_start = target
         .find("://")
@@ -72,7 +75,11 @@ pub fn substitute_path(target: &str, params: &std::collections::BTreeMap<String,
     let bytes = path.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b':' && bytes.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') {
+        if bytes[i] == b':'
+            && bytes
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+        {
             let start = i + 1;
             let mut end = start;
             while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
@@ -98,9 +105,16 @@ pub struct Signing<'a> {
     pub previous: Option<&'a str>,
 }
 
-pub fn prepare(message: &Message, target_url: &str, signing: &Signing, attempt: u32, now_secs: i64) -> Result<Prepared, String> {
+pub fn prepare(
+    message: &Message,
+    target_url: &str,
+    signing: &Signing,
+    attempt: u32,
+    now_secs: i64,
+) -> Result<Prepared, String> {
     let substituted = substitute_path(target_url, &message.path_params);
-    let mut url = url::Url::parse(&substituted).map_err(|e| format!("target URL `{substituted}` is invalid: {e}"))?;
+    let mut url = url::Url::parse(&substituted)
+        .map_err(|e| format!("target URL `{substituted}` is invalid: {e}"))?;
     if !message.query_params.is_empty() {
         let mut pairs = url.query_pairs_mut();
         for (k, v) in &message.query_params {
@@ -114,7 +128,10 @@ pub fn prepare(message: &Message, target_url: &str, signing: &Signing, attempt: 
         .filter(|(k, _)| !is_reserved(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
         headers.push(("content-type".into(), "application/json".into()));
     }
     let mut signature = sign(signing.secret, &message.id, now_secs, &body);
@@ -130,7 +147,12 @@ pub fn prepare(message: &Message, target_url: &str, signing: &Signing, attempt: 
     if let Some(author) = &message.author {
         headers.push(("x-switch-author".into(), author.clone()));
     }
-    Ok(Prepared { method: message.http_method.as_str(), url: url.into(), headers, body })
+    Ok(Prepared {
+        method: message.http_method.as_str(),
+        url: url.into(),
+        headers,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -140,15 +162,27 @@ mod tests {
     use switch_core::message::HttpMethod;
 
     fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn path_params_are_substituted_and_encoded() {
         let p = params(&[("id", "42"), ("name", "a b/c")]);
-        assert_eq!(substitute_path("http://localhost:9000/hook/:id", &p), "http://localhost:9000/hook/42");
-        assert_eq!(substitute_path("http://h/:name/x/:id", &p), "http://h/a%20b%2Fc/x/42");
-        assert_eq!(substitute_path("http://h/:unknown", &p), "http://h/:unknown");
+        assert_eq!(
+            substitute_path("http://localhost:9000/hook/:id", &p),
+            "http://localhost:9000/hook/42"
+        );
+        assert_eq!(
+            substitute_path("http://h/:name/x/:id", &p),
+            "http://h/a%20b%2Fc/x/42"
+        );
+        assert_eq!(
+            substitute_path("http://h/:unknown", &p),
+            "http://h/:unknown"
+        );
         assert_eq!(substitute_path("http://h:80", &p), "http://h:80");
     }
 
@@ -159,7 +193,12 @@ mod tests {
             topic: "orders.created".into(),
             author: Some("shop".into()),
             body: serde_json::json!({"a": 1}),
-            headers: params(&[("X-Trace", "abc"), ("Host", "evil"), ("Connection", "close"), ("webhook-id", "forged")]),
+            headers: params(&[
+                ("X-Trace", "abc"),
+                ("Host", "evil"),
+                ("Connection", "close"),
+                ("webhook-id", "forged"),
+            ]),
             query_params: params(&[("source", "web app")]),
             path_params: params(&[("id", "7")]),
             http_method: HttpMethod::Put,
@@ -167,10 +206,26 @@ mod tests {
             published_at_ms: 0,
         };
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let p = prepare(&m, "http://127.0.0.1:1/hook/:id?x=1", &Signing { secret, previous: Some(secret) }, 2, 1000).unwrap();
+        let p = prepare(
+            &m,
+            "http://127.0.0.1:1/hook/:id?x=1",
+            &Signing {
+                secret,
+                previous: Some(secret),
+            },
+            2,
+            1000,
+        )
+        .unwrap();
         assert_eq!(p.method, "PUT");
         assert_eq!(p.url, "http://127.0.0.1:1/hook/7?x=1&source=web+app");
-        let h = |name: &str| p.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        let h = |name: &str| {
+            p.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(h("x-trace"), ["abc"]);
         assert!(h("host").is_empty() && h("connection").is_empty());
         assert_eq!(h("webhook-id"), ["msg_1"]);

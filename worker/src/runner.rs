@@ -30,19 +30,31 @@ pub struct InFlight(Arc<Mutex<HashSet<String>>>);
 
 impl InFlight {
     fn insert(&self, id: &str) -> bool {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string())
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string())
     }
     pub fn remove(&self, id: &str) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
     fn ids(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
 pub fn consumer_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::now_v7().simple().to_string()[24..])
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    )
 }
 
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -50,14 +62,21 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5))?;
     let queue = Queue::new(&settings.namespace, redis.clone());
     // Blocking reads get a connection of their own, so they never delay acks.
-    let reader = Queue::new(&settings.namespace, redis.separate(READ_BLOCK + Duration::from_secs(5)));
+    let reader = Queue::new(
+        &settings.namespace,
+        redis.separate(READ_BLOCK + Duration::from_secs(5)),
+    );
     let cache = Arc::new(Cache::new(pool.clone()));
     if let Err(e) = cache.reload_async().await {
         tracing::warn!(error = %e, "subscribers could not be loaded yet");
     }
     let refresh = cache.spawn_refresh(settings.refresh_interval);
     let metrics = Metrics::new();
-    crate::metrics::serve(settings.worker_metrics_addr.clone(), metrics.clone(), queue.clone());
+    crate::metrics::serve(
+        settings.worker_metrics_addr.clone(),
+        metrics.clone(),
+        queue.clone(),
+    );
     let (recorder, writer) = Recorder::start(pool.clone());
     let consumer = consumer_name();
     let in_flight = InFlight::default();
@@ -74,11 +93,21 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     tracing::info!(consumer = %consumer, concurrency = settings.worker_concurrency, namespace = %settings.namespace, "switch-worker started");
 
     let background = [
-        tokio::spawn(keep_alive(queue.clone(), consumer.clone(), in_flight.clone())),
+        tokio::spawn(keep_alive(
+            queue.clone(),
+            consumer.clone(),
+            in_flight.clone(),
+        )),
         tokio::spawn(promote(queue.clone())),
     ];
     let slots = Arc::new(Semaphore::new(settings.worker_concurrency));
-    let work = consume(reader, processor.clone(), consumer.clone(), slots.clone(), in_flight.clone());
+    let work = consume(
+        reader,
+        processor.clone(),
+        consumer.clone(),
+        slots.clone(),
+        in_flight.clone(),
+    );
     tokio::select! {
         _ = work => {}
         _ = shutdown => tracing::info!("shutting down: no new jobs; finishing those in flight"),
@@ -89,7 +118,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let all = settings.worker_concurrency as u32;
     match tokio::time::timeout(GRACE, slots.acquire_many(all)).await {
         Ok(_) => tracing::info!("in-flight deliveries finished"),
-        Err(_) => tracing::warn!(left = in_flight.ids().len(), "grace period over; unfinished jobs stay pending for another worker"),
+        Err(_) => tracing::warn!(
+            left = in_flight.ids().len(),
+            "grace period over; unfinished jobs stay pending for another worker"
+        ),
     }
     drop(processor);
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
@@ -97,7 +129,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
 }
 
 /// Reads new jobs while slots are free; every few seconds also takes over jobs of dead workers.
-async fn consume(reader: Queue, processor: Arc<Processor>, consumer: String, slots: Arc<Semaphore>, in_flight: InFlight) {
+async fn consume(
+    reader: Queue,
+    processor: Arc<Processor>,
+    consumer: String,
+    slots: Arc<Semaphore>,
+    in_flight: InFlight,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut group_ready = false;
     let mut claim_cursor = "0-0".to_string();
@@ -126,7 +164,10 @@ async fn consume(reader: Queue, processor: Arc<Processor>, consumer: String, slo
             match reader.claim_abandoned(&consumer, &claim_cursor, free).await {
                 Ok((next, claimed)) => {
                     if !claimed.is_empty() {
-                        tracing::info!(jobs = claimed.len(), "took over jobs left by a stopped worker");
+                        tracing::info!(
+                            jobs = claimed.len(),
+                            "took over jobs left by a stopped worker"
+                        );
                     }
                     claim_cursor = next;
                     entries = claimed;
@@ -143,7 +184,9 @@ async fn consume(reader: Queue, processor: Arc<Processor>, consumer: String, slo
                 Err(e) => {
                     drop(first);
                     if e.code() == Some("NOGROUP") {
-                        tracing::warn!("consumer group missing (Redis restarted empty?); recreating it");
+                        tracing::warn!(
+                            "consumer group missing (Redis restarted empty?); recreating it"
+                        );
                     } else {
                         tracing::warn!(error = %e, "reading jobs failed; retrying");
                     }
@@ -203,4 +246,3 @@ async fn promote(queue: Queue) {
         tokio::time::sleep(PROMOTE_EVERY + Duration::from_millis(jitter)).await;
     }
 }
-

@@ -70,9 +70,15 @@ fn classify(e: &reqwest::Error) -> FailureKind {
         chain.push(' ');
         source = s.source();
     }
-    if chain.contains("dns error") || chain.contains("failed to lookup address") || chain.contains("name or service not known") {
+    if chain.contains("dns error")
+        || chain.contains("failed to lookup address")
+        || chain.contains("name or service not known")
+    {
         FailureKind::Dns
-    } else if e.is_connect() || chain.contains("connection refused") || chain.contains("connection reset") {
+    } else if e.is_connect()
+        || chain.contains("connection refused")
+        || chain.contains("connection reset")
+    {
         FailureKind::Connect
     } else if chain.contains("timed out") {
         FailureKind::Timeout
@@ -120,22 +126,37 @@ pub async fn send(client: &reqwest::Client, req: &Prepared, timeout: Duration) -
 }
 
 async fn exchange(client: &reqwest::Client, req: &Prepared, timeout: Duration) -> Sent {
-    let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut builder = client.request(method, &req.url).timeout(timeout).body(req.body.clone());
+    let method =
+        reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+    let mut builder = client
+        .request(method, &req.url)
+        .timeout(timeout)
+        .body(req.body.clone());
     for (k, v) in &req.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             builder = builder.header(name, value);
         }
     }
     let resp = match builder.send().await {
         Ok(r) => r,
         Err(e) => {
-            return Sent::Failed(Failure { kind: classify(&e), status: None, message: error_text(&e), retry_after: None })
+            return Sent::Failed(Failure {
+                kind: classify(&e),
+                status: None,
+                message: error_text(&e),
+                retry_after: None,
+            })
         }
     };
     let status = resp.status().as_u16();
     let retry_after = if status == 429 || status == 503 {
-        resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after)
+        resp.headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after)
     } else {
         None
     };
@@ -160,7 +181,12 @@ async fn exchange(client: &reqwest::Client, req: &Prepared, timeout: Duration) -
                 break;
             }
             Err(e) => {
-                return Sent::Failed(Failure { kind: classify(&e), status: Some(status), message: error_text(&e), retry_after })
+                return Sent::Failed(Failure {
+                    kind: classify(&e),
+                    status: Some(status),
+                    message: error_text(&e),
+                    retry_after,
+                })
             }
         }
     }
@@ -184,7 +210,10 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

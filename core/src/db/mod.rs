@@ -35,14 +35,19 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<AnyConnection, Self::Error> {
         match &self.url {
-            DatabaseUrl::Sqlite(path) => SqliteConnection::establish(path).map(AnyConnection::Sqlite),
-            DatabaseUrl::Postgres(url) => PgConnection::establish(url).map(AnyConnection::Postgresql),
+            DatabaseUrl::Sqlite(path) => {
+                SqliteConnection::establish(path).map(AnyConnection::Sqlite)
+            }
+            DatabaseUrl::Postgres(url) => {
+                PgConnection::establish(url).map(AnyConnection::Postgresql)
+            }
         }
         .map_err(diesel::r2d2::Error::ConnectionError)
     }
 
     fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
-        conn.batch_execute("SELECT 1").map_err(diesel::r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1")
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
@@ -67,7 +72,6 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
 
 pub type DbPool = r2d2::Pool<Manager>;
 pub type DbConn = r2d2::PooledConnection<Manager>;
-
 
 /// Builds the pool. It does not fail when the database is down: connections are made on demand.
 pub fn pool(url: &DatabaseUrl, max_size: u32) -> DbPool {

@@ -29,8 +29,14 @@ pub fn insert_subscriber(conn: &mut AnyConnection, new: &NewSubscriber) -> Resul
     subscribers::table.find(id).first(conn)
 }
 
-pub fn update_subscriber(conn: &mut AnyConnection, id: i64, changes: &SubscriberChanges) -> Result<Option<Subscriber>> {
-    let n = diesel::update(subscribers::table.find(id)).set(changes).execute(conn)?;
+pub fn update_subscriber(
+    conn: &mut AnyConnection,
+    id: i64,
+    changes: &SubscriberChanges,
+) -> Result<Option<Subscriber>> {
+    let n = diesel::update(subscribers::table.find(id))
+        .set(changes)
+        .execute(conn)?;
     if n == 0 {
         return Ok(None);
     }
@@ -42,22 +48,40 @@ pub fn delete_subscriber(conn: &mut AnyConnection, id: i64) -> Result<bool> {
 }
 
 /// Stores a generated secret for a row that has none; another server may have won the race.
-pub fn fill_missing_secret(conn: &mut AnyConnection, id: i64, secret: &str) -> Result<Option<String>> {
-    diesel::update(subscribers::table.find(id).filter(subscribers::secret.is_null()))
-        .set(subscribers::secret.eq(secret.to_string()))
-        .execute(conn)?;
-    subscribers::table.find(id).select(subscribers::secret).first(conn)
+pub fn fill_missing_secret(
+    conn: &mut AnyConnection,
+    id: i64,
+    secret: &str,
+) -> Result<Option<String>> {
+    diesel::update(
+        subscribers::table
+            .find(id)
+            .filter(subscribers::secret.is_null()),
+    )
+    .set(subscribers::secret.eq(secret.to_string()))
+    .execute(conn)?;
+    subscribers::table
+        .find(id)
+        .select(subscribers::secret)
+        .first(conn)
 }
 
 pub fn set_enabled(conn: &mut AnyConnection, id: i64, enabled: bool) -> Result<bool> {
     let n = diesel::update(subscribers::table.find(id))
-        .set((subscribers::enabled.eq(enabled), subscribers::updated_at.eq(now())))
+        .set((
+            subscribers::enabled.eq(enabled),
+            subscribers::updated_at.eq(now()),
+        ))
         .execute(conn)?;
     Ok(n > 0)
 }
 
 /// Finds a subscriber by its natural key (the seed's upsert key).
-pub fn find_by_topic_and_url(conn: &mut AnyConnection, topic: &str, url: &str) -> Result<Option<Subscriber>> {
+pub fn find_by_topic_and_url(
+    conn: &mut AnyConnection,
+    topic: &str,
+    url: &str,
+) -> Result<Option<Subscriber>> {
     subscribers::table
         .filter(subscribers::topic.eq(topic.to_string()))
         .filter(subscribers::target_url.eq(url.to_string()))
@@ -71,7 +95,9 @@ pub fn insert_attempts(conn: &mut AnyConnection, rows: &[NewDeliveryAttempt]) ->
         // One transaction, one statement per row: batch VALUES lists are not
         // available for both backends through one connection type.
         for row in rows {
-            diesel::insert_into(delivery_attempts::table).values(row).execute(conn)?;
+            diesel::insert_into(delivery_attempts::table)
+                .values(row)
+                .execute(conn)?;
         }
         Ok(())
     })
@@ -100,7 +126,10 @@ pub fn list_attempts(conn: &mut AnyConnection, q: &AttemptQuery) -> Result<Vec<D
     if let Some(since) = q.since {
         query = query.filter(delivery_attempts::id.gt(since));
     }
-    query.order(delivery_attempts::id.asc()).limit(q.limit).load(conn)
+    query
+        .order(delivery_attempts::id.asc())
+        .limit(q.limit)
+        .load(conn)
 }
 
 pub fn insert_dead_letter(conn: &mut AnyConnection, row: &NewDeadLetter) -> Result<i64> {
@@ -110,7 +139,12 @@ pub fn insert_dead_letter(conn: &mut AnyConnection, row: &NewDeadLetter) -> Resu
         .get_result(conn)
 }
 
-pub fn list_dead_letters(conn: &mut AnyConnection, subscriber_id: Option<i64>, since: Option<i64>, limit: i64) -> Result<Vec<DeadLetter>> {
+pub fn list_dead_letters(
+    conn: &mut AnyConnection,
+    subscriber_id: Option<i64>,
+    since: Option<i64>,
+    limit: i64,
+) -> Result<Vec<DeadLetter>> {
     let mut q = dead_letters::table.into_boxed();
     if let Some(s) = subscriber_id {
         q = q.filter(dead_letters::subscriber_id.eq(s));
@@ -126,7 +160,10 @@ pub fn get_dead_letter(conn: &mut AnyConnection, id: i64) -> Result<Option<DeadL
 }
 
 /// Dead letters of a subscriber that have not been replayed yet.
-pub fn pending_dead_letters(conn: &mut AnyConnection, subscriber_id: i64) -> Result<Vec<DeadLetter>> {
+pub fn pending_dead_letters(
+    conn: &mut AnyConnection,
+    subscriber_id: i64,
+) -> Result<Vec<DeadLetter>> {
     dead_letters::table
         .filter(dead_letters::subscriber_id.eq(subscriber_id))
         .filter(dead_letters::replayed_at.is_null())

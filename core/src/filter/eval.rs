@@ -82,16 +82,18 @@ fn header_lookup<'a>(map: &'a std::collections::BTreeMap<String, String>, name: 
     map.iter()
         .find(|(k, _)| {
             k.len() == name.len()
-                && k.bytes().zip(name.bytes()).all(|(a, b)| {
-                    a.eq_ignore_ascii_case(&b) || (a == b'-' && b == b'_')
-                })
+                && k.bytes()
+                    .zip(name.bytes())
+                    .all(|(a, b)| a.eq_ignore_ascii_case(&b) || (a == b'-' && b == b'_'))
         })
         .map(|(_, v)| V::Str(Cow::Borrowed(v.as_str())))
         .unwrap_or(V::Missing)
 }
 
 fn map_lookup<'a>(map: &'a std::collections::BTreeMap<String, String>, name: &str) -> V<'a> {
-    map.get(name).map(|v| V::Str(Cow::Borrowed(v.as_str()))).unwrap_or(V::Missing)
+    map.get(name)
+        .map(|v| V::Str(Cow::Borrowed(v.as_str())))
+        .unwrap_or(V::Missing)
 }
 
 /// Reads `body.a.b`, `headers.x`, `query_params.q`, `path_params.id`, `http_method`, `topic`, `author`.
@@ -149,15 +151,20 @@ impl<'m> Evaluator<'m> {
             Operator::And => node.children().iter().all(|c| self.truthy(c)),
             Operator::Or => node.children().iter().any(|c| self.truthy(c)),
             Operator::Not => node.children().first().is_some_and(|c| !self.truthy(c)),
-            Operator::Eq | Operator::Neq | Operator::Gt | Operator::Lt | Operator::Geq | Operator::Leq => {
-                self.compare(node)
-            }
+            Operator::Eq
+            | Operator::Neq
+            | Operator::Gt
+            | Operator::Lt
+            | Operator::Geq
+            | Operator::Leq => self.compare(node),
             _ => self.value(node).truthy(),
         }
     }
 
     fn compare(&self, node: &'m Node<DefaultNumericTypes>) -> bool {
-        let [l, r] = node.children() else { return false };
+        let [l, r] = node.children() else {
+            return false;
+        };
         let (a, b) = (self.value(l), self.value(r));
         if a == V::Missing || b == V::Missing {
             return false;
@@ -190,14 +197,26 @@ impl<'m> Evaluator<'m> {
             Operator::RootNode => children.first().map(|c| self.value(c)).unwrap_or(V::Null),
             Operator::Const { value } => from_const(value),
             Operator::VariableIdentifierRead { identifier } => resolve(self.message, identifier),
-            Operator::And | Operator::Or | Operator::Not | Operator::Eq | Operator::Neq | Operator::Gt
-            | Operator::Lt | Operator::Geq | Operator::Leq => V::Bool(self.truthy(node)),
+            Operator::And
+            | Operator::Or
+            | Operator::Not
+            | Operator::Eq
+            | Operator::Neq
+            | Operator::Gt
+            | Operator::Lt
+            | Operator::Geq
+            | Operator::Leq => V::Bool(self.truthy(node)),
             Operator::Neg => match children.first().map(|c| self.value(c)) {
                 Some(V::Int(i)) => i.checked_neg().map(V::Int).unwrap_or(V::Missing),
                 Some(V::Float(f)) => V::Float(-f),
                 _ => V::Missing,
             },
-            Operator::Add | Operator::Sub | Operator::Mul | Operator::Div | Operator::Mod | Operator::Exp => {
+            Operator::Add
+            | Operator::Sub
+            | Operator::Mul
+            | Operator::Div
+            | Operator::Mod
+            | Operator::Exp => {
                 let [l, r] = children else { return V::Missing };
                 arithmetic(node.operator(), self.value(l), self.value(r))
             }
@@ -210,12 +229,16 @@ impl<'m> Evaluator<'m> {
     fn args(&self, arg: Option<&'m Node<DefaultNumericTypes>>) -> Vec<V<'m>> {
         let arg = match arg {
             // A parenthesised argument list is a root node around the tuple.
-            Some(n) if *n.operator() == Operator::RootNode && n.children().len() == 1 => n.children().first(),
+            Some(n) if *n.operator() == Operator::RootNode && n.children().len() == 1 => {
+                n.children().first()
+            }
             other => other,
         };
         match arg {
             None => Vec::new(),
-            Some(n) if *n.operator() == Operator::Tuple => n.children().iter().map(|c| self.value(c)).collect(),
+            Some(n) if *n.operator() == Operator::Tuple => {
+                n.children().iter().map(|c| self.value(c)).collect()
+            }
             Some(n) => vec![self.value(n)],
         }
     }
@@ -269,7 +292,9 @@ fn arithmetic<'a>(op: &Operator<DefaultNumericTypes>, a: V<'a>, b: V<'a>) -> V<'
         };
         return r.map(V::Int).unwrap_or(V::Missing);
     }
-    let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) else { return V::Missing };
+    let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) else {
+        return V::Missing;
+    };
     V::Float(match op {
         Operator::Add => x + y,
         Operator::Sub => x - y,

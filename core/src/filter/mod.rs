@@ -17,7 +17,14 @@ pub const MAX_FILTER_BYTES: usize = 4096;
 pub const MAX_NESTING: usize = 64;
 
 /// Functions a filter may call.
-pub const FUNCTIONS: [&str; 6] = ["len", "contains", "starts_with", "ends_with", "lower", "upper"];
+pub const FUNCTIONS: [&str; 6] = [
+    "len",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "lower",
+    "upper",
+];
 
 /// Why an expression does not compile, with the byte offset where known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
@@ -29,7 +36,10 @@ pub struct FilterError {
 
 impl FilterError {
     fn at(message: impl Into<String>, position: Option<usize>) -> Self {
-        FilterError { message: message.into(), position }
+        FilterError {
+            message: message.into(),
+            position,
+        }
     }
 }
 
@@ -47,12 +57,18 @@ impl CompiledFilter {
         let raw = src.unwrap_or("").trim();
         if raw.len() > MAX_FILTER_BYTES {
             return Err(FilterError::at(
-                format!("the expression is {} bytes long; the limit is {MAX_FILTER_BYTES}", raw.len()),
+                format!(
+                    "the expression is {} bytes long; the limit is {MAX_FILTER_BYTES}",
+                    raw.len()
+                ),
                 Some(MAX_FILTER_BYTES),
             ));
         }
         if raw.is_empty() || raw == "true" || raw == "True" {
-            return Ok(CompiledFilter { source: raw.to_string(), tree: None });
+            return Ok(CompiledFilter {
+                source: raw.to_string(),
+                tree: None,
+            });
         }
         let source = if legacy::is_legacy(raw) {
             legacy::translate(raw).map_err(|e| FilterError::at(e.message, Some(e.position)))?
@@ -63,7 +79,10 @@ impl CompiledFilter {
         let tree = evalexpr::build_operator_tree::<DefaultNumericTypes>(&source)
             .map_err(|e| FilterError::at(e.to_string(), locate_parse_error(&source, &e)))?;
         check_tree(&tree)?;
-        Ok(CompiledFilter { source, tree: Some(tree) })
+        Ok(CompiledFilter {
+            source,
+            tree: Some(tree),
+        })
     }
 
     /// The evalexpr form, which is what gets stored when a legacy filter is saved.
@@ -114,7 +133,10 @@ fn prescan(src: &str) -> Result<(), FilterError> {
                 depth += 1;
                 open_positions.push(i);
                 if depth > MAX_NESTING {
-                    return Err(FilterError::at(format!("parentheses nest deeper than {MAX_NESTING}"), Some(i)));
+                    return Err(FilterError::at(
+                        format!("parentheses nest deeper than {MAX_NESTING}"),
+                        Some(i),
+                    ));
                 }
             }
             ')' => {
@@ -137,7 +159,10 @@ fn prescan(src: &str) -> Result<(), FilterError> {
 }
 
 /// evalexpr does not report positions: find the shortest prefix that fails the same way.
-fn locate_parse_error(src: &str, error: &evalexpr::EvalexprError<DefaultNumericTypes>) -> Option<usize> {
+fn locate_parse_error(
+    src: &str,
+    error: &evalexpr::EvalexprError<DefaultNumericTypes>,
+) -> Option<usize> {
     let wanted = std::mem::discriminant(error);
     let mut ends: Vec<usize> = src
         .char_indices()
@@ -150,7 +175,11 @@ fn locate_parse_error(src: &str, error: &evalexpr::EvalexprError<DefaultNumericT
         if let Err(e) = evalexpr::build_operator_tree::<DefaultNumericTypes>(prefix) {
             if std::mem::discriminant(&e) == wanted {
                 // Point at the start of the last token of the failing prefix.
-                let start = prefix.trim_end().rfind(char::is_whitespace).map(|i| i + 1).unwrap_or(0);
+                let start = prefix
+                    .trim_end()
+                    .rfind(char::is_whitespace)
+                    .map(|i| i + 1)
+                    .unwrap_or(0);
                 return Some(start);
             }
         }
@@ -173,12 +202,25 @@ fn check_tree(root: &Node<DefaultNumericTypes>) -> Result<(), FilterError> {
             | Operator::AndAssign
             | Operator::OrAssign
             | Operator::VariableIdentifierWrite { .. } => {
-                return Err(FilterError::at("a filter cannot assign (did you mean `==`?)", None))
-            }
-            Operator::Chain => return Err(FilterError::at("a filter is one expression; `;` is not allowed", None)),
-            Operator::FunctionIdentifier { identifier } if !FUNCTIONS.contains(&identifier.as_str()) => {
                 return Err(FilterError::at(
-                    format!("unknown function `{identifier}`; available: {}", FUNCTIONS.join(", ")),
+                    "a filter cannot assign (did you mean `==`?)",
+                    None,
+                ))
+            }
+            Operator::Chain => {
+                return Err(FilterError::at(
+                    "a filter is one expression; `;` is not allowed",
+                    None,
+                ))
+            }
+            Operator::FunctionIdentifier { identifier }
+                if !FUNCTIONS.contains(&identifier.as_str()) =>
+            {
+                return Err(FilterError::at(
+                    format!(
+                        "unknown function `{identifier}`; available: {}",
+                        FUNCTIONS.join(", ")
+                    ),
                     None,
                 ))
             }

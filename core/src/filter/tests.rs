@@ -8,7 +8,11 @@ fn message() -> Message {
         topic: "orders.created".into(),
         author: Some("shop".into()),
         body: json!({"total": 150, "price": 9.5, "user": {"id": 7, "name": "ada"}, "tags": ["a", "b"], "flag": false, "none": null}),
-        headers: [("X-Trace".to_string(), "abc".to_string()), ("Content-Type".to_string(), "application/json".to_string())].into(),
+        headers: [
+            ("X-Trace".to_string(), "abc".to_string()),
+            ("Content-Type".to_string(), "application/json".to_string()),
+        ]
+        .into(),
         query_params: [("source".to_string(), "web".to_string())].into(),
         path_params: [("id".to_string(), "42".to_string())].into(),
         http_method: HttpMethod::Post,
@@ -18,7 +22,9 @@ fn message() -> Message {
 }
 
 fn check(src: &str) -> bool {
-    CompiledFilter::compile(Some(src)).unwrap_or_else(|e| panic!("{src}: {e:?}")).matches(&message())
+    CompiledFilter::compile(Some(src))
+        .unwrap_or_else(|e| panic!("{src}: {e:?}"))
+        .matches(&message())
 }
 
 #[test]
@@ -56,7 +62,10 @@ fn native_expressions() {
         ("len(body.tags) == 2", true),
         ("contains(body.tags, \"a\")", true),
         ("starts_with(topic, \"orders.\")", true),
-        ("lower(body.user.name) == \"ada\" && upper(body.user.name) == \"ADA\"", true),
+        (
+            "lower(body.user.name) == \"ada\" && upper(body.user.name) == \"ADA\"",
+            true,
+        ),
     ];
     for (src, expected) in table {
         assert_eq!(check(src), expected, "{src}");
@@ -69,7 +78,10 @@ fn missing_variables_make_comparisons_false() {
         ("body.missing == 1", false),
         ("body.missing != 1", false),
         ("body.missing > 1", false),
-        ("body.total > 100 && body.user.id == 7 || body.missing == 1", true),
+        (
+            "body.total > 100 && body.user.id == 7 || body.missing == 1",
+            true,
+        ),
         ("body.missing == 1 || body.total == 150", true),
         ("!(body.missing == 1)", true),
         ("body.missing + 1 == 2", false),
@@ -100,9 +112,15 @@ fn legacy_expressions_are_translated() {
     .unwrap();
     assert!(f.matches(&message()));
     assert!(!f.source().contains("data["));
-    let f = CompiledFilter::compile(Some(r#"data["http_method"] == "POST" and data["body"]["user"] and data["body"]["user"]["id"]"#)).unwrap();
+    let f = CompiledFilter::compile(Some(
+        r#"data["http_method"] == "POST" and data["body"]["user"] and data["body"]["user"]["id"]"#,
+    ))
+    .unwrap();
     assert!(f.matches(&message()));
-    let f = CompiledFilter::compile(Some(r#"data["body"]["user"]["name"] == "a and b" or False"#)).unwrap();
+    let f = CompiledFilter::compile(Some(
+        r#"data["body"]["user"]["name"] == "a and b" or False"#,
+    ))
+    .unwrap();
     assert!(!f.matches(&message()));
     assert!(f.source().contains("\"a and b\""));
 }
@@ -138,14 +156,21 @@ fn hostile_and_broken_input_is_refused_cleanly() {
     ];
     for (src, reason) in &cases {
         let e = CompiledFilter::compile(Some(src)).expect_err(reason);
-        assert!(e.message.contains(reason), "{}: {}", &src[..src.len().min(40)], e.message);
+        assert!(
+            e.message.contains(reason),
+            "{}: {}",
+            &src[..src.len().min(40)],
+            e.message
+        );
     }
     // A long but legal chain stays under the limit? No: it is over 4096 bytes, so refused.
     assert!(many_ands.len() > MAX_FILTER_BYTES);
     assert!(CompiledFilter::compile(Some(&many_ands)).is_err());
     let legal_chain = vec!["body.a == 1"; 100].join(" && ");
     let compiled = CompiledFilter::compile(Some(&legal_chain));
-    assert!(!compiled.unwrap_or_else(|e| panic!("{e:?}")).matches(&message()));
+    assert!(!compiled
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .matches(&message()));
 }
 
 #[test]

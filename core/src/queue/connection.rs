@@ -51,6 +51,9 @@ impl RedisHandle {
 
     pub async fn ping(&self) -> RedisResult<()> {
         let mut c = self.get().await?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ())
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map(|_| ())
     }
 }

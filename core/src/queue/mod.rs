@@ -67,7 +67,12 @@ impl Keys {
     }
 
     pub fn idempotency(&self, author: &str, key: &str) -> String {
-        format!("{}{}:{}", self.idem_prefix, author.len(), format_args!("{author}:{key}"))
+        format!(
+            "{}{}:{}",
+            self.idem_prefix,
+            author.len(),
+            format_args!("{author}:{key}")
+        )
     }
 }
 
@@ -113,7 +118,11 @@ impl Queue {
     /// Puts every job of one message into the stream in one atomic script: all
     /// or none. With an idempotency key, a second call stores nothing and returns
     /// the first call's `record`.
-    pub async fn enqueue(&self, jobs: &[Job], idempotency: Option<(&str, &str)>) -> RedisResult<Enqueued> {
+    pub async fn enqueue(
+        &self,
+        jobs: &[Job],
+        idempotency: Option<(&str, &str)>,
+    ) -> RedisResult<Enqueued> {
         let mut conn = self.redis.get().await?;
         let mut inv = self.enqueue.prepare_invoke();
         inv.key(&self.keys.stream);
@@ -154,7 +163,12 @@ impl Queue {
     }
 
     /// Reads up to `count` new jobs for `consumer`, waiting up to `block`.
-    pub async fn read(&self, consumer: &str, count: usize, block: Duration) -> RedisResult<Vec<Entry>> {
+    pub async fn read(
+        &self,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> RedisResult<Vec<Entry>> {
         let mut conn = self.redis.get().await?;
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -252,7 +266,12 @@ impl Queue {
     }
 
     /// Takes over jobs that other (dead) workers left idle. Returns the next cursor.
-    pub async fn claim_abandoned(&self, consumer: &str, cursor: &str, count: usize) -> RedisResult<(String, Vec<Entry>)> {
+    pub async fn claim_abandoned(
+        &self,
+        consumer: &str,
+        cursor: &str,
+        count: usize,
+    ) -> RedisResult<(String, Vec<Entry>)> {
         let mut conn = self.redis.get().await?;
         let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(&self.keys.stream)
@@ -264,9 +283,17 @@ impl Queue {
             .arg(count)
             .query_async(&mut conn)
             .await?;
-        let Value::Array(parts) = reply else { return Ok(("0-0".into(), Vec::new())) };
-        let next = parts.first().and_then(value_string).unwrap_or_else(|| "0-0".into());
-        let entries = parts.get(1).map(|v| parse_entries(v.clone())).unwrap_or_default();
+        let Value::Array(parts) = reply else {
+            return Ok(("0-0".into(), Vec::new()));
+        };
+        let next = parts
+            .first()
+            .and_then(value_string)
+            .unwrap_or_else(|| "0-0".into());
+        let entries = parts
+            .get(1)
+            .map(|v| parse_entries(v.clone()))
+            .unwrap_or_default();
         Ok((next, entries))
     }
 
@@ -319,17 +346,24 @@ fn parse_read_reply(reply: Value) -> Vec<Entry> {
                 _ => Vec::new(),
             })
             .collect(),
-        Value::Map(streams) => streams.into_iter().flat_map(|(_, v)| parse_entries(v)).collect(),
+        Value::Map(streams) => streams
+            .into_iter()
+            .flat_map(|(_, v)| parse_entries(v))
+            .collect(),
         _ => Vec::new(),
     }
 }
 
 fn parse_entries(v: Value) -> Vec<Entry> {
-    let Value::Array(items) = v else { return Vec::new() };
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
     items
         .into_iter()
         .filter_map(|item| {
-            let Value::Array(mut pair) = item else { return None };
+            let Value::Array(mut pair) = item else {
+                return None;
+            };
             if pair.len() != 2 {
                 return None;
             }

@@ -20,7 +20,10 @@ fn main() {
         std::process::exit(2);
     };
     match run(path) {
-        Ok(r) => println!("seeded {path}: {} created, {} updated, {} unchanged", r.created, r.updated, r.unchanged),
+        Ok(r) => println!(
+            "seeded {path}: {} created, {} updated, {} unchanged",
+            r.created, r.updated, r.unchanged
+        ),
         Err(e) => {
             eprintln!("switch-seed: {e:#}");
             std::process::exit(1);

@@ -40,7 +40,11 @@ struct Query {
     limit: Option<String>,
 }
 
-async fn list(req: HttpRequest, state: State, q: web::Query<Query>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    req: HttpRequest,
+    state: State,
+    q: web::Query<Query>,
+) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let subscriber_id = int_param("subscriber_id", q.subscriber_id.as_deref())?;
     let since = int_param("since", q.since.as_deref())?;
@@ -48,18 +52,30 @@ async fn list(req: HttpRequest, state: State, q: web::Query<Query>) -> Result<Ht
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("`limit` must be between 1 and 1000"));
     }
-    let rows = db(&state, move |c| Ok(repo::list_dead_letters(c, subscriber_id, since, limit)?)).await?;
+    let rows = db(&state, move |c| {
+        Ok(repo::list_dead_letters(c, subscriber_id, since, limit)?)
+    })
+    .await?;
     let next_since = rows.last().map(|r| r.id).or(since);
-    Ok(HttpResponse::Ok().json(json!({"items": rows.iter().map(to_json).collect::<Vec<_>>(), "next_since": next_since})))
+    Ok(HttpResponse::Ok().json(
+        json!({"items": rows.iter().map(to_json).collect::<Vec<_>>(), "next_since": next_since}),
+    ))
 }
 
 /// The job that replays a dead letter: its stored message, attempt 1.
 fn replay_job(d: &DeadLetter) -> Result<Job, ApiError> {
-    let request: Value = serde_json::from_str(&d.request)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("dead letter {} has an unreadable request: {e}", d.id)))?;
-    let message = request
-        .get("message")
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("dead letter {} has no stored message", d.id)))?;
+    let request: Value = serde_json::from_str(&d.request).map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!(
+            "dead letter {} has an unreadable request: {e}",
+            d.id
+        ))
+    })?;
+    let message = request.get("message").ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "dead letter {} has no stored message",
+            d.id
+        ))
+    })?;
     Ok(Job::replay(d.subscriber_id, Arc::from(message.to_string())))
 }
 
@@ -69,7 +85,10 @@ async fn replay(state: &State, letters: Vec<DeadLetter>) -> Result<usize, ApiErr
     if letters.is_empty() {
         return Ok(0);
     }
-    let jobs = letters.iter().map(replay_job).collect::<Result<Vec<_>, _>>()?;
+    let jobs = letters
+        .iter()
+        .map(replay_job)
+        .collect::<Result<Vec<_>, _>>()?;
     state.queue.push(&jobs).await?;
     let ids: Vec<i64> = letters.iter().map(|d| d.id).collect();
     db(state, move |c| Ok(repo::mark_replayed(c, &ids)?)).await?;
@@ -87,9 +106,15 @@ async fn ensure_enabled(state: &State, subscriber_id: i64) -> Result<(), ApiErro
     }
 }
 
-async fn replay_one(req: HttpRequest, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn replay_one(
+    req: HttpRequest,
+    state: State,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
-    let id: i64 = id.parse().map_err(|_| ApiError::NotFound(format!("no dead letter {id}")))?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("no dead letter {id}")))?;
     let letter = db(&state, move |c| Ok(repo::get_dead_letter(c, id)?))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
@@ -105,12 +130,19 @@ struct ReplayAllQuery {
     subscriber_id: Option<String>,
 }
 
-async fn replay_all(req: HttpRequest, state: State, q: web::Query<ReplayAllQuery>) -> Result<HttpResponse, ApiError> {
+async fn replay_all(
+    req: HttpRequest,
+    state: State,
+    q: web::Query<ReplayAllQuery>,
+) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let subscriber_id = int_param("subscriber_id", q.subscriber_id.as_deref())?
         .ok_or_else(|| ApiError::invalid("`subscriber_id` is required"))?;
     ensure_enabled(&state, subscriber_id).await?;
-    let letters = db(&state, move |c| Ok(repo::pending_dead_letters(c, subscriber_id)?)).await?;
+    let letters = db(&state, move |c| {
+        Ok(repo::pending_dead_letters(c, subscriber_id)?)
+    })
+    .await?;
     let n = replay(&state, letters).await?;
     tracing::info!(subscriber_id, replayed = n, "dead letters replayed");
     Ok(HttpResponse::Accepted().json(json!({"replayed": n})))

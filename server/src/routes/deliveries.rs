@@ -28,7 +28,10 @@ struct Query {
 pub fn int_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
     match v.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| ApiError::invalid(format!("`{name}` must be an integer"))),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::invalid(format!("`{name}` must be an integer"))),
     }
 }
 
@@ -47,12 +50,19 @@ fn to_json(a: &DeliveryAttempt) -> serde_json::Value {
     })
 }
 
-async fn list(req: HttpRequest, state: State, q: web::Query<Query>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    req: HttpRequest,
+    state: State,
+    q: web::Query<Query>,
+) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let q = q.into_inner();
     if let Some(o) = &q.outcome {
         if !OUTCOMES.contains(&o.as_str()) {
-            return Err(ApiError::invalid(format!("`outcome` must be one of {}", OUTCOMES.join(", "))));
+            return Err(ApiError::invalid(format!(
+                "`outcome` must be one of {}",
+                OUTCOMES.join(", ")
+            )));
         }
     }
     let limit = int_param("limit", q.limit.as_deref())?.unwrap_or(100);

@@ -12,10 +12,16 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/filters/test", web::post().to(test_filter));
 }
 
-async fn test_filter(req: HttpRequest, state: State, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn test_filter(
+    req: HttpRequest,
+    state: State,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let principal = admin(&req, &state)?;
     let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&body) else {
-        return Err(ApiError::invalid("the body must be a JSON object {\"filter_expression\", \"message\"}"));
+        return Err(ApiError::invalid(
+            "the body must be a JSON object {\"filter_expression\", \"message\"}",
+        ));
     };
     let expr = match m.remove("filter_expression") {
         None | Some(Value::Null) => None,
@@ -25,15 +31,23 @@ async fn test_filter(req: HttpRequest, state: State, body: web::Bytes) -> Result
     let mut message = match m.remove("message") {
         None | Some(Value::Null) => json!({}),
         Some(v @ Value::Object(_)) => v,
-        Some(_) => return Err(ApiError::invalid("`message` must be an object (a native publish body)")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`message` must be an object (a native publish body)",
+            ))
+        }
     };
     if message.get("topic").is_none() {
         message["topic"] = json!("test");
     }
-    let filter = CompiledFilter::compile(expr.as_deref())
-        .map_err(|e| ApiError::InvalidRequest { message: format!("filter_expression: {}", e.message), position: e.position })?;
+    let filter =
+        CompiledFilter::compile(expr.as_deref()).map_err(|e| ApiError::InvalidRequest {
+            message: format!("filter_expression: {}", e.message),
+            position: e.position,
+        })?;
     let parsed = PublishRequest::from_json_bytes(message.to_string().as_bytes())
         .map_err(|e| ApiError::invalid(format!("message: {}", e.0)))?;
     let msg = parsed.into_message("msg_test".into(), principal.author, None, 0);
-    Ok(HttpResponse::Ok().json(json!({"matches": filter.matches(&msg), "compiled": filter.source()})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"matches": filter.matches(&msg), "compiled": filter.source()})))
 }

@@ -22,13 +22,21 @@ async fn database_ok(state: &State) -> bool {
     let pool = state.pool.clone();
     let check = web::block(move || -> bool {
         use diesel::connection::SimpleConnection;
-        pool.get().map(|mut c| c.batch_execute("SELECT 1").is_ok()).unwrap_or(false)
+        pool.get()
+            .map(|mut c| c.batch_execute("SELECT 1").is_ok())
+            .unwrap_or(false)
     });
-    matches!(tokio::time::timeout(Duration::from_secs(3), check).await, Ok(Ok(true)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), check).await,
+        Ok(Ok(true))
+    )
 }
 
 async fn redis_ok(state: &State) -> bool {
-    matches!(tokio::time::timeout(Duration::from_secs(2), state.queue.redis().ping()).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.queue.redis().ping()).await,
+        Ok(Ok(()))
+    )
 }
 
 async fn health(state: State) -> HttpResponse {
@@ -42,19 +50,26 @@ async fn health(state: State) -> HttpResponse {
     if db && redis {
         HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).json(body)
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(body)
     }
 }
 
 async fn metrics(state: State) -> HttpResponse {
     let m = &state.metrics;
-    if let Ok(Ok((ready, delayed))) = tokio::time::timeout(Duration::from_secs(1), state.queue.depth()).await {
+    if let Ok(Ok((ready, delayed))) =
+        tokio::time::timeout(Duration::from_secs(1), state.queue.depth()).await
+    {
         m.queue_ready.set(ready as i64);
         m.queue_delayed.set(delayed as i64);
     }
     let now = chrono::Utc::now().timestamp_millis();
-    if let Ok(Ok(age)) = tokio::time::timeout(Duration::from_secs(1), state.queue.oldest_age_ms(now)).await {
-        m.oldest_pending_seconds.set(age.unwrap_or(0) as f64 / 1000.0);
+    if let Ok(Ok(age)) =
+        tokio::time::timeout(Duration::from_secs(1), state.queue.oldest_age_ms(now)).await
+    {
+        m.oldest_pending_seconds
+            .set(age.unwrap_or(0) as f64 / 1000.0);
     }
     m.subscribers.set(state.cache.current().len() as i64);
     HttpResponse::Ok()

@@ -2,9 +2,10 @@ pub mod dead_letters;
 pub mod deliveries;
 pub mod filters;
 pub mod health;
+#[cfg(test)]
+mod openapi_check;
 pub mod publish;
 pub mod subscribers;
-#[cfg(test)] mod openapi_check;
 
 use actix_web::{web, HttpRequest};
 
@@ -37,5 +38,6 @@ where
 
 /// RFC 3339 in UTC, as every timestamp in the API is written.
 pub fn ts(t: chrono::NaiveDateTime) -> String {
-    t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -23,14 +23,22 @@ const MODULES: [(&str, &str); 6] = [
 const MOD_RS: &str = include_str!("mod.rs");
 const STARTUP_RS: &str = include_str!("../startup.rs");
 
-const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 type Route = (String, String);
 
 /// The source with whole-line `//` comments blanked out.
 fn without_line_comments(src: &str) -> String {
     src.lines()
-        .map(|l| if l.trim_start().starts_with("//") { "" } else { l })
+        .map(|l| {
+            if l.trim_start().starts_with("//") {
+                ""
+            } else {
+                l
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -40,7 +48,10 @@ fn config_body<'a>(module: &str, src: &'a str) -> &'a str {
     let start = src
         .find("pub fn config(")
         .unwrap_or_else(|| panic!("routes/{module}.rs has no `pub fn config(`"));
-    let open = start + src[start..].find('{').unwrap_or_else(|| panic!("routes/{module}.rs: config has no body"));
+    let open = start
+        + src[start..]
+            .find('{')
+            .unwrap_or_else(|| panic!("routes/{module}.rs: config has no body"));
     let mut depth = 0usize;
     for (i, c) in src[open..].char_indices() {
         match c {
@@ -65,19 +76,28 @@ fn declared_routes(module: &str, src: &str) -> Vec<Route> {
     while let Some(at) = rest.find(MARK) {
         rest = &rest[at + MARK.len()..];
         let context = || rest.chars().take(80).collect::<String>();
-        let after_quote = rest
-            .trim_start()
-            .strip_prefix('"')
-            .unwrap_or_else(|| panic!("routes/{module}.rs: a route path is not a string literal: {}", context()));
-        let end = after_quote.find('"').unwrap_or_else(|| panic!("routes/{module}.rs: unterminated path: {}", context()));
+        let after_quote = rest.trim_start().strip_prefix('"').unwrap_or_else(|| {
+            panic!(
+                "routes/{module}.rs: a route path is not a string literal: {}",
+                context()
+            )
+        });
+        let end = after_quote
+            .find('"')
+            .unwrap_or_else(|| panic!("routes/{module}.rs: unterminated path: {}", context()));
         let path = &after_quote[..end];
         let method_src = after_quote[end + 1..]
             .trim_start()
             .strip_prefix(',')
             .map(str::trim_start)
             .and_then(|s| s.strip_prefix("web::"))
-            .unwrap_or_else(|| panic!("routes/{module}.rs: expected `, web::<method>()` after {path:?}"));
-        let method: String = method_src.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            .unwrap_or_else(|| {
+                panic!("routes/{module}.rs: expected `, web::<method>()` after {path:?}")
+            });
+        let method: String = method_src
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
         assert!(
             method_src[method.len()..].starts_with("()"),
             "routes/{module}.rs: expected `web::{method}()` for {path:?}"
@@ -96,7 +116,10 @@ fn registered_routes() -> BTreeSet<Route> {
     for (module, src) in MODULES {
         let src = without_line_comments(src);
         let routes = declared_routes(module, config_body(module, &src));
-        assert!(!routes.is_empty(), "routes/{module}.rs: config declares no routes");
+        assert!(
+            !routes.is_empty(),
+            "routes/{module}.rs: config declares no routes"
+        );
         for route in routes {
             assert!(all.insert(route.clone()), "{route:?} is registered twice");
         }
@@ -109,10 +132,14 @@ fn document() -> Value {
 }
 
 fn documented_routes(doc: &Value) -> BTreeSet<Route> {
-    let paths = doc["paths"].as_object().expect("openapi.json has no `paths` object");
+    let paths = doc["paths"]
+        .as_object()
+        .expect("openapi.json has no `paths` object");
     let mut all = BTreeSet::new();
     for (path, item) in paths {
-        let item = item.as_object().unwrap_or_else(|| panic!("path item {path} is not an object"));
+        let item = item
+            .as_object()
+            .unwrap_or_else(|| panic!("path item {path} is not an object"));
         for method in item.keys().filter(|k| HTTP_METHODS.contains(&k.as_str())) {
             all.insert((method.clone(), path.clone()));
         }
@@ -121,7 +148,11 @@ fn documented_routes(doc: &Value) -> BTreeSet<Route> {
 }
 
 fn describe(routes: &BTreeSet<Route>) -> String {
-    routes.iter().map(|(m, p)| format!("{} {p}", m.to_uppercase())).collect::<Vec<_>>().join(", ")
+    routes
+        .iter()
+        .map(|(m, p)| format!("{} {p}", m.to_uppercase()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[test]
@@ -143,13 +174,18 @@ fn every_route_module_is_checked() {
     while let Some(at) = rest.find(CONFIGURE) {
         rest = &rest[at + CONFIGURE.len()..];
         if let Some((name, tail)) = rest.split_once("::") {
-            if tail.starts_with("config") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if tail.starts_with("config")
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 configured.insert(name.to_string());
             }
         }
     }
     let checked: BTreeSet<String> = checked.into_iter().map(str::to_string).collect();
-    assert!(!configured.is_empty(), "startup.rs configures no route modules");
+    assert!(
+        !configured.is_empty(),
+        "startup.rs configures no route modules"
+    );
     assert!(
         configured.is_subset(&checked),
         "startup.rs configures route modules the OpenAPI check does not read: {:?}",
@@ -175,22 +211,40 @@ fn openapi_document_lists_exactly_the_registered_routes() {
 fn openapi_document_is_well_formed() {
     let doc = document();
     let version = doc["openapi"].as_str().expect("`openapi` must be a string");
-    assert!(version.starts_with("3."), "expected OpenAPI 3.x, found {version}");
-    let title = doc["info"]["title"].as_str().expect("`info.title` must be a string");
+    assert!(
+        version.starts_with("3."),
+        "expected OpenAPI 3.x, found {version}"
+    );
+    let title = doc["info"]["title"]
+        .as_str()
+        .expect("`info.title` must be a string");
     assert!(!title.trim().is_empty(), "`info.title` is empty");
-    assert!(doc["info"]["version"].is_string(), "`info.version` must be a string");
+    assert!(
+        doc["info"]["version"].is_string(),
+        "`info.version` must be a string"
+    );
 
     let mut operation_ids = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("`paths` must be an object") {
         assert!(path.starts_with('/'), "path {path} must start with `/`");
-        for (method, operation) in item.as_object().unwrap().iter().filter(|(k, _)| HTTP_METHODS.contains(&k.as_str())) {
+        for (method, operation) in item
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| HTTP_METHODS.contains(&k.as_str()))
+        {
             let what = format!("{} {path}", method.to_uppercase());
             let id = operation["operationId"]
                 .as_str()
                 .filter(|id| !id.is_empty())
                 .unwrap_or_else(|| panic!("{what} has no operationId"));
-            assert!(operation_ids.insert(id.to_string()), "operationId {id} is used twice");
-            let responses = operation["responses"].as_object().unwrap_or_else(|| panic!("{what} has no responses"));
+            assert!(
+                operation_ids.insert(id.to_string()),
+                "operationId {id} is used twice"
+            );
+            let responses = operation["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{what} has no responses"));
             assert!(!responses.is_empty(), "{what} has no responses");
         }
     }
@@ -204,6 +258,9 @@ fn the_route_reader_understands_both_declaration_forms() {
     }"#;
     assert_eq!(
         declared_routes("example", config_body("example", src)),
-        vec![("get".to_string(), "/a/{id}".to_string()), ("post".to_string(), "/b".to_string())]
+        vec![
+            ("get".to_string(), "/a/{id}".to_string()),
+            ("post".to_string(), "/b".to_string())
+        ]
     );
 }

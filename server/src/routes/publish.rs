@@ -21,8 +21,13 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 }
 
 /// Reads the body up to `limit` bytes; more is a 413.
-async fn read_limited(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let too_large = || ApiError::PayloadTooLarge(format!("the request body is larger than {limit} bytes"));
+async fn read_limited(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("the request body is larger than {limit} bytes"));
     if let Some(len) = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -35,7 +40,8 @@ async fn read_limited(req: &HttpRequest, mut payload: web::Payload, limit: usize
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::invalid(format!("could not read the body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::invalid(format!("could not read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -53,10 +59,16 @@ fn request_id(req: &HttpRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string())
 }
 
-async fn publish(req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
+async fn publish(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
     let request_id = request_id(&req);
     let span = tracing::info_span!("publish", request_id = %request_id, topic = tracing::field::Empty, message_id = tracing::field::Empty);
-    let result = publish_inner(&req, payload, &state, request_id).instrument(span).await;
+    let result = publish_inner(&req, payload, &state, request_id)
+        .instrument(span)
+        .await;
     let label = match &result {
         Ok(_) => "accepted",
         Err(e) => e.code(),
@@ -65,7 +77,12 @@ async fn publish(req: HttpRequest, payload: web::Payload, state: State) -> Resul
     result
 }
 
-async fn publish_inner(req: &HttpRequest, payload: web::Payload, state: &State, request_id: String) -> Result<HttpResponse, ApiError> {
+async fn publish_inner(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+    request_id: String,
+) -> Result<HttpResponse, ApiError> {
     let principal = state.auth.authenticate(req)?;
     principal.require_publish()?;
     let body = read_limited(req, payload, state.settings.max_body_bytes).await?;
@@ -74,9 +91,14 @@ async fn publish_inner(req: &HttpRequest, payload: web::Payload, state: &State, 
     let idempotency_key = match req.headers().get("idempotency-key") {
         None => None,
         Some(v) => {
-            let key = v.to_str().map_err(|_| ApiError::invalid("Idempotency-Key must be text"))?.trim();
+            let key = v
+                .to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key must be text"))?
+                .trim();
             if key.is_empty() || key.len() > 255 {
-                return Err(ApiError::invalid("Idempotency-Key must be 1 to 255 characters"));
+                return Err(ApiError::invalid(
+                    "Idempotency-Key must be 1 to 255 characters",
+                ));
             }
             Some(key.to_string())
         }
@@ -95,30 +117,43 @@ async fn publish_inner(req: &HttpRequest, payload: web::Payload, state: &State, 
         chrono::Utc::now().timestamp_millis(),
     );
     let matched = state.cache.current().matching(&topic, &message);
-    let message_json: Arc<str> = Arc::from(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
-    let jobs: Vec<Job> = matched.iter().map(|id| Job::new(*id, 1, message_json.clone())).collect();
+    let message_json: Arc<str> =
+        Arc::from(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
+    let jobs: Vec<Job> = matched
+        .iter()
+        .map(|id| Job::new(*id, 1, message_json.clone()))
+        .collect();
 
     let idem = idempotency_key.map(|k| {
         let author = principal.author.clone().unwrap_or_default();
-        (state.queue.keys.idempotency(&author, &k), format!("{message_id}|{}", jobs.len()))
+        (
+            state.queue.keys.idempotency(&author, &k),
+            format!("{message_id}|{}", jobs.len()),
+        )
     });
     let started = Instant::now();
     let outcome = state
         .queue
         .enqueue(&jobs, idem.as_ref().map(|(k, r)| (k.as_str(), r.as_str())))
         .await?;
-    state.metrics.enqueue_seconds.observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .enqueue_seconds
+        .observe(started.elapsed().as_secs_f64());
     match outcome {
         Enqueued::New => {
             state.metrics.matches.inc_by(jobs.len() as u64);
             tracing::info!(matched = jobs.len(), "published");
-            Ok(HttpResponse::Accepted().json(json!({"message_id": message_id, "matched": jobs.len()})))
+            Ok(HttpResponse::Accepted()
+                .json(json!({"message_id": message_id, "matched": jobs.len()})))
         }
         Enqueued::Duplicate(record) => {
-            let (first_id, first_matched) = record.split_once('|').unwrap_or((record.as_str(), "0"));
+            let (first_id, first_matched) =
+                record.split_once('|').unwrap_or((record.as_str(), "0"));
             let first_matched: u64 = first_matched.parse().unwrap_or(0);
             tracing::info!(first_message_id = first_id, "duplicate publish ignored");
-            Ok(HttpResponse::Ok().json(json!({"message_id": first_id, "matched": first_matched, "duplicate": true})))
+            Ok(HttpResponse::Ok()
+                .json(json!({"message_id": first_id, "matched": first_matched, "duplicate": true})))
         }
     }
 }

@@ -19,7 +19,10 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/subscribers/{id}", web::get().to(get))
         .route("/subscribers/{id}", web::patch().to(update))
         .route("/subscribers/{id}", web::delete().to(delete))
-        .route("/subscribers/{id}/rotate-secret", web::post().to(rotate_secret));
+        .route(
+            "/subscribers/{id}/rotate-secret",
+            web::post().to(rotate_secret),
+        );
 }
 
 /// The API shape of a subscriber.
@@ -40,14 +43,19 @@ pub fn to_json(s: &Subscriber) -> Value {
 }
 
 fn check_pattern(topic: &str) -> Result<String, ApiError> {
-    TopicPattern::parse(topic).map(|p| p.as_str().to_string()).map_err(|e| ApiError::invalid(format!("topic: {}", e.0)))
+    TopicPattern::parse(topic)
+        .map(|p| p.as_str().to_string())
+        .map_err(|e| ApiError::invalid(format!("topic: {}", e.0)))
 }
 
 /// An absolute http(s) URL; `:name` placeholders in the path are allowed.
 pub fn check_url(src: &str) -> Result<String, ApiError> {
-    let url = url::Url::parse(src).map_err(|e| ApiError::invalid(format!("target_url `{src}` is not a URL: {e}")))?;
+    let url = url::Url::parse(src)
+        .map_err(|e| ApiError::invalid(format!("target_url `{src}` is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(ApiError::invalid(format!("target_url `{src}` must be an absolute http:// or https:// URL")));
+        return Err(ApiError::invalid(format!(
+            "target_url `{src}` must be an absolute http:// or https:// URL"
+        )));
     }
     Ok(src.to_string())
 }
@@ -57,9 +65,15 @@ fn check_filter(src: Option<&str>) -> Result<Option<String>, ApiError> {
     match src.map(str::trim) {
         None | Some("") => Ok(None),
         Some(s) => {
-            let f = CompiledFilter::compile(Some(s))
-                .map_err(|e| ApiError::InvalidRequest { message: format!("filter_expression: {}", e.message), position: e.position })?;
-            Ok(Some(if f.is_always() { s.to_string() } else { f.source().to_string() }))
+            let f = CompiledFilter::compile(Some(s)).map_err(|e| ApiError::InvalidRequest {
+                message: format!("filter_expression: {}", e.message),
+                position: e.position,
+            })?;
+            Ok(Some(if f.is_always() {
+                s.to_string()
+            } else {
+                f.source().to_string()
+            }))
         }
     }
 }
@@ -68,7 +82,9 @@ fn check_secret(src: &str) -> Result<String, ApiError> {
     if is_valid_secret(src) {
         Ok(src.to_string())
     } else {
-        Err(ApiError::invalid("secret must be `whsec_` followed by the base64 of 24 to 64 bytes"))
+        Err(ApiError::invalid(
+            "secret must be `whsec_` followed by the base64 of 24 to 64 bytes",
+        ))
     }
 }
 
@@ -77,22 +93,32 @@ struct ListQuery {
     topic: Option<String>,
 }
 
-async fn list(req: HttpRequest, state: State, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    req: HttpRequest,
+    state: State,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let topic = q.into_inner().topic;
-    let rows = db(&state, move |c| Ok(repo::list_subscribers(c, topic.as_deref())?)).await?;
+    let rows = db(&state, move |c| {
+        Ok(repo::list_subscribers(c, topic.as_deref())?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({"items": rows.iter().map(to_json).collect::<Vec<_>>()})))
 }
 
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound(format!("no subscriber {raw}")))
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no subscriber {raw}")))
 }
 
 fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
-        Err(e) => Err(ApiError::invalid(format!("the body is not valid JSON: {e}"))),
+        Err(e) => Err(ApiError::invalid(format!(
+            "the body is not valid JSON: {e}"
+        ))),
     }
 }
 
@@ -113,11 +139,21 @@ fn opt_bool(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError>
     }
 }
 
-const FIELDS: [&str; 6] = ["topic", "target_url", "filter_expression", "secret", "enabled", "description"];
+const FIELDS: [&str; 6] = [
+    "topic",
+    "target_url",
+    "filter_expression",
+    "secret",
+    "enabled",
+    "description",
+];
 
 fn reject_unknown(m: &Map<String, Value>) -> Result<(), ApiError> {
     match m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::invalid(format!("unknown field `{k}`; expected {}", FIELDS.join(", ")))),
+        Some(k) => Err(ApiError::invalid(format!(
+            "unknown field `{k}`; expected {}",
+            FIELDS.join(", ")
+        ))),
         None => Ok(()),
     }
 }
@@ -126,7 +162,9 @@ fn reject_unknown(m: &Map<String, Value>) -> Result<(), ApiError> {
 pub fn new_subscriber(m: &Map<String, Value>) -> Result<NewSubscriber, ApiError> {
     reject_unknown(m)?;
     let required = |k: &str| -> Result<String, ApiError> {
-        opt_string(m, k)?.flatten().ok_or_else(|| ApiError::invalid(format!("`{k}` is required")))
+        opt_string(m, k)?
+            .flatten()
+            .ok_or_else(|| ApiError::invalid(format!("`{k}` is required")))
     };
     Ok(NewSubscriber {
         topic: check_pattern(&required("topic")?)?,
@@ -141,7 +179,11 @@ pub fn new_subscriber(m: &Map<String, Value>) -> Result<NewSubscriber, ApiError>
     })
 }
 
-async fn create(req: HttpRequest, state: State, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn create(
+    req: HttpRequest,
+    state: State,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let new = new_subscriber(&body_object(&body)?)?;
     let row = db(&state, move |c| Ok(repo::insert_subscriber(c, &new)?)).await?;
@@ -150,7 +192,11 @@ async fn create(req: HttpRequest, state: State, body: web::Bytes) -> Result<Http
     Ok(HttpResponse::Created().json(to_json(&row)))
 }
 
-async fn get(req: HttpRequest, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    req: HttpRequest,
+    state: State,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let id = parse_id(&id)?;
     let row = db(&state, move |c| Ok(repo::get_subscriber(c, id)?)).await?;
@@ -158,7 +204,12 @@ async fn get(req: HttpRequest, state: State, id: web::Path<String>) -> Result<Ht
         .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))
 }
 
-async fn update(req: HttpRequest, state: State, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn update(
+    req: HttpRequest,
+    state: State,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let id = parse_id(&id)?;
     let m = body_object(&body)?;
@@ -171,23 +222,38 @@ async fn update(req: HttpRequest, state: State, id: web::Path<String>, body: web
         }
     };
     let changes = SubscriberChanges {
-        topic: not_null("topic", opt_string(&m, "topic")?)?.map(|t| check_pattern(&t)).transpose()?,
-        target_url: not_null("target_url", opt_string(&m, "target_url")?)?.map(|u| check_url(&u)).transpose()?,
-        filter_expression: opt_string(&m, "filter_expression")?.map(|f| check_filter(f.as_deref())).transpose()?,
-        secret: not_null("secret", opt_string(&m, "secret")?)?.map(|s| check_secret(&s).map(Some)).transpose()?,
+        topic: not_null("topic", opt_string(&m, "topic")?)?
+            .map(|t| check_pattern(&t))
+            .transpose()?,
+        target_url: not_null("target_url", opt_string(&m, "target_url")?)?
+            .map(|u| check_url(&u))
+            .transpose()?,
+        filter_expression: opt_string(&m, "filter_expression")?
+            .map(|f| check_filter(f.as_deref()))
+            .transpose()?,
+        secret: not_null("secret", opt_string(&m, "secret")?)?
+            .map(|s| check_secret(&s).map(Some))
+            .transpose()?,
         enabled: opt_bool(&m, "enabled")?,
         description: opt_string(&m, "description")?,
         updated_at: Some(now()),
         previous_secret: None,
         previous_secret_expires_at: None,
     };
-    let row = db(&state, move |c| Ok(repo::update_subscriber(c, id, &changes)?)).await?;
+    let row = db(&state, move |c| {
+        Ok(repo::update_subscriber(c, id, &changes)?)
+    })
+    .await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
     state.reload_subscribers().await?;
     Ok(HttpResponse::Ok().json(to_json(&row)))
 }
 
-async fn delete(req: HttpRequest, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    req: HttpRequest,
+    state: State,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let id = parse_id(&id)?;
     if !db(&state, move |c| Ok(repo::delete_subscriber(c, id)?)).await? {
@@ -198,11 +264,16 @@ async fn delete(req: HttpRequest, state: State, id: web::Path<String>) -> Result
 }
 
 /// New secret now; the old one keeps signing (beside the new) for 24 h.
-async fn rotate_secret(req: HttpRequest, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn rotate_secret(
+    req: HttpRequest,
+    state: State,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let id = parse_id(&id)?;
     let row = db(&state, move |c| {
-        let current = repo::get_subscriber(c, id)?.ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
+        let current = repo::get_subscriber(c, id)?
+            .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
         let changes = SubscriberChanges {
             secret: Some(Some(generate_secret())),
             previous_secret: Some(current.secret.clone()),

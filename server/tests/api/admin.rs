@@ -3,13 +3,33 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::helpers::*;
 
-both_backends!(subscriber_crud, subscriber_bad_input_table, seed_file_upserts_all_or_nothing);
+both_backends!(
+    subscriber_crud,
+    subscriber_bad_input_table,
+    seed_file_upserts_all_or_nothing
+);
 
 async fn subscriber_crud(backend: Backend) {
     let (app, _db) = TestApp::with(backend).await;
-    let created = app.subscribe("orders.*", "http://127.0.0.1:9000/hook/:id", Some("body.total > 100")).await;
+    let created = app
+        .subscribe(
+            "orders.*",
+            "http://127.0.0.1:9000/hook/:id",
+            Some("body.total > 100"),
+        )
+        .await;
     let id = created["id"].as_i64().unwrap();
-    for field in ["id", "topic", "target_url", "filter_expression", "secret", "enabled", "description", "created_at", "updated_at"] {
+    for field in [
+        "id",
+        "topic",
+        "target_url",
+        "filter_expression",
+        "secret",
+        "enabled",
+        "description",
+        "created_at",
+        "updated_at",
+    ] {
         assert!(created.get(field).is_some(), "{field} missing in {created}");
     }
     assert_eq!(created["enabled"], true);
@@ -19,7 +39,13 @@ async fn subscriber_crud(backend: Backend) {
     assert_eq!((status, &got), (200, &created));
 
     let (status, patched) = app
-        .admin("PATCH", &format!("/subscribers/{id}"), Some(json!({"description": "orders feed", "enabled": false, "filter_expression": null})))
+        .admin(
+            "PATCH",
+            &format!("/subscribers/{id}"),
+            Some(
+                json!({"description": "orders feed", "enabled": false, "filter_expression": null}),
+            ),
+        )
         .await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["description"], "orders feed");
@@ -27,21 +53,31 @@ async fn subscriber_crud(backend: Backend) {
     assert_eq!(patched["filter_expression"], Value::Null);
     assert_eq!(patched["topic"], "orders.*", "untouched fields stay");
 
-    let (status, rotated) = app.admin("POST", &format!("/subscribers/{id}/rotate-secret"), None).await;
+    let (status, rotated) = app
+        .admin("POST", &format!("/subscribers/{id}/rotate-secret"), None)
+        .await;
     assert_eq!(status, 200);
     assert_ne!(rotated["secret"], created["secret"]);
 
-    app.subscribe("billing.#", "http://127.0.0.1:9000/b", None).await;
+    app.subscribe("billing.#", "http://127.0.0.1:9000/b", None)
+        .await;
     let (_, all) = app.admin("GET", "/subscribers", None).await;
     assert_eq!(all["items"].as_array().unwrap().len(), 2);
-    let (_, some) = app.admin("GET", "/subscribers?topic=billing.%23", None).await;
+    let (_, some) = app
+        .admin("GET", "/subscribers?topic=billing.%23", None)
+        .await;
     assert_eq!(some["items"].as_array().unwrap().len(), 1);
     assert_eq!(some["items"][0]["topic"], "billing.#");
 
-    let (status, _) = app.admin("DELETE", &format!("/subscribers/{id}"), None).await;
+    let (status, _) = app
+        .admin("DELETE", &format!("/subscribers/{id}"), None)
+        .await;
     assert_eq!(status, 204);
     let (status, body) = app.admin("GET", &format!("/subscribers/{id}"), None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
 }
 
 async fn subscriber_bad_input_table(backend: Backend) {
@@ -51,32 +87,242 @@ async fn subscriber_bad_input_table(backend: Backend) {
     let publish_only = token(json!({"scope": "publish"}));
     // (reason, method, path, token, body, status, code)
     let cases: Vec<(&str, &str, String, Option<String>, Option<Value>, u16, &str)> = vec![
-        ("unknown id", "GET", "/subscribers/999999".into(), None, None, 404, "not_found"),
-        ("non-numeric id", "GET", "/subscribers/abc".into(), None, None, 404, "not_found"),
-        ("unknown id on PATCH", "PATCH", "/subscribers/999999".into(), None, Some(json!({"enabled": true})), 404, "not_found"),
-        ("unknown id on DELETE", "DELETE", "/subscribers/999999".into(), None, None, 404, "not_found"),
-        ("unknown id on rotate", "POST", "/subscribers/999999/rotate-secret".into(), None, None, 404, "not_found"),
-        ("bad pattern", "POST", "/subscribers".into(), None, Some(json!({"topic": "a.b*", "target_url": "http://h/"})), 400, "invalid_request"),
-        ("empty segment", "POST", "/subscribers".into(), None, Some(json!({"topic": "a..b", "target_url": "http://h/"})), 400, "invalid_request"),
-        ("missing topic", "POST", "/subscribers".into(), None, Some(json!({"target_url": "http://h/"})), 400, "invalid_request"),
-        ("bad URL", "POST", "/subscribers".into(), None, Some(json!({"topic": "a", "target_url": "not a url"})), 400, "invalid_request"),
-        ("ftp URL", "POST", "/subscribers".into(), None, Some(json!({"topic": "a", "target_url": "ftp://h/x"})), 400, "invalid_request"),
-        ("uncompilable filter", "POST", "/subscribers".into(), None, Some(json!({"topic": "a", "target_url": "http://h/", "filter_expression": "body.x =="})), 400, "invalid_request"),
-        ("bad secret", "POST", "/subscribers".into(), None, Some(json!({"topic": "a", "target_url": "http://h/", "secret": "hunter2"})), 400, "invalid_request"),
-        ("unknown field", "POST", "/subscribers".into(), None, Some(json!({"topic": "a", "target_url": "http://h/", "colour": "red"})), 400, "invalid_request"),
-        ("enabled not boolean", "PATCH", format!("/subscribers/{id}"), None, Some(json!({"enabled": "yes"})), 400, "invalid_request"),
-        ("null topic on PATCH", "PATCH", format!("/subscribers/{id}"), None, Some(json!({"topic": null})), 400, "invalid_request"),
-        ("bad filter on PATCH", "PATCH", format!("/subscribers/{id}"), None, Some(json!({"filter_expression": "(("})), 400, "invalid_request"),
-        ("non-admin token", "GET", "/subscribers".into(), Some(publish_only.clone()), None, 403, "forbidden"),
-        ("non-admin create", "POST", "/subscribers".into(), Some(publish_only.clone()), Some(json!({"topic": "a", "target_url": "http://h/"})), 403, "forbidden"),
-        ("non-admin deliveries", "GET", "/deliveries".into(), Some(publish_only.clone()), None, 403, "forbidden"),
-        ("non-admin dead letters", "GET", "/dead-letters".into(), Some(publish_only), None, 403, "forbidden"),
-        ("bad outcome", "GET", "/deliveries?outcome=lost".into(), None, None, 400, "invalid_request"),
-        ("bad since", "GET", "/deliveries?since=yesterday".into(), None, None, 400, "invalid_request"),
-        ("limit too big", "GET", "/deliveries?limit=5000".into(), None, None, 400, "invalid_request"),
-        ("replay unknown dead letter", "POST", "/dead-letters/424242/replay".into(), None, None, 404, "not_found"),
-        ("replay all without subscriber", "POST", "/dead-letters/replay".into(), None, None, 400, "invalid_request"),
-        ("unknown endpoint", "GET", "/nowhere".into(), None, None, 404, "not_found"),
+        (
+            "unknown id",
+            "GET",
+            "/subscribers/999999".into(),
+            None,
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "non-numeric id",
+            "GET",
+            "/subscribers/abc".into(),
+            None,
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "unknown id on PATCH",
+            "PATCH",
+            "/subscribers/999999".into(),
+            None,
+            Some(json!({"enabled": true})),
+            404,
+            "not_found",
+        ),
+        (
+            "unknown id on DELETE",
+            "DELETE",
+            "/subscribers/999999".into(),
+            None,
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "unknown id on rotate",
+            "POST",
+            "/subscribers/999999/rotate-secret".into(),
+            None,
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "bad pattern",
+            "POST",
+            "/subscribers".into(),
+            None,
+            Some(json!({"topic": "a.b*", "target_url": "http://h/"})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "empty segment",
+            "POST",
+            "/subscribers".into(),
+            None,
+            Some(json!({"topic": "a..b", "target_url": "http://h/"})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "missing topic",
+            "POST",
+            "/subscribers".into(),
+            None,
+            Some(json!({"target_url": "http://h/"})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "bad URL",
+            "POST",
+            "/subscribers".into(),
+            None,
+            Some(json!({"topic": "a", "target_url": "not a url"})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "ftp URL",
+            "POST",
+            "/subscribers".into(),
+            None,
+            Some(json!({"topic": "a", "target_url": "ftp://h/x"})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "uncompilable filter",
+            "POST",
+            "/subscribers".into(),
+            None,
+            Some(
+                json!({"topic": "a", "target_url": "http://h/", "filter_expression": "body.x =="}),
+            ),
+            400,
+            "invalid_request",
+        ),
+        (
+            "bad secret",
+            "POST",
+            "/subscribers".into(),
+            None,
+            Some(json!({"topic": "a", "target_url": "http://h/", "secret": "hunter2"})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "unknown field",
+            "POST",
+            "/subscribers".into(),
+            None,
+            Some(json!({"topic": "a", "target_url": "http://h/", "colour": "red"})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "enabled not boolean",
+            "PATCH",
+            format!("/subscribers/{id}"),
+            None,
+            Some(json!({"enabled": "yes"})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "null topic on PATCH",
+            "PATCH",
+            format!("/subscribers/{id}"),
+            None,
+            Some(json!({"topic": null})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "bad filter on PATCH",
+            "PATCH",
+            format!("/subscribers/{id}"),
+            None,
+            Some(json!({"filter_expression": "(("})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "non-admin token",
+            "GET",
+            "/subscribers".into(),
+            Some(publish_only.clone()),
+            None,
+            403,
+            "forbidden",
+        ),
+        (
+            "non-admin create",
+            "POST",
+            "/subscribers".into(),
+            Some(publish_only.clone()),
+            Some(json!({"topic": "a", "target_url": "http://h/"})),
+            403,
+            "forbidden",
+        ),
+        (
+            "non-admin deliveries",
+            "GET",
+            "/deliveries".into(),
+            Some(publish_only.clone()),
+            None,
+            403,
+            "forbidden",
+        ),
+        (
+            "non-admin dead letters",
+            "GET",
+            "/dead-letters".into(),
+            Some(publish_only),
+            None,
+            403,
+            "forbidden",
+        ),
+        (
+            "bad outcome",
+            "GET",
+            "/deliveries?outcome=lost".into(),
+            None,
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "bad since",
+            "GET",
+            "/deliveries?since=yesterday".into(),
+            None,
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "limit too big",
+            "GET",
+            "/deliveries?limit=5000".into(),
+            None,
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "replay unknown dead letter",
+            "POST",
+            "/dead-letters/424242/replay".into(),
+            None,
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "replay all without subscriber",
+            "POST",
+            "/dead-letters/replay".into(),
+            None,
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "unknown endpoint",
+            "GET",
+            "/nowhere".into(),
+            None,
+            None,
+            404,
+            "not_found",
+        ),
     ];
     for (reason, method, path, tok, body, status, code) in cases {
         let tok = tok.unwrap_or_else(admin_token);
@@ -97,12 +343,27 @@ async fn seed_file_upserts_all_or_nothing(backend: Backend) {
         "- topic: orders.*\n  target_url: http://127.0.0.1:9000/hook/:id\n  filter_expression: body.total > 100\n- topic: billing.#\n  target_url: http://127.0.0.1:9000/billing\n  description: billing feed\n",
     )
     .unwrap();
-    let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("switch-seed");
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("switch-seed");
     let run = |file: &std::path::Path| {
-        std::process::Command::new(&bin).arg(file).env_clear().env("SWITCH_DATABASE_URL", db.url_string()).output().unwrap()
+        std::process::Command::new(&bin)
+            .arg(file)
+            .env_clear()
+            .env("SWITCH_DATABASE_URL", db.url_string())
+            .output()
+            .unwrap()
     };
     let first = run(&good);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert!(String::from_utf8_lossy(&first.stdout).contains("2 created"));
     let rows = |db: &TestDb| {
         let mut c = db.conn();
@@ -124,7 +385,10 @@ async fn seed_file_upserts_all_or_nothing(backend: Backend) {
     let out = run(&bad);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("entry 2") && err.contains("filter_expression"), "{err}");
+    assert!(
+        err.contains("entry 2") && err.contains("filter_expression"),
+        "{err}"
+    );
     assert_eq!(rows(&db), before, "nothing half-applied");
 
     let changed = dir.path().join("changed.json");
@@ -133,5 +397,13 @@ async fn seed_file_upserts_all_or_nothing(backend: Backend) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 updated"));
     let after = rows(&db);
     assert_eq!(after.len(), 2);
-    assert_eq!(after.iter().find(|r| r.topic == "billing.#").unwrap().description.as_deref(), Some("renamed"));
+    assert_eq!(
+        after
+            .iter()
+            .find(|r| r.topic == "billing.#")
+            .unwrap()
+            .description
+            .as_deref(),
+        Some("renamed")
+    );
 }

@@ -55,14 +55,23 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let path = dir.path().join("switch.db");
-                TestDb { url: DatabaseUrl::Sqlite(path.to_string_lossy().into_owned()), _dir: Some(dir), pg_name: None }
+                TestDb {
+                    url: DatabaseUrl::Sqlite(path.to_string_lossy().into_owned()),
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
             }
             Backend::Postgres => {
                 let name = format!("switch_test_{}", uuid::Uuid::now_v7().simple());
-                let mut admin = PgConnection::establish(PG_ADMIN_URL).expect("PostgreSQL at 127.0.0.1:5432");
-                admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+                let mut admin =
+                    PgConnection::establish(PG_ADMIN_URL).expect("PostgreSQL at 127.0.0.1:5432");
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("create database");
                 TestDb {
-                    url: DatabaseUrl::Postgres(format!("postgres://postgres@127.0.0.1:5432/{name}")),
+                    url: DatabaseUrl::Postgres(format!(
+                        "postgres://postgres@127.0.0.1:5432/{name}"
+                    )),
                     _dir: None,
                     pg_name: Some(name),
                 }
@@ -80,17 +89,23 @@ impl TestDb {
     pub fn conn(&self) -> AnyConnection {
         match &self.url {
             DatabaseUrl::Sqlite(p) => {
-                let mut c = AnyConnection::Sqlite(diesel::SqliteConnection::establish(p).expect("sqlite"));
-                c.batch_execute("PRAGMA busy_timeout = 10000;").expect("pragma");
+                let mut c =
+                    AnyConnection::Sqlite(diesel::SqliteConnection::establish(p).expect("sqlite"));
+                c.batch_execute("PRAGMA busy_timeout = 10000;")
+                    .expect("pragma");
                 c
             }
-            DatabaseUrl::Postgres(u) => AnyConnection::Postgresql(PgConnection::establish(u).expect("pg")),
+            DatabaseUrl::Postgres(u) => {
+                AnyConnection::Postgresql(PgConnection::establish(u).expect("pg"))
+            }
         }
     }
 
     /// Runs plain SQL, as an operator seeding by hand would.
     pub fn sql(&self, sql: &str) {
-        self.conn().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.conn()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
 
@@ -98,14 +113,19 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(name) = &self.pg_name {
             if let Ok(mut admin) = PgConnection::establish(PG_ADMIN_URL) {
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }
         }
     }
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Settings for a test: its own namespace, quick retries and refresh.
@@ -121,7 +141,10 @@ pub fn settings(db: &TestDb, redis_url: &str) -> Settings {
     vars.insert("SWITCH_DELIVERY_TIMEOUT".into(), "2s".into());
     vars.insert("SWITCH_REFRESH_INTERVAL".into(), "300ms".into());
     vars.insert("SWITCH_WORKER_CONCURRENCY".into(), "16".into());
-    vars.insert("SWITCH_WORKER_METRICS_ADDR".into(), format!("127.0.0.1:{}", free_port()));
+    vars.insert(
+        "SWITCH_WORKER_METRICS_ADDR".into(),
+        format!("127.0.0.1:{}", free_port()),
+    );
     Settings::from_lookup(&move |k| vars.get(k).cloned()).expect("test settings")
 }
 
@@ -148,7 +171,9 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(settings: Settings) -> TestApp {
-        let app = Application::build(settings.clone(), true).await.expect("app builds");
+        let app = Application::build(settings.clone(), true)
+            .await
+            .expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5)).unwrap();
@@ -167,8 +192,17 @@ impl TestApp {
         (app, db)
     }
 
-    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", self.base));
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}{path}", self.base),
+        );
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
@@ -178,20 +212,29 @@ impl TestApp {
         let resp = req.send().await.expect("request sent");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.request(method, path, Some(&self.admin.clone()), body).await
+        self.request(method, path, Some(&self.admin.clone()), body)
+            .await
     }
 
     pub async fn publish(&self, body: Value) -> (u16, Value) {
-        self.request("POST", "/publish", Some(&self.admin.clone()), Some(body)).await
+        self.request("POST", "/publish", Some(&self.admin.clone()), Some(body))
+            .await
     }
 
     pub async fn subscribe(&self, topic: &str, url: &str, filter: Option<&str>) -> Value {
         let (status, body) = self
-            .admin("POST", "/subscribers", Some(json!({"topic": topic, "target_url": url, "filter_expression": filter})))
+            .admin(
+                "POST",
+                "/subscribers",
+                Some(json!({"topic": topic, "target_url": url, "filter_expression": filter})),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         body
@@ -205,8 +248,13 @@ impl TestApp {
     /// The (subscriber, message id) of every job in the stream.
     pub async fn stream_jobs(&self) -> Vec<(i64, String)> {
         let mut conn = self.queue.redis().get().await.unwrap();
-        let entries: Vec<(String, Vec<(String, String)>)> =
-            redis::cmd("XRANGE").arg(&self.queue.keys.stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(&self.queue.keys.stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         entries
             .into_iter()
             .map(|(_, fields)| {
@@ -217,10 +265,17 @@ impl TestApp {
     }
 
     /// Polls `GET /deliveries` until `pred` holds or `within` passes.
-    pub async fn wait_deliveries(&self, query: &str, within: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub async fn wait_deliveries(
+        &self,
+        query: &str,
+        within: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let started = Instant::now();
         loop {
-            let (_, body) = self.admin("GET", &format!("/deliveries?limit=1000&{query}"), None).await;
+            let (_, body) = self
+                .admin("GET", &format!("/deliveries?limit=1000&{query}"), None)
+                .await;
             let items = body["items"].as_array().cloned().unwrap_or_default();
             if pred(&items) || started.elapsed() > within {
                 return items;
@@ -252,7 +307,9 @@ pub struct Captured {
 
 impl Captured {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 }
 
@@ -284,7 +341,11 @@ impl Receiver {
                 async move {
                     let (reply, delay) = {
                         let mut s = s.lock().unwrap();
-                        let r = if s.replies.is_empty() { Reply::Status(200) } else { s.replies.remove(0) };
+                        let r = if s.replies.is_empty() {
+                            Reply::Status(200)
+                        } else {
+                            s.replies.remove(0)
+                        };
                         (r, s.default_delay)
                     };
                     if !delay.is_zero() {
@@ -297,16 +358,26 @@ impl Receiver {
                         headers: req
                             .headers()
                             .iter()
-                            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+                            .map(|(k, v)| {
+                                (
+                                    k.as_str().to_ascii_lowercase(),
+                                    v.to_str().unwrap_or("").to_string(),
+                                )
+                            })
                             .collect(),
                         body: body.to_vec(),
                         at: Instant::now(),
                     });
                     match reply {
-                        Reply::Status(code) => HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).body("receiver says so"),
-                        Reply::RetryAfter(code, secs) => HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
-                            .insert_header(("Retry-After", secs.to_string()))
-                            .finish(),
+                        Reply::Status(code) => HttpResponse::build(
+                            actix_web::http::StatusCode::from_u16(code).unwrap(),
+                        )
+                        .body("receiver says so"),
+                        Reply::RetryAfter(code, secs) => HttpResponse::build(
+                            actix_web::http::StatusCode::from_u16(code).unwrap(),
+                        )
+                        .insert_header(("Retry-After", secs.to_string()))
+                        .finish(),
                         Reply::Hang(d) => {
                             tokio::time::sleep(d).await;
                             HttpResponse::Ok().finish()
@@ -320,7 +391,11 @@ impl Receiver {
         .unwrap()
         .run();
         tokio::spawn(server);
-        Receiver { base, captured, script }
+        Receiver {
+            base,
+            captured,
+            script,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -363,7 +438,10 @@ impl InProcessWorker {
         let handle = tokio::spawn(switch_worker::runner::run(settings, async move {
             let _ = rx.await;
         }));
-        InProcessWorker { stop: Some(tx), handle }
+        InProcessWorker {
+            stop: Some(tx),
+            handle,
+        }
     }
 
     pub async fn stop(mut self) {
@@ -390,16 +468,32 @@ fn target_dir_binary(name: &str) -> PathBuf {
 
 /// Environment variables equivalent to `settings`, for a worker process.
 pub fn env_of(settings: &Settings, db: &TestDb) -> Vec<(String, String)> {
-    let schedule: Vec<String> = settings.retry_schedule.iter().map(|d| format!("{}ms", d.as_millis())).collect();
+    let schedule: Vec<String> = settings
+        .retry_schedule
+        .iter()
+        .map(|d| format!("{}ms", d.as_millis()))
+        .collect();
     vec![
         ("SWITCH_DATABASE_URL".into(), db.url_string()),
         ("SWITCH_REDIS_URL".into(), settings.redis_url.clone()),
         ("SWITCH_QUEUE_NAMESPACE".into(), settings.namespace.clone()),
         ("SWITCH_RETRY_SCHEDULE".into(), schedule.join(",")),
-        ("SWITCH_DELIVERY_TIMEOUT".into(), format!("{}ms", settings.delivery_timeout.as_millis())),
-        ("SWITCH_REFRESH_INTERVAL".into(), format!("{}ms", settings.refresh_interval.as_millis())),
-        ("SWITCH_WORKER_CONCURRENCY".into(), settings.worker_concurrency.to_string()),
-        ("SWITCH_WORKER_METRICS_ADDR".into(), format!("127.0.0.1:{}", free_port())),
+        (
+            "SWITCH_DELIVERY_TIMEOUT".into(),
+            format!("{}ms", settings.delivery_timeout.as_millis()),
+        ),
+        (
+            "SWITCH_REFRESH_INTERVAL".into(),
+            format!("{}ms", settings.refresh_interval.as_millis()),
+        ),
+        (
+            "SWITCH_WORKER_CONCURRENCY".into(),
+            settings.worker_concurrency.to_string(),
+        ),
+        (
+            "SWITCH_WORKER_METRICS_ADDR".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ),
         ("RUST_LOG".into(), "warn".into()),
     ]
 }
@@ -407,7 +501,11 @@ pub fn env_of(settings: &Settings, db: &TestDb) -> Vec<(String, String)> {
 /// A `switch-worker` process (so it can be killed with SIGKILL).
 pub fn worker_process(settings: &Settings, db: &TestDb) -> Child {
     let bin = target_dir_binary("switch-worker");
-    assert!(bin.exists(), "{} missing: build the workspace first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace first",
+        bin.display()
+    );
     Command::new(bin)
         .env_clear()
         .envs(env_of(settings, db))
@@ -432,7 +530,11 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub fn start() -> Self {
-        let mut r = PrivateRedis { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        let mut r = PrivateRedis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
         r.up();
         r
     }
@@ -443,7 +545,18 @@ impl PrivateRedis {
 
     pub fn up(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -452,7 +565,10 @@ impl PrivateRedis {
         self.child = Some(child);
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "redis did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // Wait until the AOF is loaded.

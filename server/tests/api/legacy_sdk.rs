@@ -12,15 +12,31 @@ fn switcher_python() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-switcher/bin/python");
-    assert!(p.exists(), "{} missing: run `make test-deps` (a virtualenv with switcher==0.1.8)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `make test-deps` (a virtualenv with switcher==0.1.8)",
+        p.display()
+    );
     p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn switcher_0_1_8_publishes_unchanged() {
     let (app, _db) = TestApp::with(Backend::Sqlite).await;
-    let a = app.subscribe("hellow", "http://127.0.0.1:9/a", Some(r#"data["body"]["hello"] == "world""#)).await;
-    let _b = app.subscribe("hellow", "http://127.0.0.1:9/b", Some("body.hello == \"nobody\"")).await;
+    let a = app
+        .subscribe(
+            "hellow",
+            "http://127.0.0.1:9/a",
+            Some(r#"data["body"]["hello"] == "world""#),
+        )
+        .await;
+    let _b = app
+        .subscribe(
+            "hellow",
+            "http://127.0.0.1:9/b",
+            Some("body.hello == \"nobody\""),
+        )
+        .await;
     let script = r#"
 from switcher import publisher
 ok = publisher.publish('hellow', 'legacy-service', {'body': {'hello': 'world'}, 'headers': {'X-From': 'py'}, 'http_method': 'post', 'path_params': {'id': 1}, 'query_params': {}})
@@ -34,7 +50,11 @@ print(ok)
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let jobs = app.stream_jobs().await;
@@ -42,12 +62,23 @@ print(ok)
     assert_eq!(jobs[0].0, a["id"].as_i64().unwrap());
     let job_msg = {
         let mut c = app.queue.redis().get().await.unwrap();
-        let entries: Vec<(String, Vec<(String, String)>)> =
-            redis::cmd("XRANGE").arg(&app.queue.keys.stream).arg("-").arg("+").query_async(&mut c).await.unwrap();
-        switch_core::job::Job::decode(&entries[0].1[0].1).unwrap().message().unwrap()
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(&app.queue.keys.stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        switch_core::job::Job::decode(&entries[0].1[0].1)
+            .unwrap()
+            .message()
+            .unwrap()
     };
     assert_eq!(job_msg.author.as_deref(), Some("legacy-service"));
     assert_eq!(job_msg.body, json!({"hello": "world"}));
-    assert_eq!(job_msg.headers.get("X-From").map(String::as_str), Some("py"));
+    assert_eq!(
+        job_msg.headers.get("X-From").map(String::as_str),
+        Some("py")
+    );
     assert_eq!(job_msg.path_params.get("id").map(String::as_str), Some("1"));
 }

@@ -8,12 +8,20 @@ use crate::helpers::*;
 
 fn test_queue(redis_url: &str) -> Queue {
     let ns = format!("q{}", &uuid::Uuid::now_v7().simple().to_string()[16..]);
-    Queue::new(&ns, RedisHandle::new(redis_url, Duration::from_secs(30)).unwrap())
+    Queue::new(
+        &ns,
+        RedisHandle::new(redis_url, Duration::from_secs(30)).unwrap(),
+    )
 }
 
 async fn drop_keys(q: &Queue) {
     let mut c = q.redis().get().await.unwrap();
-    let _: () = redis::cmd("DEL").arg(&q.keys.stream).arg(&q.keys.delayed).query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&q.keys.stream)
+        .arg(&q.keys.delayed)
+        .query_async(&mut c)
+        .await
+        .unwrap();
 }
 
 /// Fills a backlog, then drains it, timing each tenth of the way. Returns
@@ -26,7 +34,9 @@ async fn backlog(q: &Queue, total: usize) -> (Vec<u128>, Vec<u128>) {
     for _ in 0..10 {
         let started = Instant::now();
         for chunk in 0..tenth / 1000 {
-            let jobs: Vec<Job> = (0..1000).map(|i| Job::new((chunk * 1000 + i) as i64, 1, msg.clone())).collect();
+            let jobs: Vec<Job> = (0..1000)
+                .map(|i| Job::new((chunk * 1000 + i) as i64, 1, msg.clone()))
+                .collect();
             q.push(&jobs).await.unwrap();
         }
         enqueue.push(started.elapsed().as_millis());
@@ -38,7 +48,10 @@ async fn backlog(q: &Queue, total: usize) -> (Vec<u128>, Vec<u128>) {
         let started = Instant::now();
         let mut n = 0;
         while n < tenth {
-            let entries = q.read("drainer", 1000, Duration::from_millis(100)).await.unwrap();
+            let entries = q
+                .read("drainer", 1000, Duration::from_millis(100))
+                .await
+                .unwrap();
             assert!(!entries.is_empty(), "backlog ran dry early at {seen}");
             let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
             assert!(entries.iter().all(|e| e.job.is_ok()));
@@ -81,19 +94,37 @@ async fn delayed_retries_come_back_when_due() {
     q.push(&[Job::new(1, 1, msg.clone())]).await.unwrap();
     let e = q.read("c1", 10, Duration::from_millis(100)).await.unwrap();
     let now = chrono::Utc::now().timestamp_millis();
-    q.retry_later(&e[0].id, &Job::new(1, 2, msg.clone()), now + 300).await.unwrap();
+    q.retry_later(&e[0].id, &Job::new(1, 2, msg.clone()), now + 300)
+        .await
+        .unwrap();
     assert_eq!(q.depth().await.unwrap(), (0, 1));
     assert_eq!(q.promote_due(now, 10).await.unwrap(), 0, "not due yet");
     for i in 0..1200 {
         let mut c = q.redis().get().await.unwrap();
-        let _: () = redis::cmd("ZADD").arg(&q.keys.delayed).arg(now - 1).arg(format!("v1|{i}|1||{{}}")).query_async(&mut c).await.unwrap();
+        let _: () = redis::cmd("ZADD")
+            .arg(&q.keys.delayed)
+            .arg(now - 1)
+            .arg(format!("v1|{i}|1||{{}}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
     }
-    assert_eq!(q.promote_due(now + 1000, 500).await.unwrap(), 500, "moves at most one chunk");
+    assert_eq!(
+        q.promote_due(now + 1000, 500).await.unwrap(),
+        500,
+        "moves at most one chunk"
+    );
     assert_eq!(q.promote_due(now + 1000, 500).await.unwrap(), 500);
     assert_eq!(q.promote_due(now + 1000, 500).await.unwrap(), 201);
-    let e = q.read("c1", 2000, Duration::from_millis(100)).await.unwrap();
+    let e = q
+        .read("c1", 2000, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert_eq!(e.len(), 1201);
-    assert!(e.iter().any(|x| x.job.as_ref().is_ok_and(|j| j.attempt == 2 && j.subscriber_id == 1)));
+    assert!(e.iter().any(|x| x
+        .job
+        .as_ref()
+        .is_ok_and(|j| j.attempt == 2 && j.subscriber_id == 1)));
     drop_keys(&q).await;
 }
 
@@ -103,7 +134,10 @@ async fn abandoned_jobs_are_claimed() {
     let q = test_queue(REDIS_URL);
     q.ensure_group().await.unwrap();
     q.push(&[Job::new(7, 1, Arc::from("{}"))]).await.unwrap();
-    let e = q.read("dead-worker", 10, Duration::from_millis(100)).await.unwrap();
+    let e = q
+        .read("dead-worker", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert_eq!(e.len(), 1);
     let (_, none) = q.claim_abandoned("rescuer", "0-0", 10).await.unwrap();
     assert!(none.is_empty(), "not idle long enough yet");

@@ -8,7 +8,8 @@ use crate::helpers::*;
 fn count_ids(got: &[Captured]) -> HashMap<String, usize> {
     let mut ids: HashMap<String, usize> = HashMap::new();
     for c in got {
-        *ids.entry(c.header("webhook-id").unwrap_or("").to_string()).or_default() += 1;
+        *ids.entry(c.header("webhook-id").unwrap_or("").to_string())
+            .or_default() += 1;
     }
     ids
 }
@@ -49,7 +50,14 @@ async fn redis_restart_during_publishing() {
         if round == 0 {
             redis.down();
             for _ in 0..10 {
-                let resp = app.http.post(format!("{}/publish", app.base)).header("Authorization", format!("Bearer {}", app.admin)).body(json!({"topic": "rr.t"}).to_string()).send().await.unwrap();
+                let resp = app
+                    .http
+                    .post(format!("{}/publish", app.base))
+                    .header("Authorization", format!("Bearer {}", app.admin))
+                    .body(json!({"topic": "rr.t"}).to_string())
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(resp.status(), 503, "Redis is down");
                 assert!(resp.headers().get("retry-after").is_some());
                 refused += 1;
@@ -60,8 +68,17 @@ async fn redis_restart_during_publishing() {
         }
     }
     assert!(refused >= 10);
-    assert!(accepted.len() >= 100, "publishes succeed again after the restart: {}", accepted.len());
-    let stored: std::collections::HashSet<String> = app.stream_jobs().await.into_iter().map(|(_, m)| m).collect();
+    assert!(
+        accepted.len() >= 100,
+        "publishes succeed again after the restart: {}",
+        accepted.len()
+    );
+    let stored: std::collections::HashSet<String> = app
+        .stream_jobs()
+        .await
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
     let missing: Vec<&String> = accepted.iter().filter(|m| !stored.contains(*m)).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
@@ -79,7 +96,10 @@ async fn sigkill_loses_no_job() {
     let mut first = worker_process(&app.settings, &db);
     let started = Instant::now();
     while receiver.captured().len() < 400 {
-        assert!(started.elapsed() < Duration::from_secs(60), "first worker too slow");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "first worker too slow"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     signal(&first, libc::SIGKILL);
@@ -114,7 +134,10 @@ async fn workers_resume_after_redis_restart() {
     app.subscribe("w.t", &receiver.url("/w"), None).await;
     let worker = InProcessWorker::start(app.settings.clone());
     publish_many(&app, "w.t", 20).await;
-    assert_eq!(receiver.wait_for(20, Duration::from_secs(20)).await.len(), 20);
+    assert_eq!(
+        receiver.wait_for(20, Duration::from_secs(20)).await.len(),
+        20
+    );
     redis.down();
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.up();
@@ -130,7 +153,10 @@ async fn workers_resume_after_redis_restart() {
     }
     let got = receiver.wait_for(40, Duration::from_secs(30)).await;
     let seen = count_ids(&got);
-    assert!(ids.iter().all(|m| seen.contains_key(m)), "the same worker delivered after the restart");
+    assert!(
+        ids.iter().all(|m| seen.contains_key(m)),
+        "the same worker delivered after the restart"
+    );
     assert!(!worker.handle.is_finished());
     worker.stop().await;
 }
@@ -142,9 +168,15 @@ async fn two_workers_share_ten_thousand_jobs() {
     let app = TestApp::spawn(settings(&db, REDIS_URL)).await;
     let receiver = Receiver::start().await;
     // 100 subscribers x 100 messages = 10,000 jobs.
-    let values: Vec<String> = (0..100).map(|i| format!("('two.w', '{}')", receiver.url(&format!("/s{i}")))).collect();
-    db.sql(&format!("INSERT INTO subscribers (topic, target_url) VALUES {};", values.join(",")));
-    app.request("POST", "/refresh", Some(&token(json!({}))), None).await;
+    let values: Vec<String> = (0..100)
+        .map(|i| format!("('two.w', '{}')", receiver.url(&format!("/s{i}"))))
+        .collect();
+    db.sql(&format!(
+        "INSERT INTO subscribers (topic, target_url) VALUES {};",
+        values.join(",")
+    ));
+    app.request("POST", "/refresh", Some(&token(json!({}))), None)
+        .await;
     let ids = publish_many(&app, "two.w", 100).await;
     assert_eq!(app.stream_len().await, 10_000);
     let mut a = worker_process(&app.settings, &db);
@@ -157,10 +189,16 @@ async fn two_workers_share_ten_thousand_jobs() {
     assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
     let mut per_job: HashMap<(String, String), usize> = HashMap::new();
     for c in &got {
-        *per_job.entry((c.header("webhook-id").unwrap().to_string(), c.path.clone())).or_default() += 1;
+        *per_job
+            .entry((c.header("webhook-id").unwrap().to_string(), c.path.clone()))
+            .or_default() += 1;
     }
     let twice = per_job.values().filter(|n| **n > 1).count();
-    eprintln!("two workers: {} deliveries in {secs:.1}s, {} distinct jobs, {twice} duplicates", got.len(), per_job.len());
+    eprintln!(
+        "two workers: {} deliveries in {secs:.1}s, {} distinct jobs, {twice} duplicates",
+        got.len(),
+        per_job.len()
+    );
     assert_eq!(per_job.len(), 10_000, "every job delivered");
     assert!(ids.iter().all(|m| per_job.keys().any(|(id, _)| id == m)));
     assert_eq!(app.stream_len().await, 0);
@@ -180,8 +218,12 @@ async fn sigterm_finishes_in_flight_work() {
     // Wait until the worker holds the jobs (they leave the unread part of the stream).
     loop {
         let mut c = app.queue.redis().get().await.unwrap();
-        let pending: (u64, redis::Value, redis::Value, redis::Value) =
-            redis::cmd("XPENDING").arg(&app.queue.keys.stream).arg("workers").query_async(&mut c).await.unwrap_or((0, redis::Value::Nil, redis::Value::Nil, redis::Value::Nil));
+        let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+            .arg(&app.queue.keys.stream)
+            .arg("workers")
+            .query_async(&mut c)
+            .await
+            .unwrap_or((0, redis::Value::Nil, redis::Value::Nil, redis::Value::Nil));
         if pending.0 == 5 {
             break;
         }
@@ -191,8 +233,14 @@ async fn sigterm_finishes_in_flight_work() {
     signal(&w, libc::SIGTERM);
     let status = w.wait().unwrap();
     assert!(status.success());
-    assert_eq!(receiver.captured().len(), 5, "in-flight deliveries finished before exit");
-    let rows = app.wait_deliveries("", Duration::from_secs(2), |i| i.len() >= 5).await;
+    assert_eq!(
+        receiver.captured().len(),
+        5,
+        "in-flight deliveries finished before exit"
+    );
+    let rows = app
+        .wait_deliveries("", Duration::from_secs(2), |i| i.len() >= 5)
+        .await;
     assert_eq!(rows.len(), 5, "attempts flushed at shutdown");
     assert_eq!(app.stream_len().await, 0, "and acked");
 }
