@@ -86,7 +86,16 @@ async fn subscriber_bad_input_table(backend: Backend) {
     let id = good["id"].as_i64().unwrap();
     let publish_only = token(json!({"scope": "publish"}));
     // (reason, method, path, token, body, status, code)
-    let cases: Vec<(&str, &str, String, Option<String>, Option<Value>, u16, &str)> = vec![
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        String,
+        Option<String>,
+        Option<Value>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "unknown id",
             "GET",
