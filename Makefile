@@ -31,9 +31,9 @@ test-deps: .venv-switcher/.ok .venv-sdk/.ok
 	.venv-switcher/bin/pip install -q switcher==0.1.8
 	touch $@
 
-.venv-sdk/.ok: sdk-python/pyproject.toml
+.venv-sdk/.ok: sdk-python/pyproject.toml Makefile
 	$(PYTHON) -m venv .venv-sdk
-	.venv-sdk/bin/pip install -q -e './sdk-python[test]' pyyaml standardwebhooks
+	.venv-sdk/bin/pip install -q -e './sdk-python[test]' pyyaml standardwebhooks prometheus-client
 	touch $@
 
 test: test-deps test-rust test-sdk-python test-sdk-js test-compose
@@ -44,7 +44,7 @@ test-rust:
 
 test-sdk-python: test-deps
 	$(CARGO) build --workspace --bins
-	scripts/with-hub.sh -- .venv-sdk/bin/python -m pytest -q sdk-python/tests tests/test_signature_interop.py
+	scripts/with-hub.sh -- .venv-sdk/bin/python -m pytest -q sdk-python/tests tests/test_signature_interop.py tests/test_metrics.py
 
 test-sdk-js:
 	$(CARGO) build --workspace --bins

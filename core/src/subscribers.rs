@@ -12,6 +12,7 @@ use crate::db::models::Subscriber;
 use crate::db::{repo, DbPool};
 use crate::filter::{CompiledFilter, FilterError};
 use crate::message::Message;
+use crate::queue::Queue;
 use crate::signature::generate_secret;
 use crate::topic::{Topic, TopicPattern};
 
@@ -182,17 +183,35 @@ impl Cache {
         Ok(row.map(|r| Arc::new(Loaded::new(r))))
     }
 
-    /// Reloads every `interval` until the process ends.
-    pub fn spawn_refresh(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    /// Reloads every `interval`, and within a quarter second of a change
+    /// announced through `queue` (see [`Queue::bump_subscribers_version`]).
+    /// `on_reload` is told each outcome.
+    pub fn spawn_refresh(
+        self: &Arc<Self>,
+        interval: Duration,
+        queue: Queue,
+        on_reload: impl Fn(&anyhow::Result<usize>) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let poll = interval.min(Duration::from_millis(250));
+            let mut last_reload = tokio::time::Instant::now();
+            let mut seen_version = queue.subscribers_version().await.ok();
             loop {
-                tick.tick().await;
-                if let Err(e) = me.reload_async().await {
-                    tracing::warn!(error = %e, "subscriber refresh failed; keeping the last snapshot");
+                tokio::time::sleep(poll).await;
+                let version = queue.subscribers_version().await.ok();
+                let announced = version.is_some() && version != seen_version;
+                if !announced && last_reload.elapsed() < interval {
+                    continue;
                 }
+                let result = me.reload_async().await;
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "subscriber refresh failed; keeping the last snapshot");
+                } else if version.is_some() {
+                    seen_version = version;
+                }
+                on_reload(&result);
+                last_reload = tokio::time::Instant::now();
             }
         })
     }

@@ -114,15 +114,12 @@ impl Application {
 }
 
 fn spawn_refresh(state: web::Data<AppState>, interval: Duration) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Err(e) = state.reload_subscribers().await {
-                tracing::warn!(error = %e, "subscriber refresh failed; keeping the last snapshot");
+    let marker = state.clone();
+    state
+        .cache
+        .spawn_refresh(interval, state.queue.clone(), move |result| {
+            if result.is_ok() {
+                marker.freshness.mark_ok();
             }
-        }
-    });
+        });
 }

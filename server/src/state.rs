@@ -22,6 +22,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// After a change through the API: reload here at once, and tell the other
+    /// servers and the workers (best effort: they also reload on their interval).
+    pub async fn subscribers_changed(&self) -> Result<usize, crate::error::ApiError> {
+        if let Err(e) = self.queue.bump_subscribers_version().await {
+            tracing::warn!(error = %e, "could not announce the subscriber change; others see it within their refresh interval");
+        }
+        self.reload_subscribers().await
+    }
+
     /// Reloads the subscriber snapshot now and records that it is fresh.
     pub async fn reload_subscribers(&self) -> Result<usize, crate::error::ApiError> {
         let n = self.cache.reload_async().await.map_err(|e| {

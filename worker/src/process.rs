@@ -214,6 +214,9 @@ impl Processor {
                     if !matches!(disabled, Ok(Ok(_))) {
                         tracing::error!("could not disable the subscriber after 410 Gone");
                     }
+                    if let Err(e) = self.queue.bump_subscribers_version().await {
+                        tracing::debug!(error = %e, "could not announce the disabled subscriber");
+                    }
                     let _ = self.cache.reload_async().await;
                 }
                 self.dead_letter(entry_id, job, message, Some(&prepared), &reason)

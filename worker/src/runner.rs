@@ -70,7 +70,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     if let Err(e) = cache.reload_async().await {
         tracing::warn!(error = %e, "subscribers could not be loaded yet");
     }
-    let refresh = cache.spawn_refresh(settings.refresh_interval);
+    let refresh = cache.spawn_refresh(settings.refresh_interval, queue.clone(), |_| {});
     let metrics = Metrics::new();
     crate::metrics::serve(
         settings.worker_metrics_addr.clone(),

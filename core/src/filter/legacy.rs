@@ -885,6 +885,13 @@ impl Parser {
                     ))
                 }
             };
+            // Header names keep their dashes as `_`: the evaluator matches
+            // `headers.x_trace` against `X-Trace` (case-insensitively).
+            let key = if segments.len() == 1 && segments[0] == "headers" {
+                key.replace('-', "_")
+            } else {
+                key
+            };
             if key.is_empty()
                 || !key
                     .chars()
@@ -1382,6 +1389,10 @@ mod tests {
         assert_err_at("   ", 0, "empty");
         assert_err_at(r#"len(data["body"]) > 1"#, 0, "function calls");
         assert_err_at(r#"data["body"]["x-y"] == 1"#, 13, "\"x-y\"");
+        assert_eq!(
+            tr(r#"data["headers"]["X-Trace-Id"] == "a""#),
+            r#"headers.X_Trace_Id == "a""#
+        );
         assert_err_at(r#"data["body"][""]"#, 13, "\"\"");
         assert_err_at(r#"data["a b"]"#, 5, "cannot be used");
         assert_err_at(r#"data == 1"#, 0, "must be subscripted");

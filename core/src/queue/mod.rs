@@ -54,6 +54,9 @@ return #due
 pub struct Keys {
     pub stream: String,
     pub delayed: String,
+    /// Bumped on every subscriber change made through the API, so every
+    /// process reloads at once instead of waiting for its refresh interval.
+    pub subscribers_version: String,
     idem_prefix: String,
 }
 
@@ -62,6 +65,7 @@ impl Keys {
         Keys {
             stream: format!("{{{namespace}}}:jobs"),
             delayed: format!("{{{namespace}}}:delayed"),
+            subscribers_version: format!("{{{namespace}}}:subscribers:version"),
             idem_prefix: format!("{{{namespace}}}:idem:"),
         }
     }
@@ -295,6 +299,25 @@ impl Queue {
             .map(|v| parse_entries(v.clone()))
             .unwrap_or_default();
         Ok((next, entries))
+    }
+
+    /// Tells every process that subscribers changed.
+    pub async fn bump_subscribers_version(&self) -> RedisResult<()> {
+        let mut conn = self.redis.get().await?;
+        redis::cmd("INCR")
+            .arg(&self.keys.subscribers_version)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn subscribers_version(&self) -> RedisResult<i64> {
+        let mut conn = self.redis.get().await?;
+        let v: Option<i64> = redis::cmd("GET")
+            .arg(&self.keys.subscribers_version)
+            .query_async(&mut conn)
+            .await?;
+        Ok(v.unwrap_or(0))
     }
 
     /// Jobs waiting: ready in the stream plus delayed retries.

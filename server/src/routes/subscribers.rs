@@ -187,7 +187,7 @@ async fn create(
     admin(&req, &state)?;
     let new = new_subscriber(&body_object(&body)?)?;
     let row = db(&state, move |c| Ok(repo::insert_subscriber(c, &new)?)).await?;
-    state.reload_subscribers().await?;
+    state.subscribers_changed().await?;
     tracing::info!(subscriber_id = row.id, topic = %row.topic, "subscriber created");
     Ok(HttpResponse::Created().json(to_json(&row)))
 }
@@ -245,7 +245,7 @@ async fn update(
     })
     .await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
-    state.reload_subscribers().await?;
+    state.subscribers_changed().await?;
     Ok(HttpResponse::Ok().json(to_json(&row)))
 }
 
@@ -259,7 +259,7 @@ async fn delete(
     if !db(&state, move |c| Ok(repo::delete_subscriber(c, id)?)).await? {
         return Err(ApiError::NotFound(format!("no subscriber {id}")));
     }
-    state.reload_subscribers().await?;
+    state.subscribers_changed().await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -285,6 +285,6 @@ async fn rotate_secret(
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
-    state.reload_subscribers().await?;
+    state.subscribers_changed().await?;
     Ok(HttpResponse::Ok().json(to_json(&row)))
 }

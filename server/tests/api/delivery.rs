@@ -14,7 +14,8 @@ both_backends!(
     always_failing_becomes_dead_letter_then_replays,
     retry_after_is_honoured,
     gone_disables_subscriber,
-    hanging_receiver_times_out
+    hanging_receiver_times_out,
+    api_changes_reach_workers_at_once
 );
 
 /// Verifies a Standard Webhooks signature written out from the scheme's
@@ -339,5 +340,35 @@ async fn hanging_receiver_times_out(backend: Backend) {
         .wait_deliveries("outcome=dead", Duration::from_secs(10), |i| i.len() >= 2)
         .await;
     assert_eq!(rows[1]["error_kind"], "connect");
+    worker.stop().await;
+}
+
+/// A change through the API reaches running workers well before their refresh interval.
+async fn api_changes_reach_workers_at_once(backend: Backend) {
+    let db = TestDb::new(backend);
+    let mut s = settings(&db, REDIS_URL);
+    s.refresh_interval = Duration::from_secs(60);
+    let app = TestApp::spawn(s).await;
+    let (old, new) = (Receiver::start().await, Receiver::start().await);
+    let sub = app.subscribe("chg.t", &old.url("/old"), None).await;
+    let worker = InProcessWorker::start(app.settings.clone());
+    app.publish(json!({"topic": "chg.t"})).await;
+    assert_eq!(old.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    let (status, _) = app
+        .admin(
+            "PATCH",
+            &format!("/subscribers/{}", sub["id"]),
+            Some(json!({"target_url": new.url("/new")})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.publish(json!({"topic": "chg.t"})).await;
+    assert_eq!(
+        new.wait_for(1, Duration::from_secs(10)).await.len(),
+        1,
+        "the worker saw the new URL"
+    );
+    assert_eq!(old.captured().len(), 1);
     worker.stop().await;
 }

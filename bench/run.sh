@@ -1,0 +1,395 @@
+#!/usr/bin/env bash
+# Benchmarks of Switch on this machine, against loopback only:
+#   a. publish throughput without workers at fan-out 1, 10, 100
+#   b. end-to-end deliveries/s with one and with two workers
+#   c. delivery latency (publish -> receiver) at a fixed publish rate
+#   d. draining a backlog: jobs/s at the start, middle and end
+#   e. filter cost per subscriber at publish time
+#   f. peak RSS of the server and the worker
+# Writes bench/results/results.json and bench/results/results.md and prints the latter.
+#
+# Settings (environment):
+#   BENCH_SECONDS=10        length of each timed run
+#   BENCH_RUNS=3            runs per figure; the median is reported
+#   BENCH_BACKLOG=1000000   jobs enqueued for the backlog drain
+#   BENCH_RATE=1000         publishes/s of the latency run
+#   BENCH_SAMPLE_SECONDS=1  sampling period of the backlog drain
+#   BENCH_DRAIN_TIMEOUT=900 longest wait for a queue to drain, seconds
+#   BENCH_KEEP_LOGS=1       keep the temporary directory with every log
+#   SWITCH_REDIS_URL        Redis to use (default redis://127.0.0.1:6379)
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+RUN_SECONDS="${BENCH_SECONDS:-10}"
+RUNS="${BENCH_RUNS:-3}"
+BACKLOG="${BENCH_BACKLOG:-1000000}"
+RATE="${BENCH_RATE:-1000}"
+SAMPLE="${BENCH_SAMPLE_SECONDS:-1}"
+DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-900}"
+SERVER_PORT=18480
+RECEIVER_PORT=18481
+METRICS_PORTS=(18482 18483)
+CONNECTIONS=32
+THREADS=2
+WORKER_CONCURRENCY=64
+REDIS_URL="${SWITCH_REDIS_URL:-redis://127.0.0.1:6379}"
+bin="$root/target/release"
+results_dir="$root/bench/results"
+
+die() { echo "bench: $*" >&2; exit 1; }
+log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
+is_uint() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -gt 0 ]; }
+is_uint "$RUN_SECONDS" || die "BENCH_SECONDS must be a positive integer"
+is_uint "$RUNS" || die "BENCH_RUNS must be a positive integer"
+is_uint "$BACKLOG" || die "BENCH_BACKLOG must be a positive integer"
+is_uint "$RATE" || die "BENCH_RATE must be a positive integer"
+is_uint "$DRAIN_TIMEOUT" || die "BENCH_DRAIN_TIMEOUT must be a positive integer"
+[[ "$SAMPLE" =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_SAMPLE_SECONDS must be a positive number"
+
+# ------------------------------------------------------------------ tools
+
+if ! command -v wrk >/dev/null 2>&1; then
+  log "installing wrk"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq wrk >/dev/null
+fi
+for tool in wrk curl redis-cli python3; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+if [ ! -x "$bin/switch-server" ] || [ ! -x "$bin/switch-worker" ] || [ ! -x "$bin/switch-bench" ]; then
+  log "building release binaries"
+  cargo build --release
+fi
+rcli() { redis-cli -u "$REDIS_URL" "$@"; }
+[ "$(rcli PING 2>/dev/null)" = "PONG" ] || die "Redis does not answer at $REDIS_URL"
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$SERVER_PORT" "$RECEIVER_PORT" "${METRICS_PORTS[@]}"; do
+  if port_busy "$p"; then die "port $p is in use; stop what listens there"; fi
+done
+
+# ------------------------------------------------------------------ processes
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/switch-bench.XXXXXX")"
+ns="bench$$x$RANDOM"
+raw="$work/raw.jsonl"
+: >"$raw"
+receiver_pid=""
+server_pid=""
+worker_pids=()
+
+stop_pid() { # pid [grace seconds]
+  local pid="$1" grace="${2:-10}" i
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < grace * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local pid
+  for pid in "${worker_pids[@]}"; do stop_pid "$pid" 35; done
+  stop_pid "$server_pid" 10
+  stop_pid "$receiver_pid" 5
+  # Every key of this run's namespace.
+  rcli --scan --pattern "{$ns}*" 2>/dev/null | while read -r key; do
+    rcli DEL "$key" >/dev/null 2>&1 || true
+  done
+  if [ "$rc" -ne 0 ] || [ "${BENCH_KEEP_LOGS:-}" = "1" ]; then
+    echo "bench: logs kept in $work" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+export SWITCH_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
+export SWITCH_DATABASE_URL="sqlite://$work/switch.db"
+export SWITCH_REDIS_URL="$REDIS_URL"
+export SWITCH_QUEUE_NAMESPACE="$ns"
+export SWITCH_SERVER_ADDR="127.0.0.1:$SERVER_PORT"
+export SWITCH_REFRESH_INTERVAL=1s
+export SWITCH_WORKER_CONCURRENCY="$WORKER_CONCURRENCY"
+base="http://127.0.0.1:$SERVER_PORT"
+receiver="http://127.0.0.1:$RECEIVER_PORT"
+stream="{$ns}:jobs"
+delayed="{$ns}:delayed"
+
+wait_http() { # url seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+start_worker() { # index
+  local i="$1"
+  SWITCH_WORKER_METRICS_ADDR="127.0.0.1:${METRICS_PORTS[$i]}" \
+    "$bin/switch-worker" >>"$work/worker$i.log" 2>&1 &
+  worker_pids+=($!)
+  wait_http "http://127.0.0.1:${METRICS_PORTS[$i]}/health" 30 ||
+    die "worker $i did not start; see $work/worker$i.log"
+}
+
+stop_workers() {
+  local pid
+  for pid in "${worker_pids[@]}"; do stop_pid "$pid" 35; done
+  worker_pids=()
+}
+
+now() { date +%s.%N; }
+recv_reset() { curl -fsS -X POST "$receiver/__reset" >/dev/null; }
+recv_stats() { curl -fsS "$receiver/__stats"; }
+recv_count() { recv_stats | grep -o '"count":[0-9]*' | cut -d: -f2; }
+json_get() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+record() { echo "$1" >>"$raw"; }
+
+# Empties the queue of this namespace and recreates the consumer group.
+reset_queue() {
+  rcli DEL "$stream" "$delayed" >/dev/null
+  rcli XGROUP CREATE "$stream" workers 0 MKSTREAM >/dev/null
+}
+
+# Runs wrk against /publish on TOPIC for RUN_SECONDS; prints wrk's JSON summary.
+wrk_publish() { # topic
+  local out="$work/wrk.out"
+  TOPIC="$1" TOKEN="$token" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${RUN_SECONDS}s" --timeout 10s \
+    -s "$root/bench/publish.lua" "$base" >"$out" 2>&1 || die "wrk failed: $(cat "$out")"
+  grep '^WRK_JSON ' "$out" | tail -1 | cut -c10-
+}
+
+# Waits until the queue is empty and the receiver has at least EXPECTED requests;
+# prints "<seconds waited> <timed out 0|1>".
+wait_drained() { # expected
+  local expected="$1" start deadline xlen zcard count
+  start="$(now)"
+  deadline=$(($(date +%s) + DRAIN_TIMEOUT))
+  while :; do
+    xlen="$(rcli XLEN "$stream")"
+    zcard="$(rcli ZCARD "$delayed")"
+    count="$(recv_count)"
+    if [ "$xlen" -eq 0 ] && [ "$zcard" -eq 0 ] && [ "$count" -ge "$expected" ]; then
+      echo "$(python3 -c "print($(now) - $start)") 0"
+      return
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "queue not drained after ${DRAIN_TIMEOUT}s (xlen=$xlen delayed=$zcard received=$count of $expected)"
+      echo "$(python3 -c "print($(now) - $start)") 1"
+      return
+    fi
+    sleep 0.05
+  done
+}
+
+# WARN and ERROR lines of the worker logs (text or JSON format, colours removed).
+worker_problem_lines() {
+  cat "$work"/worker*.log 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' |
+    grep -E '^\S+\s+(WARN|ERROR)\b|"level":"(WARN|ERROR)"' || true
+}
+worker_problems() { worker_problem_lines | wc -l | tr -d ' '; }
+
+# ------------------------------------------------------------------ machine
+
+cpu_model="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)"
+mem_total_mb=$(($(grep MemTotal /proc/meminfo | awk '{print $2}') / 1024))
+redis_version="$(redis-server --version 2>/dev/null || rcli INFO server | grep redis_version | tr -d '\r')"
+log "machine: $(nproc) cores ($cpu_model), ${mem_total_mb} MB, $redis_version"
+python3 - "$raw" <<EOF
+import json, sys, platform, subprocess
+def sh(c):
+    try:
+        return subprocess.run(c, shell=True, capture_output=True, text=True, cwd="$root").stdout.strip()
+    except Exception:
+        return ""
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps({"kind": "machine",
+        "nproc": int(sh("nproc") or 0),
+        "cpu_model": """$cpu_model""",
+        "memory_mb": $mem_total_mb,
+        "kernel": platform.release(),
+        "redis": """$redis_version""",
+        "rustc": sh("rustc --version"),
+        "wrk": sh("wrk -v 2>&1 | head -1"),
+        "commit": sh("git rev-parse --short HEAD") + (" (with local changes)" if sh("git status --porcelain --untracked-files=no") else ""),
+        "date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
+        "settings": {"seconds": $RUN_SECONDS, "runs": $RUNS, "backlog": $BACKLOG, "rate": $RATE,
+                     "sample_seconds": $SAMPLE, "wrk_threads": $THREADS, "wrk_connections": $CONNECTIONS,
+                     "worker_concurrency": $WORKER_CONCURRENCY, "database": "SQLite (temporary file)",
+                     "log_level": """${RUST_LOG:-info (default)}"""}}) + "\n")
+EOF
+
+# ------------------------------------------------------------------ receiver
+
+"$bin/switch-bench" receiver --addr "127.0.0.1:$RECEIVER_PORT" --workers 2 >"$work/receiver.log" 2>&1 &
+receiver_pid=$!
+wait_http "$receiver/__stats" 10 || die "receiver did not start; see $work/receiver.log"
+cat >"$work/hook.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"n": 1}'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+log "receiver capacity (wrk -t$THREADS -c$CONNECTIONS -d5s)"
+wrk -t"$THREADS" -c"$CONNECTIONS" -d5s -s "$work/hook.lua" "$receiver/hook" >"$work/wrk-receiver.out" 2>&1
+receiver_rps="$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk-receiver.out")"
+record "{\"kind\": \"receiver\", \"requests_per_s\": ${receiver_rps:-0}}"
+log "receiver: ${receiver_rps} requests/s"
+
+# ------------------------------------------------------------------ server and subscribers
+
+token="$("$bin/switch-server" --print-dev-token)"
+"$bin/switch-server" >"$work/server.log" 2>&1 &
+server_pid=$!
+wait_http "$base/health" 30 || die "server did not start; see $work/server.log"
+
+python3 - "$work/switch.db" "$receiver" <<'EOF'
+import sqlite3, sys
+db, receiver = sys.argv[1], sys.argv[2]
+con = sqlite3.connect(db, timeout=30)
+with con:
+    for n in (1, 10, 100):
+        con.executemany(
+            "INSERT INTO subscribers (topic, target_url, filter_expression) VALUES (?, ?, NULL)",
+            [(f"bench.f{n}", f"{receiver}/hook/f{n}/{i}") for i in range(n)],
+        )
+con.close()
+EOF
+subs="$(curl -fsS -X POST -H "Authorization: Bearer $token" "$base/refresh")"
+[ "$(json_get "$subs" subscribers)" = "111" ] || die "expected 111 subscribers after /refresh, got $subs"
+for n in 1 10 100; do
+  got="$(curl -fsS -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d "{\"topic\": \"bench.f$n\", \"body\": {\"probe\": true}}" "$base/publish")"
+  [ "$(json_get "$got" matched)" = "$n" ] || die "publishing on bench.f$n matched $got"
+done
+reset_queue
+
+# ------------------------------------------------------------------ a. publish throughput
+
+for fanout in 1 10 100; do
+  for ((run = 1; run <= RUNS; run++)); do
+    reset_queue
+    log "a. publish, no worker, fan-out $fanout, run $run/$RUNS (${RUN_SECONDS}s)"
+    w="$(wrk_publish "bench.f$fanout")"
+    xlen="$(rcli XLEN "$stream")"
+    record "{\"kind\": \"publish\", \"fanout\": $fanout, \"run\": $run, \"jobs_in_stream\": $xlen, \"wrk\": $w}"
+  done
+done
+reset_queue
+
+# ------------------------------------------------------------------ b. end-to-end deliveries
+
+for workers in 1 2; do
+  reset_queue
+  for ((i = 0; i < workers; i++)); do start_worker "$i"; done
+  for ((run = 1; run <= RUNS; run++)); do
+    recv_reset
+    log "b. deliveries, $workers worker(s), fan-out 10, run $run/$RUNS (${RUN_SECONDS}s of publishing, then drain)"
+    t0="$(now)"
+    w="$(wrk_publish bench.f10)"
+    t_pub="$(now)"
+    during="$(recv_count)"
+    backlog_at_end="$(rcli XLEN "$stream")"
+    accepted="$(python3 -c 'import json,sys; w=json.loads(sys.argv[1]); print(w["requests"]-w["errors_status"])' "$w")"
+    read -r waited timed_out <<<"$(wait_drained $((accepted * 10)))"
+    t1="$(now)"
+    count="$(recv_count)"
+    record "{\"kind\": \"e2e\", \"workers\": $workers, \"run\": $run, \"fanout\": 10, \"wrk\": $w, \
+\"publish_seconds\": $(python3 -c "print($t_pub - $t0)"), \"delivered_while_publishing\": $during, \
+\"stream_at_publish_end\": $backlog_at_end, \"expected\": $((accepted * 10)), \"delivered\": $count, \
+\"total_seconds\": $(python3 -c "print($t1 - $t0)"), \"timed_out\": $([ "$timed_out" = 1 ] && echo true || echo false)}"
+  done
+  stop_workers
+done
+
+# ------------------------------------------------------------------ c. latency
+
+reset_queue
+start_worker 0
+for ((run = 1; run <= RUNS; run++)); do
+  recv_reset
+  log "c. latency, 1 worker, fan-out 1, $RATE msg/s, run $run/$RUNS (${RUN_SECONDS}s)"
+  l="$("$bin/switch-bench" latency --url "$base" --token "$token" --topic bench.f1 --rate "$RATE" --seconds "$RUN_SECONDS")"
+  read -r waited timed_out <<<"$(wait_drained "$(json_get "$l" accepted)")"
+  s="$(recv_stats)"
+  record "{\"kind\": \"latency\", \"run\": $run, \"publisher\": $l, \"receiver\": $s, \"timed_out\": $([ "$timed_out" = 1 ] && echo true || echo false)}"
+done
+stop_workers
+
+# ------------------------------------------------------------------ d. backlog drain
+
+reset_queue
+recv_reset
+messages=$(((BACKLOG + 99) / 100))
+log "d. backlog: enqueueing $((messages * 100)) jobs ($messages messages at fan-out 100, no worker)"
+fill_started="$(now)"
+f="$("$bin/switch-bench" fill --url "$base" --token "$token" --topic bench.f100 --messages "$messages" \
+  --concurrency "$CONNECTIONS" --max-seconds "$DRAIN_TIMEOUT")"
+fill_seconds="$(python3 -c "print($(now) - $fill_started)")"
+queued="$(rcli XLEN "$stream")"
+[ "$queued" -gt 0 ] || die "backlog fill enqueued nothing: $f"
+redis_mem="$(rcli INFO memory | grep '^used_memory:' | cut -d: -f2 | tr -d '\r')"
+log "d. $queued jobs queued (Redis used_memory $((redis_mem / 1048576)) MB); draining with 1 worker"
+problems_before="$(worker_problems)"
+samples="$work/drain.tsv"
+t0="$(now)"
+echo "0 0 $queued" >"$samples"
+start_worker 0
+deadline=$(($(date +%s) + DRAIN_TIMEOUT))
+drain_timed_out=false
+while :; do
+  sleep "$SAMPLE"
+  count="$(recv_count)"
+  xlen="$(rcli XLEN "$stream")"
+  zcard="$(rcli ZCARD "$delayed")"
+  echo "$(python3 -c "print($(now) - $t0)") $count $xlen" >>"$samples"
+  if [ "$xlen" -eq 0 ] && [ "$zcard" -eq 0 ] && [ "$count" -ge "$queued" ]; then break; fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    drain_timed_out=true
+    log "d. backlog not drained after ${DRAIN_TIMEOUT}s"
+    break
+  fi
+done
+problems="$(($(worker_problems) - problems_before))"
+problem_lines="$(worker_problem_lines | tail -n +$((problems_before + 1)) | tail -5 |
+  python3 -c 'import json,sys; print(json.dumps([l.rstrip()[:300] for l in sys.stdin]))')"
+
+# ------------------------------------------------------------------ f. peak memory
+
+server_rss="$("$bin/switch-bench" rss --pid "$server_pid")"
+worker_rss="$("$bin/switch-bench" rss --pid "${worker_pids[0]}")"
+redis_peak="$(rcli INFO memory | grep '^used_memory_peak:' | cut -d: -f2 | tr -d '\r')"
+record "{\"kind\": \"backlog\", \"fill\": $f, \"fill_seconds\": $fill_seconds, \"queued\": $queued, \
+\"redis_used_memory_bytes\": $redis_mem, \"samples_file\": \"drain.tsv\", \"timed_out\": $drain_timed_out, \
+\"worker_warn_error_lines\": $problems, \"worker_problem_examples\": $problem_lines}"
+record "{\"kind\": \"rss\", \"server\": $server_rss, \"worker\": $worker_rss, \"redis_used_memory_peak_bytes\": $redis_peak}"
+stop_workers
+stop_pid "$server_pid" 10
+server_pid=""
+
+# ------------------------------------------------------------------ e. filter cost
+
+log "e. filter cost (1,000 subscribers, median of 5 runs)"
+fc="$("$bin/switch-bench" filter-cost --subscribers 1000 --runs 5)"
+record "{\"kind\": \"filter_cost\", \"result\": $fc}"
+
+stop_pid "$receiver_pid" 5
+receiver_pid=""
+
+# ------------------------------------------------------------------ report
+
+mkdir -p "$results_dir"
+cp "$samples" "$results_dir/drain.tsv"
+python3 "$root/bench/report.py" "$raw" "$results_dir"

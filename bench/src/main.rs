@@ -1,0 +1,501 @@
+//! `switch-bench`: the load tools behind `bench/run.sh`.
+//!
+//! ```text
+//! switch-bench receiver --addr 127.0.0.1:18481 [--workers 2]
+//! switch-bench latency --url BASE --token T --topic X [--rate 1000] [--seconds 10]
+//! switch-bench fill --url BASE --token T --topic X --messages N [--concurrency 32] [--max-seconds 600]
+//! switch-bench filter-cost [--subscribers 1000] [--runs 5] [--min-ms 300]
+//! switch-bench rss --pid N
+//! ```
+//! Every command prints one JSON object on stdout.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde::Deserialize;
+use serde_json::json;
+use switch_bench::{median, percentile, unix_micros};
+
+const USAGE: &str = "usage: switch-bench <receiver|latency|fill|filter-cost|rss> [--option value]...
+  receiver    --addr 127.0.0.1:PORT [--workers 2]
+  latency     --url BASE --token JWT --topic TOPIC [--rate 1000] [--seconds 10]
+  fill        --url BASE --token JWT --topic TOPIC --messages N [--concurrency 32] [--max-seconds 600]
+  filter-cost [--subscribers 1000] [--runs 5] [--min-ms 300]
+  rss         --pid PID";
+
+struct Args(HashMap<String, String>);
+
+impl Args {
+    fn parse(rest: &[String]) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        let mut it = rest.iter();
+        while let Some(k) = it.next() {
+            let Some(name) = k.strip_prefix("--") else {
+                return Err(format!("unexpected argument `{k}`"));
+            };
+            let v = it
+                .next()
+                .ok_or_else(|| format!("`--{name}` needs a value"))?;
+            map.insert(name.to_string(), v.clone());
+        }
+        Ok(Args(map))
+    }
+
+    fn str(&self, name: &str) -> Result<String, String> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("`--{name}` is required"))
+    }
+
+    fn num<T: std::str::FromStr>(&self, name: &str, default: Option<T>) -> Result<T, String> {
+        match self.0.get(name) {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("`--{name}` must be a number, not `{v}`")),
+            None => default.ok_or_else(|| format!("`--{name}` is required")),
+        }
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = argv.first() else {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    };
+    let args = match Args::parse(&argv[1..]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("switch-bench: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let result = match cmd.as_str() {
+        "receiver" => receiver(&args),
+        "latency" => latency(&args),
+        "fill" => fill(&args),
+        "filter-cost" => filter_cost(&args),
+        "rss" => rss(&args),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    if let Err(e) = result {
+        eprintln!("switch-bench {cmd}: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------- receiver
+
+/// Most latency samples kept between resets (8 bytes each).
+const MAX_SAMPLES: usize = 20_000_000;
+
+#[derive(Default)]
+struct Recv {
+    count: AtomicU64,
+    samples: Mutex<Vec<u64>>,
+}
+
+#[derive(Deserialize)]
+struct Stamp {
+    t: Option<f64>,
+}
+
+async fn hook(body: web::Bytes, state: web::Data<Recv>) -> HttpResponse {
+    state.count.fetch_add(1, Ordering::Relaxed);
+    if body.first() == Some(&b'{') {
+        if let Ok(Stamp { t: Some(t) }) = serde_json::from_slice::<Stamp>(&body) {
+            if t.is_finite() && t > 0.0 {
+                let lat = unix_micros().saturating_sub(t as u64);
+                let mut s = state.samples.lock().unwrap_or_else(|e| e.into_inner());
+                if s.len() < MAX_SAMPLES {
+                    s.push(lat);
+                }
+            }
+        }
+    }
+    HttpResponse::Ok().finish()
+}
+
+async fn stats(state: web::Data<Recv>) -> HttpResponse {
+    let mut sorted = state
+        .samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    sorted.sort_unstable();
+    HttpResponse::Ok().json(json!({
+        "count": state.count.load(Ordering::Relaxed),
+        "latency_samples": sorted.len(),
+        "p50_us": percentile(&sorted, 50.0),
+        "p99_us": percentile(&sorted, 99.0),
+        "p999_us": percentile(&sorted, 99.9),
+        "max_us": sorted.last().copied().unwrap_or(0),
+    }))
+}
+
+async fn reset(state: web::Data<Recv>) -> HttpResponse {
+    state.count.store(0, Ordering::Relaxed);
+    let mut s = state.samples.lock().unwrap_or_else(|e| e.into_inner());
+    s.clear();
+    s.shrink_to(1 << 20);
+    HttpResponse::Ok().json(json!({"reset": true}))
+}
+
+async fn not_a_hook(_req: HttpRequest) -> HttpResponse {
+    HttpResponse::MethodNotAllowed().finish()
+}
+
+fn receiver(args: &Args) -> Result<(), String> {
+    let addr = args.str("addr")?;
+    let workers: usize = args.num("workers", Some(2))?;
+    let state = web::Data::new(Recv::default());
+    actix_web::rt::System::new()
+        .block_on(async move {
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+                    .route("/__stats", web::get().to(stats))
+                    .route("/__stats", web::route().to(not_a_hook))
+                    .route("/__reset", web::post().to(reset))
+                    .route("/__reset", web::route().to(not_a_hook))
+                    .default_service(web::to(hook))
+            })
+            .workers(workers)
+            .backlog(4096)
+            .max_connection_rate(4096)
+            .disable_signals()
+            .bind(&addr)?
+            .run();
+            eprintln!("switch-bench receiver on http://{addr} ({workers} workers)");
+            let handle = server.handle();
+            tokio::spawn(async move {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                handle.stop(false).await;
+            });
+            server.await
+        })
+        .map_err(|e| e.to_string())
+}
+
+// ---------------------------------------------------------------- publishers
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    errors: AtomicU64,
+    statuses: Mutex<HashMap<u16, u64>>,
+    durations_us: Mutex<Vec<u64>>,
+}
+
+impl Tally {
+    async fn publish(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        token: &str,
+        body: String,
+    ) -> bool {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let r = client
+            .post(url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        let took = started.elapsed().as_micros() as u64;
+        match r {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let _ = resp.bytes().await;
+                self.durations_us
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(took);
+                if status == 202 {
+                    self.accepted.fetch_add(1, Ordering::Relaxed);
+                    true
+                } else {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    *self
+                        .statuses
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(status)
+                        .or_default() += 1;
+                    false
+                }
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn report(&self, extra: serde_json::Value, elapsed: Duration) -> serde_json::Value {
+        let mut d = self
+            .durations_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        d.sort_unstable();
+        let statuses: HashMap<String, u64> = self
+            .statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        let mut out = json!({
+            "sent": self.sent.load(Ordering::Relaxed),
+            "accepted": accepted,
+            "refused": self.refused.load(Ordering::Relaxed),
+            "refused_by_status": statuses,
+            "errors": self.errors.load(Ordering::Relaxed),
+            "elapsed_s": elapsed.as_secs_f64(),
+            "accepted_per_s": accepted as f64 / elapsed.as_secs_f64().max(1e-9),
+            "publish_p50_us": percentile(&d, 50.0),
+            "publish_p99_us": percentile(&d, 99.0),
+            "publish_max_us": d.last().copied().unwrap_or(0),
+        });
+        if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        out
+    }
+}
+
+fn publish_url(args: &Args) -> Result<String, String> {
+    Ok(format!(
+        "{}/publish",
+        args.str("url")?.trim_end_matches('/')
+    ))
+}
+
+/// Publishes `{"t": <unix µs>}` at a fixed rate, each request on its own task
+/// so a slow answer never slows the rate.
+fn latency(args: &Args) -> Result<(), String> {
+    let url = publish_url(args)?;
+    let token = args.str("token")?;
+    let topic = args.str("topic")?;
+    let rate: f64 = args.num("rate", Some(1000.0))?;
+    let seconds: f64 = args.num("seconds", Some(10.0))?;
+    if !(rate > 0.0 && rate <= 1e6 && seconds > 0.0 && seconds <= 3600.0) {
+        return Err("--rate must be in (0, 1e6] and --seconds in (0, 3600]".into());
+    }
+    let total = (rate * seconds).round() as u64;
+    runtime()?.block_on(async move {
+        let client = client()?;
+        let tally = Arc::new(Tally::default());
+        let url: Arc<str> = url.into();
+        let token: Arc<str> = token.into();
+        let topic = serde_json::Value::String(topic);
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = tokio::task::JoinSet::new();
+        let started = Instant::now();
+        for _ in 0..total {
+            tick.tick().await;
+            let body = json!({"topic": topic, "body": {"t": unix_micros()}}).to_string();
+            let (c, t, u, k) = (client.clone(), tally.clone(), url.clone(), token.clone());
+            tasks.spawn(async move {
+                t.publish(&c, &u, &k, body).await;
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        let sending = started.elapsed();
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        let unfinished = tokio::time::timeout(Duration::from_secs(30), drain)
+            .await
+            .is_err();
+        let report = tally.report(
+            json!({
+                "rate_target": rate,
+                "rate_achieved": total as f64 / sending.as_secs_f64().max(1e-9),
+                "unfinished": unfinished,
+            }),
+            sending,
+        );
+        println!("{report}");
+        Ok(())
+    })
+}
+
+/// Publishes exactly `--messages` messages with `--concurrency` in flight,
+/// stopping early after `--max-seconds`.
+fn fill(args: &Args) -> Result<(), String> {
+    let url = publish_url(args)?;
+    let token = args.str("token")?;
+    let topic = args.str("topic")?;
+    let messages: u64 = args.num("messages", None)?;
+    let concurrency: usize = args.num("concurrency", Some(32))?;
+    let max_seconds: f64 = args.num("max-seconds", Some(600.0))?;
+    if concurrency == 0 || concurrency > 4096 {
+        return Err("--concurrency must be 1 to 4096".into());
+    }
+    let body = json!({"topic": topic, "body": {"n": 1}}).to_string();
+    runtime()?.block_on(async move {
+        let client = client()?;
+        let tally = Arc::new(Tally::default());
+        let next = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs_f64(max_seconds);
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (c, t, n) = (client.clone(), tally.clone(), next.clone());
+            let (url, token, body) = (url.clone(), token.clone(), body.clone());
+            tasks.spawn(async move {
+                while Instant::now() < deadline {
+                    if n.fetch_add(1, Ordering::Relaxed) >= messages {
+                        break;
+                    }
+                    // A refused publish is tried again (a few times) so the
+                    // backlog has the size asked for.
+                    for attempt in 0..5 {
+                        if t.publish(&c, &url, &token, body.clone()).await {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let report = tally.report(
+            json!({"target": messages, "timed_out": Instant::now() >= deadline}),
+            started.elapsed(),
+        );
+        println!("{report}");
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------- filter cost
+
+/// Median time of `index.matching` over `runs` runs of at least `min` each.
+fn time_matching(
+    index: &switch_core::subscribers::Index,
+    runs: usize,
+    min: Duration,
+) -> (f64, usize, Vec<f64>) {
+    let topic = switch_bench::topic();
+    let message = switch_bench::message();
+    let matched = index.matching(&topic, &message).len();
+    // Calibrate: iterations that take about a tenth of `min`.
+    let mut iters = 1u64;
+    loop {
+        let t = Instant::now();
+        for _ in 0..iters {
+            black_box(index.matching(black_box(&topic), black_box(&message)));
+        }
+        if t.elapsed() >= min / 10 || iters >= 1 << 30 {
+            break;
+        }
+        iters *= 2;
+    }
+    let per_run = iters * 10;
+    let mut ns_per_call = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        for _ in 0..per_run {
+            black_box(index.matching(black_box(&topic), black_box(&message)));
+        }
+        ns_per_call.push(t.elapsed().as_nanos() as f64 / per_run as f64);
+    }
+    (median(ns_per_call.clone()), matched, ns_per_call)
+}
+
+fn filter_cost(args: &Args) -> Result<(), String> {
+    let n: usize = args.num("subscribers", Some(1000))?;
+    let runs: usize = args.num("runs", Some(5))?;
+    let min = Duration::from_millis(args.num("min-ms", Some(300))?);
+    if n == 0 || runs == 0 {
+        return Err("--subscribers and --runs must be positive".into());
+    }
+    let exact = switch_bench::index(n, switch_bench::TOPIC);
+    let (ns, matched, all) = time_matching(&exact, runs, min);
+    let wild = switch_bench::index(n, "orders.*");
+    let (ns_wild, matched_wild, _) = time_matching(&wild, runs, min);
+    // The same subscribers without filters: the cost of the lookup itself.
+    let mut rows = switch_bench::subscriber_rows(n, switch_bench::TOPIC);
+    rows.iter_mut().for_each(|r| r.filter_expression = None);
+    let bare = switch_core::subscribers::Index::build(rows, None);
+    let (ns_bare, _, _) = time_matching(&bare, runs, min);
+    let per_sub = |ns: f64| ns / n as f64;
+    println!(
+        "{}",
+        json!({
+            "subscribers": n,
+            "runs": runs,
+            "matched": matched,
+            "ns_per_subscriber": per_sub(ns),
+            "us_per_publish": ns / 1000.0,
+            "run_ns_per_subscriber": all.iter().map(|x| per_sub(*x)).collect::<Vec<_>>(),
+            "wildcard_pattern": "orders.*",
+            "wildcard_matched": matched_wild,
+            "wildcard_ns_per_subscriber": per_sub(ns_wild),
+            "unfiltered_ns_per_subscriber": per_sub(ns_bare),
+            "filters": switch_bench::FILTERS,
+            "unfiltered_share": 0.1,
+        })
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- rss
+
+fn rss(args: &Args) -> Result<(), String> {
+    let pid: u32 = args.num("pid", None)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
+    let field = |name: &str| -> Option<f64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    };
+    println!(
+        "{}",
+        json!({"pid": pid, "vm_hwm_mb": field("VmHWM:"), "vm_rss_mb": field("VmRSS:")})
+    );
+    Ok(())
+}
