@@ -7,6 +7,7 @@ pub mod duration;
 pub mod filter;
 pub mod job;
 pub mod message;
+pub mod metrics;
 pub mod queue;
 pub mod signature;
 pub mod subscribers;

@@ -1,9 +1,7 @@
 //! Prometheus metrics of the server.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use switch_core::metrics::{register, QueueGauges};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -11,10 +9,7 @@ pub struct Metrics {
     pub publishes: IntCounterVec,
     pub matches: IntCounter,
     pub enqueue_seconds: Histogram,
-    pub queue_ready: IntGauge,
-    pub queue_delayed: IntGauge,
-    pub oldest_pending_seconds: prometheus::Gauge,
-    pub dead_letters: IntGauge,
+    pub queue: QueueGauges,
     pub subscribers: IntGauge,
 }
 
@@ -41,52 +36,30 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
-        let queue_ready = IntGauge::new(
-            "switch_queue_depth",
-            "Jobs in the stream (ready or in flight)",
-        )
-        .expect("valid metric");
-        let queue_delayed =
-            IntGauge::new("switch_queue_delayed", "Retries waiting for their due time")
-                .expect("valid metric");
-        let oldest_pending_seconds = prometheus::Gauge::new(
-            "switch_queue_oldest_pending_age_seconds",
-            "Age of the oldest job in the stream",
-        )
-        .expect("valid metric");
-        let dead_letters = IntGauge::new("switch_dead_letters", "Dead letters not yet replayed")
-            .expect("valid metric");
         let subscribers =
             IntGauge::new("switch_subscribers", "Subscribers loaded").expect("valid metric");
-        for c in [
-            Box::new(publishes.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(matches.clone()),
-            Box::new(enqueue_seconds.clone()),
-            Box::new(queue_ready.clone()),
-            Box::new(queue_delayed.clone()),
-            Box::new(oldest_pending_seconds.clone()),
-            Box::new(dead_letters.clone()),
-            Box::new(subscribers.clone()),
-        ] {
-            registry.register(c).expect("metric registered once");
-        }
+        register(
+            &registry,
+            vec![
+                Box::new(publishes.clone()),
+                Box::new(matches.clone()),
+                Box::new(enqueue_seconds.clone()),
+                Box::new(subscribers.clone()),
+            ],
+        );
+        let queue = QueueGauges::new(&registry);
         Metrics {
             registry,
             publishes,
             matches,
             enqueue_seconds,
-            queue_ready,
-            queue_delayed,
-            oldest_pending_seconds,
-            dead_letters,
+            queue,
             subscribers,
         }
     }
 
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        switch_core::metrics::render(&self.registry)
     }
 }
 

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use switch_core::metrics::{register, QueueGauges};
 use switch_core::queue::Queue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -15,9 +13,7 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     pub latency: Histogram,
     pub dead_letters: IntCounter,
-    queue_ready: IntGauge,
-    queue_delayed: IntGauge,
-    oldest_pending: prometheus::Gauge,
+    queue: QueueGauges,
 }
 
 impl Metrics {
@@ -44,56 +40,27 @@ impl Metrics {
         let dead_letters =
             IntCounter::new("switch_dead_letters_total", "Jobs that became dead letters")
                 .expect("valid metric");
-        let queue_ready = IntGauge::new(
-            "switch_queue_depth",
-            "Jobs in the stream (ready or in flight)",
-        )
-        .expect("valid metric");
-        let queue_delayed =
-            IntGauge::new("switch_queue_delayed", "Retries waiting for their due time")
-                .expect("valid metric");
-        let oldest_pending = prometheus::Gauge::new(
-            "switch_queue_oldest_pending_age_seconds",
-            "Age of the oldest job in the stream",
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(deliveries.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(latency.clone()),
-            Box::new(dead_letters.clone()),
-            Box::new(queue_ready.clone()),
-            Box::new(queue_delayed.clone()),
-            Box::new(oldest_pending.clone()),
-        ] {
-            registry.register(c).expect("metric registered once");
-        }
+        register(
+            &registry,
+            vec![
+                Box::new(deliveries.clone()),
+                Box::new(latency.clone()),
+                Box::new(dead_letters.clone()),
+            ],
+        );
+        let queue = QueueGauges::new(&registry);
         Metrics {
             registry,
             deliveries,
             latency,
             dead_letters,
-            queue_ready,
-            queue_delayed,
-            oldest_pending,
+            queue,
         }
     }
 
     async fn render(&self, queue: &Queue) -> String {
-        if let Ok(Ok((ready, delayed))) =
-            tokio::time::timeout(Duration::from_secs(1), queue.depth()).await
-        {
-            self.queue_ready.set(ready as i64);
-            self.queue_delayed.set(delayed as i64);
-        }
-        let now = chrono::Utc::now().timestamp_millis();
-        if let Ok(Ok(age)) =
-            tokio::time::timeout(Duration::from_secs(1), queue.oldest_age_ms(now)).await
-        {
-            self.oldest_pending.set(age.unwrap_or(0) as f64 / 1000.0);
-        }
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        self.queue.update(queue).await;
+        switch_core::metrics::render(&self.registry)
     }
 }
 

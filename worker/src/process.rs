@@ -31,6 +31,27 @@ pub struct Processor {
     pub in_flight: InFlight,
 }
 
+/// Runs a queue operation, retrying with backoff for about ten seconds while
+/// Redis is away. Returns whether it finally succeeded.
+async fn with_redis_retries<F, Fut>(what: &str, mut op: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<()>>,
+{
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..8 {
+        match op().await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    false
+}
+
 /// How a job ends on this attempt.
 enum Verdict {
     Delivered,
@@ -276,40 +297,27 @@ impl Processor {
     /// Finishes the entry; retried for a while when Redis is away (the job stays
     /// pending meanwhile, so the worst case is a second delivery, never a loss).
     async fn ack(&self, entry_id: &str) {
-        let mut wait = Duration::from_millis(100);
-        for _ in 0..8 {
-            match self.queue.ack(&[entry_id]).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ack failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-            }
+        let ids = [entry_id];
+        if !with_redis_retries("ack", || self.queue.ack(&ids)).await {
+            tracing::error!(
+                entry = entry_id,
+                "could not ack; the job will be delivered again"
+            );
         }
-        tracing::error!(
-            entry = entry_id,
-            "could not ack; the job will be delivered again"
-        );
     }
 
     async fn reschedule(&self, entry_id: &str, next: Job, delay: Duration) {
         let due = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
-        let mut wait = Duration::from_millis(100);
-        for _ in 0..8 {
-            match self.queue.retry_later(entry_id, &next, due).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "scheduling the retry failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-            }
+        if !with_redis_retries("scheduling the retry", || {
+            self.queue.retry_later(entry_id, &next, due)
+        })
+        .await
+        {
+            tracing::error!(
+                entry = entry_id,
+                "could not schedule the retry; the job stays pending and will be taken over"
+            );
         }
-        tracing::error!(
-            entry = entry_id,
-            "could not schedule the retry; the job stays pending and will be taken over"
-        );
     }
 
     /// Stores the dead letter, then acks. If the database is away, the job is

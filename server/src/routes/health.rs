@@ -58,19 +58,7 @@ async fn health(state: State) -> HttpResponse {
 
 async fn metrics(state: State) -> HttpResponse {
     let m = &state.metrics;
-    if let Ok(Ok((ready, delayed))) =
-        tokio::time::timeout(Duration::from_secs(1), state.queue.depth()).await
-    {
-        m.queue_ready.set(ready as i64);
-        m.queue_delayed.set(delayed as i64);
-    }
-    let now = chrono::Utc::now().timestamp_millis();
-    if let Ok(Ok(age)) =
-        tokio::time::timeout(Duration::from_secs(1), state.queue.oldest_age_ms(now)).await
-    {
-        m.oldest_pending_seconds
-            .set(age.unwrap_or(0) as f64 / 1000.0);
-    }
+    m.queue.update(&state.queue).await;
     m.subscribers.set(state.cache.current().len() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -245,8 +245,8 @@ impl TestApp {
         self.queue.depth().await.unwrap().0
     }
 
-    /// The (subscriber, message id) of every job in the stream.
-    pub async fn stream_jobs(&self) -> Vec<(i64, String)> {
+    /// The (subscriber, message) of every job in the stream.
+    pub async fn stream_messages(&self) -> Vec<(i64, switch_core::message::Message)> {
         let mut conn = self.queue.redis().get().await.unwrap();
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
             .arg(&self.queue.keys.stream)
@@ -259,8 +259,17 @@ impl TestApp {
             .into_iter()
             .map(|(_, fields)| {
                 let job = switch_core::job::Job::decode(&fields[0].1).unwrap();
-                (job.subscriber_id, job.message().unwrap().id)
+                (job.subscriber_id, job.message().unwrap())
             })
+            .collect()
+    }
+
+    /// The (subscriber, message id) of every job in the stream.
+    pub async fn stream_jobs(&self) -> Vec<(i64, String)> {
+        self.stream_messages()
+            .await
+            .into_iter()
+            .map(|(s, m)| (s, m.id))
             .collect()
     }
 

@@ -57,23 +57,10 @@ print(ok)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let jobs = app.stream_jobs().await;
+    let jobs = app.stream_messages().await;
     assert_eq!(jobs.len(), 1, "exactly the matching subscriber got a job");
     assert_eq!(jobs[0].0, a["id"].as_i64().unwrap());
-    let job_msg = {
-        let mut c = app.queue.redis().get().await.unwrap();
-        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(&app.queue.keys.stream)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        switch_core::job::Job::decode(&entries[0].1[0].1)
-            .unwrap()
-            .message()
-            .unwrap()
-    };
+    let job_msg = &jobs[0].1;
     assert_eq!(job_msg.author.as_deref(), Some("legacy-service"));
     assert_eq!(job_msg.body, json!({"hello": "world"}));
     assert_eq!(
