@@ -151,7 +151,11 @@ stop_workers() {
   worker_pids=()
 }
 
-now() { date +%s.%N; }
+now_ns() { date +%s%N; }
+secs_since() { # start (ns) -> seconds elapsed, e.g. 1.234567
+  local d=$(($(date +%s%N) - $1))
+  printf '%d.%06d' $((d / 1000000000)) $(((d % 1000000000) / 1000))
+}
 recv_reset() { curl -fsS -X POST "$receiver/__reset" >/dev/null; }
 recv_stats() { curl -fsS "$receiver/__stats"; }
 recv_count() { recv_stats | grep -o '"count":[0-9]*' | cut -d: -f2; }
@@ -176,19 +180,19 @@ wrk_publish() { # topic
 # prints "<seconds waited> <timed out 0|1>".
 wait_drained() { # expected
   local expected="$1" start deadline xlen zcard count
-  start="$(now)"
+  start="$(now_ns)"
   deadline=$(($(date +%s) + DRAIN_TIMEOUT))
   while :; do
     xlen="$(rcli XLEN "$stream")"
     zcard="$(rcli ZCARD "$delayed")"
     count="$(recv_count)"
     if [ "$xlen" -eq 0 ] && [ "$zcard" -eq 0 ] && [ "$count" -ge "$expected" ]; then
-      echo "$(python3 -c "print($(now) - $start)") 0"
+      echo "$(secs_since "$start") 0"
       return
     fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
       log "queue not drained after ${DRAIN_TIMEOUT}s (xlen=$xlen delayed=$zcard received=$count of $expected)"
-      echo "$(python3 -c "print($(now) - $start)") 1"
+      echo "$(secs_since "$start") 1"
       return
     fi
     sleep 0.05
@@ -297,19 +301,19 @@ for workers in 1 2; do
   for ((run = 1; run <= RUNS; run++)); do
     recv_reset
     log "b. deliveries, $workers worker(s), fan-out 10, run $run/$RUNS (${RUN_SECONDS}s of publishing, then drain)"
-    t0="$(now)"
+    t0="$(now_ns)"
     w="$(wrk_publish bench.f10)"
-    t_pub="$(now)"
+    publish_seconds="$(secs_since "$t0")"
     during="$(recv_count)"
     backlog_at_end="$(rcli XLEN "$stream")"
     accepted="$(python3 -c 'import json,sys; w=json.loads(sys.argv[1]); print(w["requests"]-w["errors_status"])' "$w")"
     read -r waited timed_out <<<"$(wait_drained $((accepted * 10)))"
-    t1="$(now)"
+    total_seconds="$(secs_since "$t0")"
     count="$(recv_count)"
     record "{\"kind\": \"e2e\", \"workers\": $workers, \"run\": $run, \"fanout\": 10, \"wrk\": $w, \
-\"publish_seconds\": $(python3 -c "print($t_pub - $t0)"), \"delivered_while_publishing\": $during, \
+\"publish_seconds\": $publish_seconds, \"delivered_while_publishing\": $during, \
 \"stream_at_publish_end\": $backlog_at_end, \"expected\": $((accepted * 10)), \"delivered\": $count, \
-\"total_seconds\": $(python3 -c "print($t1 - $t0)"), \"timed_out\": $([ "$timed_out" = 1 ] && echo true || echo false)}"
+\"total_seconds\": $total_seconds, \"timed_out\": $([ "$timed_out" = 1 ] && echo true || echo false)}"
   done
   stop_workers
 done
@@ -334,19 +338,20 @@ reset_queue
 recv_reset
 messages=$(((BACKLOG + 99) / 100))
 log "d. backlog: enqueueing $((messages * 100)) jobs ($messages messages at fan-out 100, no worker)"
-fill_started="$(now)"
+fill_started="$(now_ns)"
 f="$("$bin/switch-bench" fill --url "$base" --token "$token" --topic bench.f100 --messages "$messages" \
   --concurrency "$CONNECTIONS" --max-seconds "$DRAIN_TIMEOUT")"
-fill_seconds="$(python3 -c "print($(now) - $fill_started)")"
+fill_seconds="$(secs_since "$fill_started")"
 queued="$(rcli XLEN "$stream")"
 [ "$queued" -gt 0 ] || die "backlog fill enqueued nothing: $f"
 redis_mem="$(rcli INFO memory | grep '^used_memory:' | cut -d: -f2 | tr -d '\r')"
 log "d. $queued jobs queued (Redis used_memory $((redis_mem / 1048576)) MB); draining with 1 worker"
 problems_before="$(worker_problems)"
 samples="$work/drain.tsv"
-t0="$(now)"
-echo "0 0 $queued" >"$samples"
+t0="$(now_ns)"
+echo "0.000000 0 $queued" >"$samples"
 start_worker 0
+worker_started_s="$(secs_since "$t0")"
 deadline=$(($(date +%s) + DRAIN_TIMEOUT))
 drain_timed_out=false
 while :; do
@@ -354,7 +359,7 @@ while :; do
   count="$(recv_count)"
   xlen="$(rcli XLEN "$stream")"
   zcard="$(rcli ZCARD "$delayed")"
-  echo "$(python3 -c "print($(now) - $t0)") $count $xlen" >>"$samples"
+  echo "$(secs_since "$t0") $count $xlen" >>"$samples"
   if [ "$xlen" -eq 0 ] && [ "$zcard" -eq 0 ] && [ "$count" -ge "$queued" ]; then break; fi
   if [ "$(date +%s)" -ge "$deadline" ]; then
     drain_timed_out=true
@@ -362,6 +367,7 @@ while :; do
     break
   fi
 done
+curl -fsS "$receiver/__progress" >"$work/progress.json"
 problems="$(($(worker_problems) - problems_before))"
 problem_lines="$(worker_problem_lines | tail -n +$((problems_before + 1)) | tail -5 |
   python3 -c 'import json,sys; print(json.dumps([l.rstrip()[:300] for l in sys.stdin]))')"
@@ -373,6 +379,7 @@ worker_rss="$("$bin/switch-bench" rss --pid "${worker_pids[0]}")"
 redis_peak="$(rcli INFO memory | grep '^used_memory_peak:' | cut -d: -f2 | tr -d '\r')"
 record "{\"kind\": \"backlog\", \"fill\": $f, \"fill_seconds\": $fill_seconds, \"queued\": $queued, \
 \"redis_used_memory_bytes\": $redis_mem, \"samples_file\": \"drain.tsv\", \"timed_out\": $drain_timed_out, \
+\"start_ns\": $t0, \"worker_started_s\": $worker_started_s, \"progress_file\": \"$work/progress.json\", \
 \"worker_warn_error_lines\": $problems, \"worker_problem_examples\": $problem_lines}"
 record "{\"kind\": \"rss\", \"server\": $server_rss, \"worker\": $worker_rss, \"redis_used_memory_peak_bytes\": $redis_peak}"
 stop_workers

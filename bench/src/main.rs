@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! switch-bench receiver --addr 127.0.0.1:18481 [--workers 2]
+//!     any request -> 200; GET /__stats, GET /__progress, POST /__reset
 //! switch-bench latency --url BASE --token T --topic X [--rate 1000] [--seconds 10]
 //! switch-bench fill --url BASE --token T --topic X --messages N [--concurrency 32] [--max-seconds 600]
 //! switch-bench filter-cost [--subscribers 1000] [--runs 5] [--min-ms 300]
@@ -98,10 +99,30 @@ fn main() {
 /// Most latency samples kept between resets (8 bytes each).
 const MAX_SAMPLES: usize = 20_000_000;
 
-#[derive(Default)]
+/// Every this many requests the receiver notes the arrival time, so the
+/// progress of a long drain can be read back exactly (`GET /__progress`).
+const MARK_EVERY: u64 = 100;
+
 struct Recv {
     count: AtomicU64,
     samples: Mutex<Vec<u64>>,
+    /// Arrival (unix µs) of the first and of the latest request since the last reset.
+    first_us: AtomicU64,
+    last_us: AtomicU64,
+    /// `(n, unix µs)`: when request number `n` (a multiple of [`MARK_EVERY`]) arrived.
+    marks: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Default for Recv {
+    fn default() -> Self {
+        Recv {
+            count: AtomicU64::new(0),
+            samples: Mutex::new(Vec::new()),
+            first_us: AtomicU64::new(u64::MAX),
+            last_us: AtomicU64::new(0),
+            marks: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -110,11 +131,20 @@ struct Stamp {
 }
 
 async fn hook(body: web::Bytes, state: web::Data<Recv>) -> HttpResponse {
-    state.count.fetch_add(1, Ordering::Relaxed);
+    let n = state.count.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = unix_micros();
+    state.last_us.fetch_max(now, Ordering::Relaxed);
+    state.first_us.fetch_min(now, Ordering::Relaxed);
+    if n % MARK_EVERY == 0 {
+        let mut m = state.marks.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() < MAX_SAMPLES {
+            m.push((n, now));
+        }
+    }
     if body.first() == Some(&b'{') {
         if let Ok(Stamp { t: Some(t) }) = serde_json::from_slice::<Stamp>(&body) {
             if t.is_finite() && t > 0.0 {
-                let lat = unix_micros().saturating_sub(t as u64);
+                let lat = now.saturating_sub(t as u64);
                 let mut s = state.samples.lock().unwrap_or_else(|e| e.into_inner());
                 if s.len() < MAX_SAMPLES {
                     s.push(lat);
@@ -142,8 +172,32 @@ async fn stats(state: web::Data<Recv>) -> HttpResponse {
     }))
 }
 
+/// Count, first and last arrival, and the arrival of every [`MARK_EVERY`]th request.
+async fn progress(state: web::Data<Recv>) -> HttpResponse {
+    let marks = state
+        .marks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let first = state.first_us.load(Ordering::Relaxed);
+    HttpResponse::Ok().json(json!({
+        "count": state.count.load(Ordering::Relaxed),
+        "first_us": if first == u64::MAX { 0 } else { first },
+        "last_us": state.last_us.load(Ordering::Relaxed),
+        "mark_every": MARK_EVERY,
+        "marks": marks,
+    }))
+}
+
 async fn reset(state: web::Data<Recv>) -> HttpResponse {
     state.count.store(0, Ordering::Relaxed);
+    state.first_us.store(u64::MAX, Ordering::Relaxed);
+    state.last_us.store(0, Ordering::Relaxed);
+    state
+        .marks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
     let mut s = state.samples.lock().unwrap_or_else(|e| e.into_inner());
     s.clear();
     s.shrink_to(1 << 20);
@@ -166,6 +220,8 @@ fn receiver(args: &Args) -> Result<(), String> {
                     .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
                     .route("/__stats", web::get().to(stats))
                     .route("/__stats", web::route().to(not_a_hook))
+                    .route("/__progress", web::get().to(progress))
+                    .route("/__progress", web::route().to(not_a_hook))
                     .route("/__reset", web::post().to(reset))
                     .route("/__reset", web::route().to(not_a_hook))
                     .default_service(web::to(hook))
