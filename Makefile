@@ -6,7 +6,7 @@ export SWITCH_JWT_SECRET ?= dev-secret-change-me
 export SWITCH_DATABASE_URL ?= sqlite://switch.db
 export SWITCH_REDIS_URL ?= redis://127.0.0.1:6379
 
-.PHONY: build run test test-deps test-rust test-sdk-python test-sdk-js test-compose bench fmt lint clean
+.PHONY: build run token test test-deps test-rust test-sdk-python test-sdk-js test-compose bench fmt lint clean
 
 build:
 	$(CARGO) build --release
@@ -15,13 +15,17 @@ build:
 run: build
 	@echo "Switch listening on http://127.0.0.1:8080 (SQLite at $(SWITCH_DATABASE_URL), Redis at $(SWITCH_REDIS_URL))"
 	@echo "Dev token (admin + publish, 30 days):"
-	@echo "  export TOKEN=$$(target/release/switch-server --print-dev-token)"
+	@echo "  export TOKEN=$$(target/release/switch-server --print-dev-token)   # or: export TOKEN=\$$(make -s token)"
 	@echo "Try:  curl -X POST localhost:8080/publish -H \"Authorization: Bearer \$$TOKEN\" -d '{\"topic\": \"orders.created\", \"body\": {\"id\": 42}}'"
 	@trap 'kill 0' INT TERM EXIT; \
 	  target/release/switch-server & \
 	  for i in $$(seq 1 100); do curl -fsS localhost:8080/ping >/dev/null 2>&1 && break; sleep 0.1; done; \
 	  target/release/switch-worker & \
 	  wait
+
+## An admin + publish token for the hub `make run` starts (signed with SWITCH_JWT_SECRET).
+token:
+	@target/release/switch-server --print-dev-token
 
 ## Python virtualenvs for the legacy SDK test, the Python SDK and the compose check.
 test-deps: .venv-switcher/.ok .venv-sdk/.ok
