@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
 #[derive(Clone)]
 pub struct RedisHandle {
     client: redis::Client,
     response_timeout: Duration,
-    manager: Arc<Mutex<Option<ConnectionManager>>>,
+    /// Made once; the manager reconnects by itself after that.
+    manager: Arc<OnceCell<ConnectionManager>>,
 }
 
 impl RedisHandle {
@@ -21,7 +22,7 @@ impl RedisHandle {
         Ok(RedisHandle {
             client: redis::Client::open(url)?,
             response_timeout,
-            manager: Arc::new(Mutex::new(None)),
+            manager: Arc::new(OnceCell::new()),
         })
     }
 
@@ -30,23 +31,22 @@ impl RedisHandle {
         RedisHandle {
             client: self.client.clone(),
             response_timeout,
-            manager: Arc::new(Mutex::new(None)),
+            manager: Arc::new(OnceCell::new()),
         }
     }
 
     pub async fn get(&self) -> RedisResult<ConnectionManager> {
-        let mut guard = self.manager.lock().await;
-        if let Some(m) = guard.as_ref() {
-            return Ok(m.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(self.response_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let m = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        *guard = Some(m.clone());
-        Ok(m)
+        self.manager
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(1)))
+                    .set_response_timeout(Some(self.response_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_with_config(self.client.clone(), config).await
+            })
+            .await
+            .cloned()
     }
 
     pub async fn ping(&self) -> RedisResult<()> {
