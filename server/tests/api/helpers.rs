@@ -507,24 +507,51 @@ pub fn env_of(settings: &Settings, db: &TestDb) -> Vec<(String, String)> {
     ]
 }
 
+/// A worker process, killed when dropped so a failing test leaves none behind.
+pub struct WorkerProcess(pub Child);
+
+impl std::ops::Deref for WorkerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A `switch-worker` process (so it can be killed with SIGKILL).
-pub fn worker_process(settings: &Settings, db: &TestDb) -> Child {
+pub fn worker_process(settings: &Settings, db: &TestDb) -> WorkerProcess {
     let bin = target_dir_binary("switch-worker");
     assert!(
         bin.exists(),
         "{} missing: build the workspace first",
         bin.display()
     );
-    Command::new(bin)
-        .env_clear()
-        .envs(env_of(settings, db))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("worker starts")
+    WorkerProcess(
+        Command::new(bin)
+            .env_clear()
+            .envs(env_of(settings, db))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("worker starts"),
+    )
 }
 
-pub fn signal(child: &Child, sig: i32) {
+pub fn signal(child: &WorkerProcess, sig: i32) {
     unsafe {
         libc::kill(child.id() as i32, sig);
     }

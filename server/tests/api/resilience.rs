@@ -119,7 +119,11 @@ async fn sigkill_loses_no_job() {
     while app.stream_len().await > 0 && started.elapsed() < Duration::from_secs(90) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let got = if got.len() < receiver.captured().len() { receiver.captured() } else { got };
+    let got = if got.len() < receiver.captured().len() {
+        receiver.captured()
+    } else {
+        got
+    };
     signal(&second, libc::SIGTERM);
     let status = second.wait().unwrap();
     assert_eq!(app.stream_len().await, 0, "every job finished");
