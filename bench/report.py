@@ -209,7 +209,7 @@ def main():
             "worker_problem_examples": b["worker_problem_examples"],
             "timed_out": b["timed_out"],
             "delivered": samples[-1][1] if samples else None,
-            "worker_started_after_s": b.get("worker_started_s"),
+            "worker_healthy_after_s": b.get("worker_healthy_s"),
             "samples": samples,
         } | windows
 
@@ -221,6 +221,9 @@ def main():
             "worker_peak_rss_mb": m["worker"]["vm_hwm_mb"],
             "redis_peak_mb": m["redis_used_memory_peak_bytes"] / 1048576,
         }
+
+    if by.get("logs"):
+        summary["logs"] = {k: v for k, v in by["logs"][0].items() if k != "kind"}
 
     # e. filter cost
     if by.get("filter_cost"):
@@ -324,7 +327,12 @@ def render(s):
     if mem:
         w(f"| peak RSS, server | {fmt(mem['server_peak_rss_mb'], 1)} MB |")
         w(f"| peak RSS, worker (after the backlog) | {fmt(mem['worker_peak_rss_mb'], 1)} MB |")
-        w(f"| Redis peak memory | {fmt(mem['redis_peak_mb'])} MB |")
+        w(f"| Redis peak memory (whole instance, since it started) | {fmt(mem['redis_peak_mb'])} MB |")
+    logs = s.get("logs")
+    if logs:
+        w(f"| WARN/ERROR log lines over the whole run | server {logs['server_warn_error_lines']}, "
+          f"workers {logs['worker_warn_error_lines']} (logs: server {fmt(logs['server_log_bytes'] / 1048576)} MB, "
+          f"workers {fmt(logs['worker_log_bytes'] / 1048576)} MB) |")
     if b and b["worker_problem_examples"]:
         w("\nLast WARN/ERROR lines of the worker logs:\n")
         w("```")

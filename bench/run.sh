@@ -136,13 +136,13 @@ wait_http() { # url seconds
   return 1
 }
 
-start_worker() { # index
-  local i="$1"
+start_worker() { # index log-name
+  local i="$1" logf="$work/$2.log"
   SWITCH_WORKER_METRICS_ADDR="127.0.0.1:${METRICS_PORTS[$i]}" \
-    "$bin/switch-worker" >>"$work/worker$i.log" 2>&1 &
+    "$bin/switch-worker" >>"$logf" 2>&1 &
   worker_pids+=($!)
   wait_http "http://127.0.0.1:${METRICS_PORTS[$i]}/health" 30 ||
-    die "worker $i did not start; see $work/worker$i.log"
+    die "worker $i did not start; see $logf"
 }
 
 stop_workers() {
@@ -199,12 +199,11 @@ wait_drained() { # expected
   done
 }
 
-# WARN and ERROR lines of the worker logs (text or JSON format, colours removed).
-worker_problem_lines() {
-  cat "$work"/worker*.log 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' |
+# WARN and ERROR lines of logs (text or JSON format, colours removed).
+problem_lines() { # file...
+  LC_ALL=C grep -hE 'WARN|ERROR' "$@" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' |
     grep -E '^\S+\s+(WARN|ERROR)\b|"level":"(WARN|ERROR)"' || true
 }
-worker_problems() { worker_problem_lines | wc -l | tr -d ' '; }
 
 # ------------------------------------------------------------------ machine
 
@@ -297,7 +296,7 @@ reset_queue
 
 for workers in 1 2; do
   reset_queue
-  for ((i = 0; i < workers; i++)); do start_worker "$i"; done
+  for ((i = 0; i < workers; i++)); do start_worker "$i" "worker-e2e-$workers-$i"; done
   for ((run = 1; run <= RUNS; run++)); do
     recv_reset
     log "b. deliveries, $workers worker(s), fan-out 10, run $run/$RUNS (${RUN_SECONDS}s of publishing, then drain)"
@@ -321,7 +320,7 @@ done
 # ------------------------------------------------------------------ c. latency
 
 reset_queue
-start_worker 0
+start_worker 0 worker-latency
 for ((run = 1; run <= RUNS; run++)); do
   recv_reset
   log "c. latency, 1 worker, fan-out 1, $RATE msg/s, run $run/$RUNS (${RUN_SECONDS}s)"
@@ -346,11 +345,10 @@ queued="$(rcli XLEN "$stream")"
 [ "$queued" -gt 0 ] || die "backlog fill enqueued nothing: $f"
 redis_mem="$(rcli INFO memory | grep '^used_memory:' | cut -d: -f2 | tr -d '\r')"
 log "d. $queued jobs queued (Redis used_memory $((redis_mem / 1048576)) MB); draining with 1 worker"
-problems_before="$(worker_problems)"
 samples="$work/drain.tsv"
 t0="$(now_ns)"
 echo "0.000000 0 $queued" >"$samples"
-start_worker 0
+start_worker 0 worker-backlog
 worker_started_s="$(secs_since "$t0")"
 deadline=$(($(date +%s) + DRAIN_TIMEOUT))
 drain_timed_out=false
@@ -368,8 +366,9 @@ while :; do
   fi
 done
 curl -fsS "$receiver/__progress" >"$work/progress.json"
-problems="$(($(worker_problems) - problems_before))"
-problem_lines="$(worker_problem_lines | tail -n +$((problems_before + 1)) | tail -5 |
+log "d. drain over: $count delivered, stream $xlen, retries $zcard"
+problems="$(problem_lines "$work/worker-backlog.log" | wc -l | tr -d ' ')"
+problem_examples="$(problem_lines "$work/worker-backlog.log" | tail -5 |
   python3 -c 'import json,sys; print(json.dumps([l.rstrip()[:300] for l in sys.stdin]))')"
 
 # ------------------------------------------------------------------ f. peak memory
@@ -379,8 +378,8 @@ worker_rss="$("$bin/switch-bench" rss --pid "${worker_pids[0]}")"
 redis_peak="$(rcli INFO memory | grep '^used_memory_peak:' | cut -d: -f2 | tr -d '\r')"
 record "{\"kind\": \"backlog\", \"fill\": $f, \"fill_seconds\": $fill_seconds, \"queued\": $queued, \
 \"redis_used_memory_bytes\": $redis_mem, \"samples_file\": \"drain.tsv\", \"timed_out\": $drain_timed_out, \
-\"start_ns\": $t0, \"worker_started_s\": $worker_started_s, \"progress_file\": \"$work/progress.json\", \
-\"worker_warn_error_lines\": $problems, \"worker_problem_examples\": $problem_lines}"
+\"start_ns\": $t0, \"worker_healthy_s\": $worker_started_s, \"progress_file\": \"$work/progress.json\", \
+\"worker_warn_error_lines\": $problems, \"worker_problem_examples\": $problem_examples}"
 record "{\"kind\": \"rss\", \"server\": $server_rss, \"worker\": $worker_rss, \"redis_used_memory_peak_bytes\": $redis_peak}"
 stop_workers
 stop_pid "$server_pid" 10
@@ -394,6 +393,11 @@ record "{\"kind\": \"filter_cost\", \"result\": $fc}"
 
 stop_pid "$receiver_pid" 5
 receiver_pid=""
+
+log_bytes() { cat "$@" 2>/dev/null | wc -c | tr -d ' '; }
+record "{\"kind\": \"logs\", \"server_warn_error_lines\": $(problem_lines "$work/server.log" | wc -l | tr -d ' '), \
+\"worker_warn_error_lines\": $(problem_lines "$work"/worker-*.log | wc -l | tr -d ' '), \
+\"server_log_bytes\": $(log_bytes "$work/server.log"), \"worker_log_bytes\": $(log_bytes "$work"/worker-*.log)}"
 
 # ------------------------------------------------------------------ report
 

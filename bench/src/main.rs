@@ -135,7 +135,7 @@ async fn hook(body: web::Bytes, state: web::Data<Recv>) -> HttpResponse {
     let now = unix_micros();
     state.last_us.fetch_max(now, Ordering::Relaxed);
     state.first_us.fetch_min(now, Ordering::Relaxed);
-    if n % MARK_EVERY == 0 {
+    if n.is_multiple_of(MARK_EVERY) {
         let mut m = state.marks.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() < MAX_SAMPLES {
             m.push((n, now));

@@ -109,10 +109,16 @@ impl Index {
             .get(topic.as_str())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
+        // Split once per publish, not once per wildcard pattern.
+        let words: Vec<&str> = if self.wildcard.is_empty() {
+            Vec::new()
+        } else {
+            topic.as_str().split('.').collect()
+        };
         let wild = self
             .wildcard
             .iter()
-            .filter(|l| l.pattern.as_ref().is_ok_and(|p| p.matches(topic)));
+            .filter(|l| l.pattern.as_ref().is_ok_and(|p| p.matches_words(&words)));
         exact
             .iter()
             .chain(wild)
@@ -162,14 +168,14 @@ impl Cache {
         tokio::task::spawn_blocking(move || me.reload()).await?
     }
 
-    /// Looks one subscriber up, reading it from the database when the snapshot
-    /// does not have it yet (created after the last reload).
+    /// Looks one subscriber up, reading its row from the database when the
+    /// snapshot does not have it (created after the last reload, or deleted).
     pub async fn lookup(self: &Arc<Self>, id: i64) -> anyhow::Result<Option<Arc<Loaded>>> {
         if let Some(l) = self.current().get(id) {
             return Ok(Some(l.clone()));
         }
-        self.reload_async().await?;
-        Ok(self.current().get(id).cloned())
+        // One row, not a whole reload: jobs of a deleted subscriber stay cheap.
+        self.fetch_fresh(id).await
     }
 
     /// Reads one subscriber straight from the database, bypassing the snapshot.

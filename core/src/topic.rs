@@ -114,6 +114,11 @@ impl TopicPattern {
         let words: Vec<&str> = topic.0.split('.').collect();
         match_segments(&self.segments, &words)
     }
+
+    /// Matches a topic already split at its dots (split once per publish, not per pattern).
+    pub fn matches_words(&self, words: &[&str]) -> bool {
+        match_segments(&self.segments, words)
+    }
 }
 
 impl fmt::Display for TopicPattern {
@@ -219,6 +224,7 @@ mod tests {
             let t = Topic::parse(&topic.join(".")).unwrap();
             let words: Vec<&str> = topic.iter().map(String::as_str).collect();
             prop_assert_eq!(p.matches(&t), reference(&p.segments, &words));
+            prop_assert_eq!(p.matches_words(&words), reference(&p.segments, &words));
         }
 
         #[test]

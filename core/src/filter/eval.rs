@@ -65,9 +65,9 @@ fn from_json(j: &Json) -> V<'_> {
     }
 }
 
-fn from_const(v: &Value<DefaultNumericTypes>) -> V<'static> {
+fn from_const(v: &Value<DefaultNumericTypes>) -> V<'_> {
     match v {
-        Value::String(s) => V::Str(Cow::Owned(s.clone())),
+        Value::String(s) => V::Str(Cow::Borrowed(s)),
         Value::Float(f) => V::Float(*f),
         Value::Int(i) => V::Int(*i),
         Value::Boolean(b) => V::Bool(*b),
