@@ -5,4 +5,5 @@ pub mod process;
 pub mod recorder;
 pub mod request;
 pub mod runner;
+pub mod runtime;
 pub mod send;

@@ -1,4 +1,6 @@
-//! What happens to one job: deliver, then ack, retry later, or dead-letter.
+//! What happens to one job: [`Processor::process`] delivers it and decides its
+//! [`Finish`]; [`Processor::finish`] (the worker's acknowledgement hook) applies
+//! that decision to the queue and the database: ack, retry later, or dead-letter.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +54,22 @@ where
     false
 }
 
+/// What becomes of a stream entry once its attempt is over.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    /// Done (delivered, or nothing left to do): XACK and XDEL.
+    Ack,
+    /// Put `next` in the retry set, due after `delay`, and finish the entry.
+    Retry { next: Job, delay: Duration },
+    /// Store the dead letter, then finish the entry. `job` is what to try again
+    /// later should the database be away (none for an unreadable entry: it then
+    /// stays pending and is taken over later).
+    DeadLetter {
+        job: Option<Job>,
+        row: NewDeadLetter,
+    },
+}
+
 /// How a job ends on this attempt.
 enum Verdict {
     Delivered,
@@ -79,24 +97,19 @@ pub fn retry_delay(
 }
 
 impl Processor {
-    pub async fn process(&self, entry: Entry) {
-        let id = entry.id.clone();
+    /// Delivers one entry and says what to do with it; touches the queue only
+    /// through the returned [`Finish`].
+    pub async fn process(&self, entry: Entry) -> Finish {
         let job = match &entry.job {
             Ok(j) => j.clone(),
             Err(e) => {
-                tracing::error!(entry = %id, error = %e, "unreadable job; dead-lettering it as stored");
-                self.finish_dead_raw(&entry, e).await;
-                self.in_flight.remove(&id);
-                return;
+                tracing::error!(entry = %entry.id, error = %e, "unreadable job; dead-lettering it as stored");
+                return raw_dead_letter(&entry, e);
             }
         };
         let message = match job.message() {
             Ok(m) => m,
-            Err(e) => {
-                self.finish_dead_raw(&entry, &e.to_string()).await;
-                self.in_flight.remove(&id);
-                return;
-            }
+            Err(e) => return raw_dead_letter(&entry, &e.to_string()),
         };
         let span = tracing::info_span!(
             "deliver",
@@ -105,11 +118,34 @@ impl Processor {
             attempt = job.attempt,
             request_id = message.request_id.as_deref().unwrap_or(""),
         );
-        self.deliver(&id, &job, &message).instrument(span).await;
-        self.in_flight.remove(&id);
+        self.deliver(&job, &message).instrument(span).await
     }
 
-    async fn deliver(&self, entry_id: &str, job: &Job, message: &Message) {
+    /// Applies `finish` to entry `entry_id`, then forgets the entry.
+    pub async fn finish(&self, entry_id: &str, finish: Finish) {
+        match finish {
+            Finish::Ack => self.ack(entry_id).await,
+            Finish::Retry { next, delay } => self.reschedule(entry_id, next, delay).await,
+            Finish::DeadLetter { job, row } => {
+                if self.store_dead_letter(row).await {
+                    self.metrics.dead_letters.inc();
+                    self.ack(entry_id).await;
+                } else if let Some(job) = job {
+                    tracing::error!("dead letter could not be stored; keeping the job queued");
+                    self.reschedule(entry_id, job, Duration::from_secs(30))
+                        .await;
+                } else {
+                    tracing::error!(
+                        entry = entry_id,
+                        "unreadable job could not be stored; it stays pending"
+                    );
+                }
+            }
+        }
+        self.in_flight.remove(entry_id);
+    }
+
+    async fn deliver(&self, job: &Job, message: &Message) -> Finish {
         // Replays, and subscribers this snapshot has disabled (they may have been
         // enabled since), are read afresh: their URL or state may just have been fixed.
         let sub = match self.cache.lookup(job.subscriber_id).await {
@@ -123,9 +159,10 @@ impl Processor {
             Err(e) => {
                 // Database away: try the same attempt again shortly.
                 tracing::warn!(error = %e, "subscriber lookup failed; job postponed");
-                self.reschedule(entry_id, job.clone(), Duration::from_secs(5))
-                    .await;
-                return;
+                return Finish::Retry {
+                    next: job.clone(),
+                    delay: Duration::from_secs(5),
+                };
             }
         };
         let Some(sub) = sub else {
@@ -139,8 +176,7 @@ impl Processor {
                 Some("subscriber no longer exists".into()),
                 0,
             );
-            self.ack(entry_id).await;
-            return;
+            return Finish::Ack;
         };
         let row = &sub.row;
         let secret = row.secret.clone().unwrap_or_default();
@@ -165,8 +201,7 @@ impl Processor {
                     Some(e.clone()),
                     0,
                 );
-                self.dead_letter(entry_id, job, message, None, &e).await;
-                return;
+                return dead_letter(job, message, None, &e);
             }
         };
         if !row.enabled {
@@ -180,9 +215,7 @@ impl Processor {
                 Some(reason.clone()),
                 0,
             );
-            self.dead_letter(entry_id, job, message, Some(&prepared), &reason)
-                .await;
-            return;
+            return dead_letter(job, message, Some(&prepared), &reason);
         }
         let (sent, took) = send(&self.client, &prepared, self.settings.delivery_timeout).await;
         let ms = took.as_millis() as i64;
@@ -210,7 +243,7 @@ impl Processor {
         match verdict {
             Verdict::Delivered => {
                 tracing::info!(status = status.unwrap_or(0), ms, "delivered");
-                self.ack(entry_id).await;
+                Finish::Ack
             }
             Verdict::Retry { next_in } => {
                 tracing::info!(
@@ -219,7 +252,10 @@ impl Processor {
                     retry_in_ms = next_in.as_millis() as u64,
                     "attempt failed; will retry"
                 );
-                self.reschedule(entry_id, job.next_attempt(), next_in).await;
+                Finish::Retry {
+                    next: job.next_attempt(),
+                    delay: next_in,
+                }
             }
             Verdict::Dead { reason } => {
                 tracing::warn!(reason = %reason, "dead letter");
@@ -240,8 +276,7 @@ impl Processor {
                     }
                     let _ = self.cache.reload_async().await;
                 }
-                self.dead_letter(entry_id, job, message, Some(&prepared), &reason)
-                    .await;
+                dead_letter(job, message, Some(&prepared), &reason)
             }
         }
     }
@@ -320,42 +355,6 @@ impl Processor {
         }
     }
 
-    /// Stores the dead letter, then acks. If the database is away, the job is
-    /// kept in the queue and tried again later instead.
-    async fn dead_letter(
-        &self,
-        entry_id: &str,
-        job: &Job,
-        message: &Message,
-        prepared: Option<&Prepared>,
-        reason: &str,
-    ) {
-        let request = json!({
-            "method": prepared.map(|p| p.method).unwrap_or(message.http_method.as_str()),
-            "url": prepared.map(|p| p.url.clone()),
-            "headers": prepared.map(|p| p.headers.iter().filter(|(k, _)| !k.starts_with("webhook-") && k != "x-switch-attempt").cloned().collect::<Vec<_>>()),
-            "body": message.body,
-            "message": message,
-        });
-        let row = NewDeadLetter {
-            message_id: message.id.clone(),
-            subscriber_id: job.subscriber_id,
-            topic: message.topic.clone(),
-            request: request.to_string(),
-            last_error: reason.to_string(),
-            attempts: job.attempt as i32,
-            created_at: now(),
-        };
-        if self.store_dead_letter(row).await {
-            self.metrics.dead_letters.inc();
-            self.ack(entry_id).await;
-        } else {
-            tracing::error!("dead letter could not be stored; keeping the job queued");
-            self.reschedule(entry_id, job.clone(), Duration::from_secs(30))
-                .await;
-        }
-    }
-
     async fn store_dead_letter(&self, row: NewDeadLetter) -> bool {
         let pool = self.pool.clone();
         matches!(
@@ -367,10 +366,37 @@ impl Processor {
             Ok(Ok(_))
         )
     }
+}
 
-    /// A job that cannot be decoded is stored as it was, for inspection.
-    async fn finish_dead_raw(&self, entry: &Entry, error: &str) {
-        let row = NewDeadLetter {
+/// The dead letter of `job`: its whole request (as prepared, minus the
+/// per-attempt signature headers) and the message it came from.
+fn dead_letter(job: &Job, message: &Message, prepared: Option<&Prepared>, reason: &str) -> Finish {
+    let request = json!({
+        "method": prepared.map(|p| p.method).unwrap_or(message.http_method.as_str()),
+        "url": prepared.map(|p| p.url.clone()),
+        "headers": prepared.map(|p| p.headers.iter().filter(|(k, _)| !k.starts_with("webhook-") && k != "x-switch-attempt").cloned().collect::<Vec<_>>()),
+        "body": message.body,
+        "message": message,
+    });
+    Finish::DeadLetter {
+        job: Some(job.clone()),
+        row: NewDeadLetter {
+            message_id: message.id.clone(),
+            subscriber_id: job.subscriber_id,
+            topic: message.topic.clone(),
+            request: request.to_string(),
+            last_error: reason.to_string(),
+            attempts: job.attempt as i32,
+            created_at: now(),
+        },
+    }
+}
+
+/// A job that cannot be decoded is stored as it was, for inspection.
+fn raw_dead_letter(entry: &Entry, error: &str) -> Finish {
+    Finish::DeadLetter {
+        job: None,
+        row: NewDeadLetter {
             message_id: String::new(),
             subscriber_id: 0,
             topic: String::new(),
@@ -378,10 +404,7 @@ impl Processor {
             last_error: format!("unreadable job: {error}"),
             attempts: 0,
             created_at: now(),
-        };
-        if self.store_dead_letter(row).await {
-            self.ack(&entry.id).await;
-        }
+        },
     }
 }
 

@@ -1,5 +1,6 @@
-//! The worker loop: read jobs from the stream, deliver each with bounded
-//! concurrency, then ack, schedule a retry, or dead-letter — never drop.
+//! The worker process: a reader moves jobs from the Redis stream into the apalis
+//! worker runtime ([`crate::runtime`]), which delivers each with bounded
+//! concurrency, then acks, schedules a retry, or dead-letters — never drops.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -7,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
+use switch_core::queue::Entry;
 use switch_core::queue::{Queue, RedisHandle};
 use switch_core::subscribers::Cache;
 use switch_core::{db, Settings};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
 use crate::process::Processor;
@@ -57,7 +59,10 @@ pub fn consumer_name() -> String {
     )
 }
 
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let pool = db::pool(&settings.database_url, 8);
     let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5))?;
     let queue = Queue::new(&settings.namespace, redis.clone());
@@ -100,47 +105,73 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         )),
         tokio::spawn(promote(queue.clone())),
     ];
-    let slots = Arc::new(Semaphore::new(settings.worker_concurrency));
-    let work = consume(
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tx, rx) = mpsc::channel(handoff_capacity(settings.worker_concurrency));
+    let fetcher = tokio::spawn(fetch(
         reader,
-        processor.clone(),
         consumer.clone(),
-        slots.clone(),
+        tx,
         in_flight.clone(),
+        stop_rx,
+    ));
+    let monitor = crate::runtime::monitor(
+        &consumer,
+        rx,
+        processor.clone(),
+        settings.worker_concurrency,
+        GRACE,
     );
-    tokio::select! {
-        _ = work => {}
-        _ = shutdown => tracing::info!("shutting down: no new jobs; finishing those in flight"),
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new jobs; finishing those in flight");
+        let _ = stop_tx.send(true);
+        Ok(())
+    };
+    if let Err(e) = monitor.run_with_signal(signal).await {
+        tracing::warn!(error = %e, "worker runtime stopped with an error");
     }
+    let left = in_flight.ids().len();
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "jobs not finished here stay pending and are taken over by another worker"
+        );
+    } else {
+        tracing::info!("in-flight deliveries finished");
+    }
+    fetcher.abort();
     for task in background.iter().chain(std::iter::once(&refresh)) {
         task.abort();
-    }
-    let all = settings.worker_concurrency as u32;
-    match tokio::time::timeout(GRACE, slots.acquire_many(all)).await {
-        Ok(_) => tracing::info!("in-flight deliveries finished"),
-        Err(_) => tracing::warn!(
-            left = in_flight.ids().len(),
-            "grace period over; unfinished jobs stay pending for another worker"
-        ),
     }
     drop(processor);
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     Ok(())
 }
 
-/// Reads new jobs while slots are free; every few seconds also takes over jobs of dead workers.
-async fn consume(
+/// Entries read ahead of the free delivery slots: enough to keep every slot
+/// busy between reads, few enough that a stopping worker strands little.
+fn handoff_capacity(concurrency: usize) -> usize {
+    (concurrency / 2).max(1)
+}
+
+/// Reads jobs from the stream into the worker runtime: new ones, and every few
+/// seconds those that dead workers left behind. Reads only as many as the
+/// hand-off has room for, so no job waits here while another worker idles.
+async fn fetch(
     reader: Queue,
-    processor: Arc<Processor>,
     consumer: String,
-    slots: Arc<Semaphore>,
+    tx: mpsc::Sender<Entry>,
     in_flight: InFlight,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut group_ready = false;
     let mut claim_cursor = "0-0".to_string();
     let mut last_claim = tokio::time::Instant::now() - CLAIM_EVERY;
     loop {
+        if *stop.borrow() {
+            return;
+        }
         if !group_ready {
             match reader.ensure_group().await {
                 Ok(()) => group_ready = true,
@@ -152,16 +183,19 @@ async fn consume(
                 }
             }
         }
-        // Wait for at least one free slot, then take as many as are free.
-        let first = match slots.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return,
+        // Wait for room for at least one job, then read as many as there is room for.
+        let first = tokio::select! {
+            p = tx.reserve() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
         };
-        let free = slots.available_permits() + 1;
+        let room = tx.capacity() + 1;
         let mut entries = Vec::new();
         if last_claim.elapsed() >= CLAIM_EVERY {
             last_claim = tokio::time::Instant::now();
-            match reader.claim_abandoned(&consumer, &claim_cursor, free).await {
+            match reader.claim_abandoned(&consumer, &claim_cursor, room).await {
                 Ok((next, claimed)) => {
                     if !claimed.is_empty() {
                         tracing::info!(
@@ -176,7 +210,7 @@ async fn consume(
             }
         }
         if entries.is_empty() {
-            match reader.read(&consumer, free, READ_BLOCK).await {
+            match reader.read(&consumer, room, READ_BLOCK).await {
                 Ok(e) => {
                     backoff = Duration::from_millis(100);
                     entries = e;
@@ -199,21 +233,18 @@ async fn consume(
         }
         let mut first = Some(first);
         for entry in entries {
-            let permit = match first.take() {
-                Some(p) => p,
-                None => match slots.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
             if !in_flight.insert(&entry.id) {
                 continue; // already being delivered here
             }
-            let p = processor.clone();
-            tokio::spawn(async move {
-                p.process(entry).await;
-                drop(permit);
-            });
+            match first.take() {
+                Some(permit) => permit.send(entry),
+                // Fits: no more were read than there was room for.
+                None => {
+                    if tx.send(entry).await.is_err() {
+                        return;
+                    }
+                }
+            }
         }
     }
 }
