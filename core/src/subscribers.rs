@@ -3,6 +3,7 @@
 //! (matching) and the workers (target URL and secret of each job).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,6 +134,9 @@ impl Index {
 pub struct Cache {
     pool: DbPool,
     index: ArcSwap<Index>,
+    /// The announced subscribers version (see [`Queue::bump_subscribers_version`])
+    /// the snapshot reflects; `i64::MIN` until one is known.
+    version: AtomicI64,
 }
 
 impl Cache {
@@ -140,7 +144,20 @@ impl Cache {
         Cache {
             pool,
             index: ArcSwap::from_pointee(Index::default()),
+            version: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// Makes the snapshot reflect announced `version`, reloading if it does not
+    /// yet. Read the version *after* the jobs at hand: a change made through the
+    /// API is announced before the publish it precedes, so those jobs then see it.
+    pub async fn catch_up(self: &Arc<Self>, version: i64) -> anyhow::Result<()> {
+        if self.version.load(Ordering::Acquire) == version {
+            return Ok(());
+        }
+        self.reload_async().await?;
+        self.version.store(version, Ordering::Release);
+        Ok(())
     }
 
     pub fn current(&self) -> Arc<Index> {
@@ -202,19 +219,23 @@ impl Cache {
         tokio::spawn(async move {
             let poll = interval.min(Duration::from_millis(250));
             let mut last_reload = tokio::time::Instant::now();
-            let mut seen_version = queue.subscribers_version().await.ok();
+            if let Ok(v) = queue.subscribers_version().await {
+                let _ =
+                    me.version
+                        .compare_exchange(i64::MIN, v, Ordering::AcqRel, Ordering::Acquire);
+            }
             loop {
                 tokio::time::sleep(poll).await;
                 let version = queue.subscribers_version().await.ok();
-                let announced = version.is_some() && version != seen_version;
+                let announced = version.is_some_and(|v| v != me.version.load(Ordering::Acquire));
                 if !announced && last_reload.elapsed() < interval {
                     continue;
                 }
                 let result = me.reload_async().await;
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, "subscriber refresh failed; keeping the last snapshot");
-                } else if version.is_some() {
-                    seen_version = version;
+                } else if let Some(v) = version {
+                    me.version.store(v, Ordering::Release);
                 }
                 on_reload(&result);
                 last_reload = tokio::time::Instant::now();

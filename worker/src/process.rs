@@ -31,6 +31,8 @@ pub struct Processor {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub in_flight: InFlight,
+    /// Wakes this worker's promoter, so a short retry delay is kept.
+    pub retry_scheduled: Arc<tokio::sync::Notify>,
 }
 
 /// Runs a queue operation, retrying with backoff for about ten seconds while
@@ -352,6 +354,9 @@ impl Processor {
                 entry = entry_id,
                 "could not schedule the retry; the job stays pending and will be taken over"
             );
+        } else if delay < crate::runner::PROMOTE_EVERY {
+            // Due before the promoter's next regular look: wake it.
+            self.retry_scheduled.notify_one();
         }
     }
 

@@ -7,12 +7,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use switch_core::queue::Entry;
 use switch_core::queue::{Queue, RedisHandle};
 use switch_core::subscribers::Cache;
 use switch_core::{db, Settings};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::metrics::Metrics;
 use crate::process::Processor;
@@ -23,7 +22,7 @@ pub const GRACE: Duration = Duration::from_secs(30);
 const READ_BLOCK: Duration = Duration::from_millis(1000);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(3);
 const CLAIM_EVERY: Duration = Duration::from_secs(5);
-const PROMOTE_EVERY: Duration = Duration::from_millis(200);
+pub const PROMOTE_EVERY: Duration = Duration::from_millis(200);
 const PROMOTE_CHUNK: usize = 500;
 
 /// Ids of jobs this process is working on.
@@ -94,6 +93,7 @@ pub async fn run(
         recorder,
         metrics,
         in_flight: in_flight.clone(),
+        retry_scheduled: Arc::new(Notify::new()),
     });
     tracing::info!(consumer = %consumer, concurrency = settings.worker_concurrency, namespace = %settings.namespace, "switch-worker started");
 
@@ -103,12 +103,13 @@ pub async fn run(
             consumer.clone(),
             in_flight.clone(),
         )),
-        tokio::spawn(promote(queue.clone())),
+        tokio::spawn(promote(queue.clone(), processor.retry_scheduled.clone())),
     ];
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(handoff_capacity(settings.worker_concurrency));
     let fetcher = tokio::spawn(fetch(
         reader,
+        processor.cache.clone(),
         consumer.clone(),
         tx,
         in_flight.clone(),
@@ -155,10 +156,12 @@ fn handoff_capacity(concurrency: usize) -> usize {
 }
 
 /// Reads jobs from the stream into the worker runtime: new ones, and every few
-/// seconds those that dead workers left behind. Reads only as many as the
+/// seconds those that dead workers left behind. Before handing jobs over it
+/// makes sure the subscriber snapshot includes every change announced so far. Reads only as many as the
 /// hand-off has room for, so no job waits here while another worker idles.
 async fn fetch(
     reader: Queue,
+    cache: Arc<Cache>,
     consumer: String,
     tx: mpsc::Sender<Entry>,
     in_flight: InFlight,
@@ -231,6 +234,18 @@ async fn fetch(
                 }
             }
         }
+        if !entries.is_empty() {
+            // A subscriber changed through the API just before these jobs were
+            // published (new URL, new secret) must be seen by them.
+            match reader.subscribers_version().await {
+                Ok(v) => {
+                    if let Err(e) = cache.catch_up(v).await {
+                        tracing::warn!(error = %e, "subscriber reload failed; using the last snapshot");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "subscribers version unavailable"),
+            }
+        }
         let mut first = Some(first);
         for entry in entries {
             if !in_flight.insert(&entry.id) {
@@ -264,16 +279,27 @@ async fn keep_alive(queue: Queue, consumer: String, in_flight: InFlight) {
     }
 }
 
-/// Moves due retries back into the stream, a bounded chunk at a time.
-async fn promote(queue: Queue) {
+/// Moves due retries back into the stream, a bounded chunk at a time: wakes
+/// when the earliest retry is due, when this worker schedules one, and at
+/// least every [`PROMOTE_EVERY`] (for retries other workers schedule).
+async fn promote(queue: Queue, scheduled: Arc<Notify>) {
     loop {
         let now = chrono::Utc::now().timestamp_millis();
-        match queue.promote_due(now, PROMOTE_CHUNK).await {
-            Ok(n) if n == PROMOTE_CHUNK => continue,
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "promoting retries failed"),
+        let wait = match queue.promote_due(now, PROMOTE_CHUNK).await {
+            Ok(p) if p.moved == PROMOTE_CHUNK => continue,
+            Ok(p) => p
+                .next_due_ms
+                .map(|due| Duration::from_millis((due - now).max(1) as u64))
+                .unwrap_or(PROMOTE_EVERY)
+                .min(PROMOTE_EVERY),
+            Err(e) => {
+                tracing::debug!(error = %e, "promoting retries failed");
+                PROMOTE_EVERY
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = scheduled.notified() => {}
         }
-        let jitter = rand::rng().random_range(0..50);
-        tokio::time::sleep(PROMOTE_EVERY + Duration::from_millis(jitter)).await;
     }
 }

@@ -46,7 +46,8 @@ for _, m in ipairs(due) do
   redis.call('XADD', KEYS[2], '*', 'j', m)
   redis.call('ZREM', KEYS[1], m)
 end
-return #due
+local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {#due, next[2] or false}
 "#;
 
 /// Key names of one namespace.
@@ -87,6 +88,14 @@ pub struct Entry {
     /// The stored text; `Err` when it cannot be decoded (it is then dead-lettered).
     pub job: Result<Job, String>,
     pub raw: String,
+}
+
+/// What one pass of [`Queue::promote_due`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    pub moved: usize,
+    /// Due time of the earliest retry still waiting, if any.
+    pub next_due_ms: Option<i64>,
 }
 
 /// What a publish did.
@@ -234,16 +243,24 @@ impl Queue {
             .await
     }
 
-    /// Moves up to `limit` due retries into the stream; returns how many moved.
-    pub async fn promote_due(&self, now_ms: i64, limit: usize) -> RedisResult<usize> {
+    /// Moves up to `limit` due retries into the stream; returns how many moved
+    /// and when (ms) the earliest retry left waiting is due.
+    pub async fn promote_due(&self, now_ms: i64, limit: usize) -> RedisResult<Promoted> {
         let mut conn = self.redis.get().await?;
-        self.promote
+        let (moved, next_due): (usize, Option<String>) = self
+            .promote
             .key(&self.keys.delayed)
             .key(&self.keys.stream)
             .arg(now_ms)
             .arg(limit)
             .invoke_async(&mut conn)
-            .await
+            .await?;
+        Ok(Promoted {
+            moved,
+            next_due_ms: next_due
+                .and_then(|s| s.parse::<f64>().ok())
+                .map(|f| f as i64),
+        })
     }
 
     /// Adds jobs straight to the stream (replays).

@@ -343,7 +343,8 @@ async fn hanging_receiver_times_out(backend: Backend) {
     worker.stop().await;
 }
 
-/// A change through the API reaches running workers well before their refresh interval.
+/// A change through the API applies to the very next publish, whatever the
+/// workers' refresh interval: a new URL, then a new secret.
 async fn api_changes_reach_workers_at_once(backend: Backend) {
     let db = TestDb::new(backend);
     let mut s = settings(&db, REDIS_URL);
@@ -362,7 +363,6 @@ async fn api_changes_reach_workers_at_once(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(800)).await;
     app.publish(json!({"topic": "chg.t"})).await;
     assert_eq!(
         new.wait_for(1, Duration::from_secs(10)).await.len(),
@@ -370,5 +370,22 @@ async fn api_changes_reach_workers_at_once(backend: Backend) {
         "the worker saw the new URL"
     );
     assert_eq!(old.captured().len(), 1);
+    for round in 2..=3 {
+        let (status, rotated) = app
+            .admin(
+                "POST",
+                &format!("/subscribers/{}/rotate-secret", sub["id"]),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        app.publish(json!({"topic": "chg.t"})).await;
+        let got = new.wait_for(round, Duration::from_secs(10)).await;
+        assert_eq!(got.len(), round);
+        assert!(
+            verify(rotated["secret"].as_str().unwrap(), &got[round - 1]),
+            "round {round}: signed with the secret rotate-secret returned"
+        );
+    }
     worker.stop().await;
 }

@@ -98,7 +98,9 @@ async fn delayed_retries_come_back_when_due() {
         .await
         .unwrap();
     assert_eq!(q.depth().await.unwrap(), (0, 1));
-    assert_eq!(q.promote_due(now, 10).await.unwrap(), 0, "not due yet");
+    let not_yet = q.promote_due(now, 10).await.unwrap();
+    assert_eq!(not_yet.moved, 0, "not due yet");
+    assert_eq!(not_yet.next_due_ms, Some(now + 300), "tells when it is due");
     for i in 0..1200 {
         let mut c = q.redis().get().await.unwrap();
         let _: () = redis::cmd("ZADD")
@@ -110,12 +112,13 @@ async fn delayed_retries_come_back_when_due() {
             .unwrap();
     }
     assert_eq!(
-        q.promote_due(now + 1000, 500).await.unwrap(),
+        q.promote_due(now + 1000, 500).await.unwrap().moved,
         500,
         "moves at most one chunk"
     );
-    assert_eq!(q.promote_due(now + 1000, 500).await.unwrap(), 500);
-    assert_eq!(q.promote_due(now + 1000, 500).await.unwrap(), 201);
+    assert_eq!(q.promote_due(now + 1000, 500).await.unwrap().moved, 500);
+    let last = q.promote_due(now + 1000, 500).await.unwrap();
+    assert_eq!((last.moved, last.next_due_ms), (201, None));
     let e = q
         .read("c1", 2000, Duration::from_millis(100))
         .await
