@@ -1,5 +1,6 @@
 //! The Switch delivery worker.
 
+pub mod acker;
 pub mod metrics;
 pub mod process;
 pub mod recorder;

@@ -24,9 +24,20 @@ async fn main() {
         }
     };
     telemetry::init(settings.log_json);
-    if let Err(e) = switch_worker::runner::run(settings, shutdown_signal()).await {
-        eprintln!("switch-worker: {e:#}");
-        std::process::exit(1);
+    // On the runtime's own threads, not the main thread: the worker runtime
+    // polls every delivery, and wake-ups across to a `block_on` thread cost a
+    // futex call each.
+    let run = tokio::spawn(switch_worker::runner::run(settings, shutdown_signal()));
+    match run.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("switch-worker: {e:#}");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("switch-worker: {e}");
+            std::process::exit(1);
+        }
     }
     tracing::info!("switch-worker stopped");
 }

@@ -16,6 +16,7 @@ use switch_core::subscribers::Cache;
 use switch_core::Settings;
 use tracing::Instrument;
 
+use crate::acker::Acker;
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::request::{prepare, Prepared, Signing};
@@ -31,13 +32,14 @@ pub struct Processor {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub in_flight: InFlight,
+    pub acker: Acker,
     /// Wakes this worker's promoter, so a short retry delay is kept.
     pub retry_scheduled: Arc<tokio::sync::Notify>,
 }
 
 /// Runs a queue operation, retrying with backoff for about ten seconds while
 /// Redis is away. Returns whether it finally succeeded.
-async fn with_redis_retries<F, Fut>(what: &str, mut op: F) -> bool
+pub(crate) async fn with_redis_retries<F, Fut>(what: &str, mut op: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = redis::RedisResult<()>>,
@@ -334,8 +336,7 @@ impl Processor {
     /// Finishes the entry; retried for a while when Redis is away (the job stays
     /// pending meanwhile, so the worst case is a second delivery, never a loss).
     async fn ack(&self, entry_id: &str) {
-        let ids = [entry_id];
-        if !with_redis_retries("ack", || self.queue.ack(&ids)).await {
+        if !self.acker.ack(entry_id).await {
             tracing::error!(
                 entry = entry_id,
                 "could not ack; the job will be delivered again"

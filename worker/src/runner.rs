@@ -13,6 +13,7 @@ use switch_core::subscribers::Cache;
 use switch_core::{db, Settings};
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::acker::Acker;
 use crate::metrics::Metrics;
 use crate::process::Processor;
 use crate::recorder::Recorder;
@@ -93,6 +94,7 @@ pub async fn run(
         recorder,
         metrics,
         in_flight: in_flight.clone(),
+        acker: Acker::start(queue.clone()),
         retry_scheduled: Arc::new(Notify::new()),
     });
     tracing::info!(consumer = %consumer, concurrency = settings.worker_concurrency, namespace = %settings.namespace, "switch-worker started");
