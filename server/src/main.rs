@@ -32,18 +32,20 @@ async fn main() {
         println!("{}", switch_server::auth::dev_token(secret, 30 * 24 * 3600));
         return;
     }
-    telemetry::init(settings.log_json);
+    let log = telemetry::init(settings.log_json);
     let addr = settings.server_addr.clone();
     let app = match Application::build(settings, migrate).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("switch-server: {e:#}");
+            drop(log);
             std::process::exit(1);
         }
     };
     tracing::info!(addr = %addr, port = app.port(), "switch-server listening");
     if let Err(e) = app.run_until_stopped().await {
         eprintln!("switch-server: {e}");
+        drop(log);
         std::process::exit(1);
     }
 }

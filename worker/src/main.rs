@@ -23,7 +23,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    telemetry::init(settings.log_json);
+    let log = telemetry::init(settings.log_json);
     // On the runtime's own threads, not the main thread: the worker runtime
     // polls every delivery, and wake-ups across to a `block_on` thread cost a
     // futex call each.
@@ -32,10 +32,12 @@ async fn main() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             eprintln!("switch-worker: {e:#}");
+            drop(log);
             std::process::exit(1);
         }
         Err(e) => {
             eprintln!("switch-worker: {e}");
+            drop(log);
             std::process::exit(1);
         }
     }
