@@ -161,6 +161,7 @@ async fn publish_inner(
 async fn refresh(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     let principal = state.auth.authenticate(&req)?;
     principal.require_publish()?;
-    let n = state.reload_subscribers().await?;
+    // Rows changed by SQL: the workers and other servers reload at once too.
+    let n = state.subscribers_changed().await?;
     Ok(HttpResponse::Ok().json(json!({"subscribers": n})))
 }
