@@ -1,19 +1,24 @@
 //! A Redis connection that is made on first use and remade after Redis comes
 //! back, so a process can start (and keep running) while Redis is down.
+//!
+//! Each thread gets a connection of its own: a connection's I/O runs on the
+//! runtime thread that made it, so a request handler on an actix worker thread
+//! talks to Redis without handing every command to another thread and back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
+use thread_local::ThreadLocal;
 use tokio::sync::OnceCell;
 
 #[derive(Clone)]
 pub struct RedisHandle {
     client: redis::Client,
     response_timeout: Duration,
-    /// Made once; the manager reconnects by itself after that.
-    manager: Arc<OnceCell<ConnectionManager>>,
+    /// Made once per thread; the manager reconnects by itself after that.
+    managers: Arc<ThreadLocal<OnceCell<ConnectionManager>>>,
 }
 
 impl RedisHandle {
@@ -22,7 +27,7 @@ impl RedisHandle {
         Ok(RedisHandle {
             client: redis::Client::open(url)?,
             response_timeout,
-            manager: Arc::new(OnceCell::new()),
+            managers: Arc::new(ThreadLocal::new()),
         })
     }
 
@@ -31,12 +36,13 @@ impl RedisHandle {
         RedisHandle {
             client: self.client.clone(),
             response_timeout,
-            manager: Arc::new(OnceCell::new()),
+            managers: Arc::new(ThreadLocal::new()),
         }
     }
 
     pub async fn get(&self) -> RedisResult<ConnectionManager> {
-        self.manager
+        self.managers
+            .get_or_default()
             .get_or_try_init(|| async {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(1)))
