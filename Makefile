@@ -17,7 +17,7 @@ run: build
 	@echo "Dev token (admin + publish, 30 days):"
 	@echo "  export TOKEN=$$(target/release/switch-server --print-dev-token)   # or: export TOKEN=\$$(make -s token)"
 	@echo "Try:  curl -X POST localhost:8080/publish -H \"Authorization: Bearer \$$TOKEN\" -d '{\"topic\": \"orders.created\", \"body\": {\"id\": 42}}'"
-	@trap 'kill 0' INT TERM EXIT; \
+	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	  target/release/switch-server & \
 	  for i in $$(seq 1 100); do curl -fsS localhost:8080/ping >/dev/null 2>&1 && break; sleep 0.1; done; \
 	  target/release/switch-worker & \
