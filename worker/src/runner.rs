@@ -7,8 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switch_core::queue::Entry;
-use switch_core::queue::{Queue, RedisHandle};
+use switch_core::queue::{Entry, Queue, RedisHandle};
 use switch_core::subscribers::Cache;
 use switch_core::{db, Settings};
 use tokio::sync::{mpsc, watch, Notify};
