@@ -155,9 +155,27 @@ impl Cache {
         if self.version.load(Ordering::Acquire) == version {
             return Ok(());
         }
-        self.reload_async().await?;
+        self.reload_as_of(version).await.map(|_| ())
+    }
+
+    /// After a change made by this process: announces it to every process, then
+    /// reloads here, noting the new version so this process does not reload a
+    /// second time when its refresh loop sees the announcement.
+    pub async fn changed(self: &Arc<Self>, queue: &Queue) -> anyhow::Result<usize> {
+        match queue.bump_subscribers_version().await {
+            Ok(version) => self.reload_as_of(version).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not announce the subscriber change; others see it within their refresh interval");
+                self.reload_async().await
+            }
+        }
+    }
+
+    /// Reloads (read after `version` was announced), then notes `version` as seen.
+    async fn reload_as_of(self: &Arc<Self>, version: i64) -> anyhow::Result<usize> {
+        let n = self.reload_async().await?;
         self.version.store(version, Ordering::Release);
-        Ok(())
+        Ok(n)
     }
 
     pub fn current(&self) -> Arc<Index> {
@@ -231,11 +249,12 @@ impl Cache {
                 if !announced && last_reload.elapsed() < interval {
                     continue;
                 }
-                let result = me.reload_async().await;
+                let result = match version {
+                    Some(v) => me.reload_as_of(v).await,
+                    None => me.reload_async().await,
+                };
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, "subscriber refresh failed; keeping the last snapshot");
-                } else if let Some(v) = version {
-                    me.version.store(v, Ordering::Release);
                 }
                 on_reload(&result);
                 last_reload = tokio::time::Instant::now();

@@ -25,15 +25,16 @@ impl AppState {
     /// After a change through the API: reload here at once, and tell the other
     /// servers and the workers (best effort: they also reload on their interval).
     pub async fn subscribers_changed(&self) -> Result<usize, crate::error::ApiError> {
-        if let Err(e) = self.queue.bump_subscribers_version().await {
-            tracing::warn!(error = %e, "could not announce the subscriber change; others see it within their refresh interval");
-        }
-        self.reload_subscribers().await
+        self.loaded(self.cache.changed(&self.queue).await)
     }
 
     /// Reloads the subscriber snapshot now and records that it is fresh.
     pub async fn reload_subscribers(&self) -> Result<usize, crate::error::ApiError> {
-        let n = self.cache.reload_async().await.map_err(|e| {
+        self.loaded(self.cache.reload_async().await)
+    }
+
+    fn loaded(&self, reload: anyhow::Result<usize>) -> Result<usize, crate::error::ApiError> {
+        let n = reload.map_err(|e| {
             crate::error::ApiError::Unavailable(format!("the database cannot be reached: {e}"))
         })?;
         self.freshness.mark_ok();

@@ -275,10 +275,9 @@ impl Processor {
                     if !matches!(disabled, Ok(Ok(_))) {
                         tracing::error!("could not disable the subscriber after 410 Gone");
                     }
-                    if let Err(e) = self.queue.bump_subscribers_version().await {
-                        tracing::debug!(error = %e, "could not announce the disabled subscriber");
+                    if let Err(e) = self.cache.changed(&self.queue).await {
+                        tracing::warn!(error = %e, "could not reload subscribers after disabling one");
                     }
-                    let _ = self.cache.reload_async().await;
                 }
                 dead_letter(job, message, Some(&prepared), &reason)
             }

@@ -318,14 +318,13 @@ impl Queue {
         Ok((next, entries))
     }
 
-    /// Tells every process that subscribers changed.
-    pub async fn bump_subscribers_version(&self) -> RedisResult<()> {
+    /// Tells every process that subscribers changed; returns the new version.
+    pub async fn bump_subscribers_version(&self) -> RedisResult<i64> {
         let mut conn = self.redis.get().await?;
         redis::cmd("INCR")
             .arg(&self.keys.subscribers_version)
-            .query_async::<i64>(&mut conn)
+            .query_async(&mut conn)
             .await
-            .map(|_| ())
     }
 
     pub async fn subscribers_version(&self) -> RedisResult<i64> {
