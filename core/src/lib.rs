@@ -6,6 +6,7 @@ pub mod db;
 pub mod duration;
 pub mod filter;
 pub mod job;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod queue;

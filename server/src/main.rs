@@ -1,8 +1,12 @@
+#[global_allocator]
+static ALLOC: switch_core::memory::Allocator = switch_core::memory::Allocator;
+
 use switch_core::{telemetry, Settings};
 use switch_server::startup::Application;
 
 #[actix_web::main]
 async fn main() {
+    switch_core::memory::no_huge_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let migrate = !args.iter().any(|a| a == "--no-migrate");
     let print_token = args.iter().any(|a| a == "--print-dev-token");

@@ -1,3 +1,6 @@
+#[global_allocator]
+static ALLOC: switch_core::memory::Allocator = switch_core::memory::Allocator;
+
 use switch_core::{telemetry, Settings};
 
 /// Installs the SIGTERM and Ctrl-C handlers at once (a signal arriving before
@@ -23,6 +26,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
 
 #[tokio::main]
 async fn main() {
+    switch_core::memory::no_huge_pages();
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {

@@ -115,7 +115,9 @@ impl Processor {
             Ok(m) => m,
             Err(e) => return raw_dead_letter(&entry, &e.to_string()),
         };
-        let span = tracing::info_span!(
+        // A debug span: a span per delivery at info costs more than the rest
+        // of the bookkeeping. Events of a failing delivery name the job themselves.
+        let span = tracing::debug_span!(
             "deliver",
             message_id = %message.id,
             subscriber_id = job.subscriber_id,
@@ -162,7 +164,7 @@ impl Processor {
             Ok(s) => s,
             Err(e) => {
                 // Database away: try the same attempt again shortly.
-                tracing::warn!(error = %e, "subscriber lookup failed; job postponed");
+                tracing::warn!(message_id = %message.id, subscriber_id = job.subscriber_id, error = %e, "subscriber lookup failed; job postponed");
                 return Finish::Retry {
                     next: job.clone(),
                     delay: Duration::from_secs(5),
@@ -170,7 +172,7 @@ impl Processor {
             }
         };
         let Some(sub) = sub else {
-            tracing::warn!("subscriber no longer exists; job dropped");
+            tracing::warn!(message_id = %message.id, subscriber_id = job.subscriber_id, "subscriber no longer exists; job dropped");
             self.record(
                 job,
                 message,
@@ -246,11 +248,15 @@ impl Processor {
         self.record(job, message, outcome, status, kind, error, ms);
         match verdict {
             Verdict::Delivered => {
-                tracing::info!(status = status.unwrap_or(0), ms, "delivered");
+                tracing::debug!(status = status.unwrap_or(0), ms, "delivered");
                 Finish::Ack
             }
             Verdict::Retry { next_in } => {
                 tracing::info!(
+                    message_id = %message.id,
+                    subscriber_id = job.subscriber_id,
+                    attempt = job.attempt,
+                    request_id = message.request_id.as_deref().unwrap_or(""),
                     status = status.unwrap_or(0),
                     kind = kind.unwrap_or(""),
                     retry_in_ms = next_in.as_millis() as u64,
@@ -262,7 +268,14 @@ impl Processor {
                 }
             }
             Verdict::Dead { reason } => {
-                tracing::warn!(reason = %reason, "dead letter");
+                tracing::warn!(
+                    message_id = %message.id,
+                    subscriber_id = job.subscriber_id,
+                    attempt = job.attempt,
+                    request_id = message.request_id.as_deref().unwrap_or(""),
+                    reason = %reason,
+                    "dead letter"
+                );
                 if status == Some(410) {
                     let pool = self.pool.clone();
                     let sid = job.subscriber_id;
@@ -273,7 +286,10 @@ impl Processor {
                     })
                     .await;
                     if !matches!(disabled, Ok(Ok(_))) {
-                        tracing::error!("could not disable the subscriber after 410 Gone");
+                        tracing::error!(
+                            subscriber_id = sid,
+                            "could not disable the subscriber after 410 Gone"
+                        );
                     }
                     if let Err(e) = self.cache.changed(&self.queue).await {
                         tracing::warn!(error = %e, "could not reload subscribers after disabling one");
