@@ -105,7 +105,8 @@ const MARK_EVERY: u64 = 100;
 
 struct Recv {
     count: AtomicU64,
-    samples: Mutex<Vec<u64>>,
+    /// `(publish time, latency)` in µs, one per request that carried a time.
+    samples: Mutex<Vec<(u64, u64)>>,
     /// Arrival (unix µs) of the first and of the latest request since the last reset.
     first_us: AtomicU64,
     last_us: AtomicU64,
@@ -147,7 +148,7 @@ async fn hook(body: web::Bytes, state: web::Data<Recv>) -> HttpResponse {
                 let lat = now.saturating_sub(t as u64);
                 let mut s = state.samples.lock().unwrap_or_else(|e| e.into_inner());
                 if s.len() < MAX_SAMPLES {
-                    s.push(lat);
+                    s.push((t as u64, lat));
                 }
             }
         }
@@ -156,11 +157,13 @@ async fn hook(body: web::Bytes, state: web::Data<Recv>) -> HttpResponse {
 }
 
 async fn stats(state: web::Data<Recv>) -> HttpResponse {
-    let mut sorted = state
+    let mut sorted: Vec<u64> = state
         .samples
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .clone();
+        .iter()
+        .map(|(_, lat)| *lat)
+        .collect();
     sorted.sort_unstable();
     HttpResponse::Ok().json(json!({
         "count": state.count.load(Ordering::Relaxed),
@@ -170,6 +173,16 @@ async fn stats(state: web::Data<Recv>) -> HttpResponse {
         "p999_us": percentile(&sorted, 99.9),
         "max_us": sorted.last().copied().unwrap_or(0),
     }))
+}
+
+/// Every latency sample as `[publish time µs, latency µs]`, in arrival order.
+async fn samples(state: web::Data<Recv>) -> HttpResponse {
+    let s = state
+        .samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    HttpResponse::Ok().json(s)
 }
 
 /// Count, first and last arrival, and the arrival of every [`MARK_EVERY`]th request.
@@ -220,6 +233,8 @@ fn receiver(args: &Args) -> Result<(), String> {
                     .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
                     .route("/__stats", web::get().to(stats))
                     .route("/__stats", web::route().to(not_a_hook))
+                    .route("/__samples", web::get().to(samples))
+                    .route("/__samples", web::route().to(not_a_hook))
                     .route("/__progress", web::get().to(progress))
                     .route("/__progress", web::route().to(not_a_hook))
                     .route("/__reset", web::post().to(reset))
@@ -250,6 +265,15 @@ fn receiver(args: &Args) -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------- publishers
+
+/// The latency publisher runs on one thread: it sends one request a
+/// millisecond, and a lighter load generator disturbs what it measures less.
+fn single_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
@@ -378,7 +402,7 @@ fn latency(args: &Args) -> Result<(), String> {
         return Err("--rate must be in (0, 1e6] and --seconds in (0, 3600]".into());
     }
     let total = (rate * seconds).round() as u64;
-    runtime()?.block_on(async move {
+    single_thread_runtime()?.block_on(async move {
         let client = client()?;
         let tally = Arc::new(Tally::default());
         let url: Arc<str> = url.into();

@@ -33,17 +33,31 @@ impl Recorder {
 async fn write_loop(pool: DbPool, mut rx: mpsc::UnboundedReceiver<NewDeliveryAttempt>) {
     let mut pending: Vec<NewDeliveryAttempt> = Vec::new();
     let mut closed = false;
+    // Whether the last look stopped at a full batch (more may be waiting).
+    let mut more = false;
     while !closed || !pending.is_empty() {
         if !closed {
-            let deadline = tokio::time::sleep(EVERY);
-            tokio::pin!(deadline);
-            while pending.len() < BATCH {
-                tokio::select! {
-                    row = rx.recv() => match row {
-                        Some(r) => pending.push(r),
-                        None => { closed = true; break; }
-                    },
-                    _ = &mut deadline => break,
+            // Rows are collected on a timer rather than as they come: a task
+            // woken for every row costs a thread wake-up per delivery when the
+            // hub is quiet. A full batch is written without waiting.
+            if !more {
+                tokio::time::sleep(EVERY).await;
+            }
+            more = false;
+            loop {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        pending.push(r);
+                        if pending.len() >= BATCH {
+                            more = true;
+                            break;
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
         }

@@ -197,6 +197,8 @@ async fn fetch(
         };
         let room = tx.capacity() + 1;
         let mut entries = Vec::new();
+        // The subscribers version read after the entries at hand.
+        let mut version = None;
         if last_claim.elapsed() >= CLAIM_EVERY {
             last_claim = tokio::time::Instant::now();
             match reader.claim_abandoned(&consumer, &claim_cursor, room).await {
@@ -212,12 +214,19 @@ async fn fetch(
                 }
                 Err(e) => tracing::debug!(error = %e, "claim failed"),
             }
+            if !entries.is_empty() {
+                match reader.subscribers_version().await {
+                    Ok(v) => version = Some(v),
+                    Err(e) => tracing::debug!(error = %e, "subscribers version unavailable"),
+                }
+            }
         }
         if entries.is_empty() {
             match reader.read(&consumer, room, READ_BLOCK).await {
-                Ok(e) => {
+                Ok((e, v)) => {
                     backoff = Duration::from_millis(100);
                     entries = e;
+                    version = Some(v);
                 }
                 Err(e) => {
                     drop(first);
@@ -235,16 +244,11 @@ async fn fetch(
                 }
             }
         }
-        if !entries.is_empty() {
-            // A subscriber changed through the API just before these jobs were
-            // published (new URL, new secret) must be seen by them.
-            match reader.subscribers_version().await {
-                Ok(v) => {
-                    if let Err(e) = cache.catch_up(v).await {
-                        tracing::warn!(error = %e, "subscriber reload failed; using the last snapshot");
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "subscribers version unavailable"),
+        // A subscriber changed through the API just before these jobs were
+        // published (new URL, new secret) must be seen by them.
+        if let (false, Some(v)) = (entries.is_empty(), version) {
+            if let Err(e) = cache.catch_up(v).await {
+                tracing::warn!(error = %e, "subscriber reload failed; using the last snapshot");
             }
         }
         let mut first = Some(first);

@@ -175,15 +175,20 @@ impl Queue {
         }
     }
 
-    /// Reads up to `count` new jobs for `consumer`, waiting up to `block`.
+    /// Reads up to `count` new jobs for `consumer`, waiting up to `block`, and
+    /// the subscribers version (see [`Queue::bump_subscribers_version`]) as it
+    /// stands once they are read. Both go in one round trip: Redis answers the
+    /// GET only after the blocking read returns, so a subscriber change made
+    /// before these jobs were published is always within the version.
     pub async fn read(
         &self,
         consumer: &str,
         count: usize,
         block: Duration,
-    ) -> RedisResult<Vec<Entry>> {
+    ) -> RedisResult<(Vec<Entry>, i64)> {
         let mut conn = self.redis.get().await?;
-        let reply: Value = redis::cmd("XREADGROUP")
+        let (reply, version): (Value, Option<i64>) = redis::pipe()
+            .cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
             .arg(consumer)
@@ -194,9 +199,11 @@ impl Queue {
             .arg("STREAMS")
             .arg(&self.keys.stream)
             .arg(">")
+            .cmd("GET")
+            .arg(&self.keys.subscribers_version)
             .query_async(&mut conn)
             .await?;
-        Ok(parse_read_reply(reply))
+        Ok((parse_read_reply(reply), version.unwrap_or(0)))
     }
 
     /// Marks jobs finished and removes them from the stream, atomically.
