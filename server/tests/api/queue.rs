@@ -51,7 +51,8 @@ async fn backlog(q: &Queue, total: usize) -> (Vec<u128>, Vec<u128>) {
             let entries = q
                 .read("drainer", 1000, Duration::from_millis(100))
                 .await
-                .unwrap();
+                .unwrap()
+                .0;
             assert!(!entries.is_empty(), "backlog ran dry early at {seen}");
             let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
             assert!(entries.iter().all(|e| e.job.is_ok()));
@@ -92,7 +93,9 @@ async fn delayed_retries_come_back_when_due() {
     q.ensure_group().await.unwrap();
     let msg: Arc<str> = Arc::from(r#"{"id":"m","topic":"t"}"#);
     q.push(&[Job::new(1, 1, msg.clone())]).await.unwrap();
-    let e = q.read("c1", 10, Duration::from_millis(100)).await.unwrap();
+    let announced = q.bump_subscribers_version().await.unwrap();
+    let (e, version) = q.read("c1", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(version, announced, "the read brings the announced version");
     let now = chrono::Utc::now().timestamp_millis();
     q.retry_later(&e[0].id, &Job::new(1, 2, msg.clone()), now + 300)
         .await
@@ -122,7 +125,8 @@ async fn delayed_retries_come_back_when_due() {
     let e = q
         .read("c1", 2000, Duration::from_millis(100))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(e.len(), 1201);
     assert!(e.iter().any(|x| x
         .job
@@ -140,7 +144,8 @@ async fn abandoned_jobs_are_claimed() {
     let e = q
         .read("dead-worker", 10, Duration::from_millis(100))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(e.len(), 1);
     let (_, none) = q.claim_abandoned("rescuer", "0-0", 10).await.unwrap();
     assert!(none.is_empty(), "not idle long enough yet");
