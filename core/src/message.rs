@@ -68,6 +68,11 @@ pub struct Message {
     /// Unix milliseconds of the publish.
     #[serde(default)]
     pub published_at_ms: i64,
+    /// Keys of a legacy `Payload` beside the five known ones: the original
+    /// filters could read them (`data["special_key"]`). Read by filters at
+    /// publish time only; not delivered.
+    #[serde(skip)]
+    pub extra: Map<String, Value>,
 }
 
 fn empty_object() -> Value {
@@ -83,7 +88,18 @@ pub struct PublishRequest {
     pub query_params: BTreeMap<String, String>,
     pub path_params: BTreeMap<String, String>,
     pub http_method: HttpMethod,
+    /// See [`Message::extra`].
+    pub extra: Map<String, Value>,
 }
+
+/// The keys of a legacy `Payload` that make the request.
+const LEGACY_PARTS: [&str; 5] = [
+    "body",
+    "headers",
+    "query_params",
+    "path_params",
+    "http_method",
+];
 
 /// What is wrong with a publish body; becomes `400 invalid_request`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,6 +181,7 @@ fn request_from_parts(
         query_params: string_map("query_params", parts.get("query_params"))?,
         path_params: string_map("path_params", parts.get("path_params"))?,
         http_method,
+        extra: Map::new(),
     })
 }
 
@@ -221,7 +238,12 @@ impl PublishRequest {
         let Value::Object(parts) = inner else {
             return err("`Payload` must decode to a JSON object with body, headers, query_params, path_params, http_method");
         };
-        request_from_parts(topic, &parts)
+        let mut request = request_from_parts(topic, &parts)?;
+        request.extra = parts
+            .into_iter()
+            .filter(|(k, _)| !LEGACY_PARTS.contains(&k.as_str()))
+            .collect();
+        Ok(request)
     }
 
     /// Gives the request its id and author, making the message jobs carry.
@@ -243,6 +265,7 @@ impl PublishRequest {
             http_method: self.http_method,
             request_id,
             published_at_ms: now_ms,
+            extra: self.extra,
         }
     }
 }
@@ -282,6 +305,20 @@ mod tests {
         let r = parse(serde_json::json!({"Topic": "hellow", "Payload": b64})).unwrap();
         assert_eq!(r.topic.as_str(), "hellow");
         assert_eq!(r.body, serde_json::json!({"hello": "world"}));
+        assert!(r.extra.is_empty());
+    }
+
+    #[test]
+    fn legacy_payload_keys_beyond_the_request_are_kept_for_filters() {
+        let inner = serde_json::json!({"body": {}, "special_key": "special value", "n": {"a": 1}});
+        let b64 = base64::engine::general_purpose::STANDARD.encode(inner.to_string());
+        let r = parse(serde_json::json!({"Topic": "t", "Payload": b64})).unwrap();
+        assert_eq!(r.extra["special_key"], "special value");
+        assert_eq!(r.extra["n"], serde_json::json!({"a": 1}));
+        assert!(!r.extra.contains_key("body"));
+        let m = r.into_message("msg_1".into(), None, None, 0);
+        let json = serde_json::to_value(&m).unwrap();
+        assert!(json.get("extra").is_none() && json.get("special_key").is_none());
     }
 
     #[test]

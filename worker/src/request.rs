@@ -204,6 +204,7 @@ mod tests {
             http_method: HttpMethod::Put,
             request_id: None,
             published_at_ms: 0,
+            extra: Default::default(),
         };
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let p = prepare(

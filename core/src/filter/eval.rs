@@ -96,31 +96,15 @@ fn map_lookup<'a>(map: &'a std::collections::BTreeMap<String, String>, name: &st
         .unwrap_or(V::Missing)
 }
 
-/// Reads `body.a.b`, `headers.x`, `query_params.q`, `path_params.id`, `http_method`, `topic`, `author`.
+/// Reads `body.a.b`, `headers.x`, `query_params.q`, `path_params.id`, `http_method`, `topic`, `author`,
+/// and the other keys of a legacy payload.
 pub fn resolve<'a>(message: &'a Message, name: &str) -> V<'a> {
     let (root, rest) = match name.split_once('.') {
         Some((r, rest)) => (r, Some(rest)),
         None => (name, None),
     };
     match (root, rest) {
-        ("body", None) => from_json(&message.body),
-        ("body", Some(path)) => {
-            let mut cur = &message.body;
-            for key in path.split('.') {
-                cur = match cur {
-                    Json::Object(m) => match m.get(key) {
-                        Some(v) => v,
-                        None => return V::Missing,
-                    },
-                    Json::Array(a) => match key.parse::<usize>().ok().and_then(|i| a.get(i)) {
-                        Some(v) => v,
-                        None => return V::Missing,
-                    },
-                    _ => return V::Missing,
-                };
-            }
-            from_json(cur)
-        }
+        ("body", path) => walk(&message.body, path),
         ("headers", Some(h)) => header_lookup(&message.headers, h),
         ("query_params", Some(q)) => map_lookup(&message.query_params, q),
         ("path_params", Some(p)) => map_lookup(&message.path_params, p),
@@ -130,8 +114,37 @@ pub fn resolve<'a>(message: &'a Message, name: &str) -> V<'a> {
             Some(a) => V::Str(Cow::Borrowed(a.as_str())),
             None => V::Missing,
         },
-        _ => V::Missing,
+        // Other keys of a legacy payload (`data["special_key"]`).
+        (other, path) => match message.extra.get(other) {
+            Some(v) => walk(v, path),
+            None => V::Missing,
+        },
     }
+}
+
+/// Follows a dotted path (`a.b.0`) into a JSON value.
+fn walk<'a>(root: &'a Json, path: Option<&str>) -> V<'a> {
+    let mut cur = root;
+    for key in path.into_iter().flat_map(|p| p.split('.')) {
+        cur = match cur {
+            Json::Object(m) => match m.get(key) {
+                Some(v) => v,
+                None => return V::Missing,
+            },
+            Json::Array(a) => match key.parse::<usize>().ok().and_then(|i| a.get(i)) {
+                Some(v) => v,
+                None => return V::Missing,
+            },
+            _ => return V::Missing,
+        };
+    }
+    from_json(cur)
+}
+
+/// `http_method` compares without regard to case: the original SDKs send
+/// `post`, and filters written for them say `data["http_method"] == "post"`.
+fn is_method(node: &Node<DefaultNumericTypes>) -> bool {
+    matches!(node.operator(), Operator::VariableIdentifierRead { identifier } if identifier == "http_method")
 }
 
 /// Evaluates trees against one message.
@@ -171,7 +184,10 @@ impl<'m> Evaluator<'m> {
         }
         let op = node.operator();
         if matches!(op, Operator::Eq | Operator::Neq) {
-            let equal = equal(&a, &b);
+            let equal = match (&a, &b) {
+                (V::Str(x), V::Str(y)) if is_method(l) || is_method(r) => x.eq_ignore_ascii_case(y),
+                _ => equal(&a, &b),
+            };
             return if *op == Operator::Eq { equal } else { !equal };
         }
         let ord = match (&a, &b) {

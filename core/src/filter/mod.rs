@@ -41,7 +41,34 @@ impl FilterError {
             position,
         }
     }
+
+    /// Fills in the position of an error found in the tree (which keeps no
+    /// positions) by looking for its cause in the source.
+    fn located(mut self, src: &str) -> Self {
+        if self.position.is_none() {
+            self.position = Some(locate::tree_error(src, &self.kind_hint()).unwrap_or(0));
+        }
+        self
+    }
+
+    fn kind_hint(&self) -> locate::Cause {
+        let m = &self.message;
+        if m.starts_with("a filter cannot assign") {
+            locate::Cause::Assignment
+        } else if m.contains("`;`") {
+            locate::Cause::Chain
+        } else if let Some(name) = m
+            .strip_prefix("unknown function `")
+            .and_then(|r| r.split('`').next())
+        {
+            locate::Cause::Function(name.to_string())
+        } else {
+            locate::Cause::MissingOperand
+        }
+    }
 }
+
+mod locate;
 
 /// A filter ready to evaluate. Construct with [`CompiledFilter::compile`].
 #[derive(Debug, Clone)]
@@ -78,7 +105,7 @@ impl CompiledFilter {
         prescan(&source)?;
         let tree = evalexpr::build_operator_tree::<DefaultNumericTypes>(&source)
             .map_err(|e| FilterError::at(e.to_string(), locate_parse_error(&source, &e)))?;
-        check_tree(&tree)?;
+        check_tree(&tree).map_err(|e| e.located(&source))?;
         Ok(CompiledFilter {
             source,
             tree: Some(tree),

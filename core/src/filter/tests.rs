@@ -18,6 +18,7 @@ fn message() -> Message {
         http_method: HttpMethod::Post,
         request_id: None,
         published_at_ms: 0,
+        extra: Default::default(),
     }
 }
 
@@ -124,6 +125,39 @@ fn legacy_expressions_are_translated() {
 }
 
 #[test]
+fn the_original_examples_work_as_the_original_sdk_publishes() {
+    // The original SDK sends `"http_method": "post"`; its documented filter says `"post"`.
+    let f = CompiledFilter::compile(Some(
+        r#"data["http_method"] == "post" and data["body"]["user"] and data["body"]["user"]["id"]"#,
+    ))
+    .unwrap();
+    assert!(f.matches(&message()));
+    let mut put = message();
+    put.http_method = HttpMethod::Put;
+    assert!(!f.matches(&put));
+    assert!(check(r#"http_method != "get""#));
+    assert!(!check(r#"http_method != "Post""#));
+    // `data["special_key"]` reads a key of the legacy payload beside the request parts.
+    let f = CompiledFilter::compile(Some(
+        r#"data["body"]["x"] == 1 and data["headers"]["y"] == "z" or data["special_key"] == "special value""#,
+    ))
+    .unwrap();
+    let mut m = message();
+    assert!(!f.matches(&m));
+    m.extra.insert("special_key".into(), json!("special value"));
+    assert!(f.matches(&m));
+    m.extra.insert("special_key".into(), json!("other"));
+    assert!(!f.matches(&m));
+    m.extra
+        .insert("nested".into(), json!({"a": [1, {"b": true}]}));
+    assert!(
+        CompiledFilter::compile(Some(r#"data["nested"]["a"][1]["b"] == True"#))
+            .unwrap()
+            .matches(&m)
+    );
+}
+
+#[test]
 fn variables_lists_only_what_is_read() {
     let f = CompiledFilter::compile(Some("body.user.id == 7 && headers.x == \"y\"")).unwrap();
     let mut vars = f.variables();
@@ -177,4 +211,14 @@ fn errors_carry_positions() {
     assert_eq!(e.position, Some(15));
     let e = CompiledFilter::compile(Some("body.x == 1 body.y")).unwrap_err();
     assert_eq!(e.position, Some(12), "{e:?}");
+    // Errors evalexpr only shows in the tree get a position too.
+    for (src, at) in [
+        ("body.total >", 11),
+        ("body.x = 1", 7),
+        ("body.x == 1; body.y", 11),
+        ("body.x == 1 && nope(body.y)", 15),
+    ] {
+        let e = CompiledFilter::compile(Some(src)).unwrap_err();
+        assert_eq!(e.position, Some(at), "{src}: {e:?}");
+    }
 }

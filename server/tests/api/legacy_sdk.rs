@@ -37,9 +37,26 @@ async fn switcher_0_1_8_publishes_unchanged() {
             Some("body.hello == \"nobody\""),
         )
         .await;
+    // The two filters of the original README, as written there.
+    let c = app
+        .subscribe(
+            "hellow",
+            "http://127.0.0.1:9/c",
+            Some(r#"data["http_method"] == "post" and data["body"]["hello"]"#),
+        )
+        .await;
+    let d = app
+        .subscribe(
+            "hellow",
+            "http://127.0.0.1:9/d",
+            Some(
+                r#"data["body"]["x"] == 1 and data["headers"]["y"] == "z" or data["special_key"] == "special value""#,
+            ),
+        )
+        .await;
     let script = r#"
 from switcher import publisher
-ok = publisher.publish('hellow', 'legacy-service', {'body': {'hello': 'world'}, 'headers': {'X-From': 'py'}, 'http_method': 'post', 'path_params': {'id': 1}, 'query_params': {}})
+ok = publisher.publish('hellow', 'legacy-service', {'body': {'hello': 'world'}, 'headers': {'X-From': 'py'}, 'http_method': 'post', 'path_params': {'id': 1}, 'query_params': {}, 'special_key': 'special value'})
 print(ok)
 "#;
     let out = tokio::process::Command::new(switcher_python())
@@ -58,8 +75,13 @@ print(ok)
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let jobs = app.stream_messages().await;
-    assert_eq!(jobs.len(), 1, "exactly the matching subscriber got a job");
-    assert_eq!(jobs[0].0, a["id"].as_i64().unwrap());
+    let mut got: Vec<i64> = jobs.iter().map(|j| j.0).collect();
+    got.sort_unstable();
+    let want: Vec<i64> = [&a, &c, &d]
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, want, "exactly the matching subscribers got a job");
     let job_msg = &jobs[0].1;
     assert_eq!(job_msg.author.as_deref(), Some("legacy-service"));
     assert_eq!(job_msg.body, json!({"hello": "world"}));
