@@ -56,3 +56,34 @@ def test_worker_metrics_parse_and_count_deliveries():
     assert series and series[0].labels["outcome"] in ("failed", "dead")
     assert fams["switch_delivery_seconds"].type == "histogram"
     assert "switch_queue_depth" in fams
+
+
+def test_both_endpoints_show_the_hub_totals():
+    """The server shows delivery outcomes and the worker shows publishes: every
+    `/metrics` carries the hub-wide `switch_hub_*` totals kept in Redis."""
+    topic = f"metricsh.{uuid.uuid4().hex[:8]}"
+    httpx.post(f"{URL}/subscribers", headers=headers(), json={"topic": topic, "target_url": "http://127.0.0.1:9/refused"})
+
+    def totals(text):
+        fams = families(text)
+        deliveries = {s.labels["outcome"]: s.value for s in fams["switch_hub_deliveries"].samples if s.name.endswith("_total")}
+        count = [s.value for s in fams["switch_hub_delivery_seconds"].samples if s.name.endswith("_count")][0]
+        publishes = [s.value for s in fams["switch_hub_publishes"].samples][0]
+        matches = [s.value for s in fams["switch_hub_matches"].samples][0]
+        assert fams["switch_hub_delivery_seconds"].type == "histogram"
+        return publishes, matches, sum(deliveries.values()), count
+
+    server_before = totals(httpx.get(f"{URL}/metrics").text)
+    assert httpx.post(f"{URL}/publish", headers=headers(), json={"topic": topic}).status_code == 202
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        server_after = totals(httpx.get(f"{URL}/metrics").text)
+        if server_after[2] > server_before[2]:
+            break
+        time.sleep(0.1)
+    assert server_after[0] >= server_before[0] + 1, "the publish is counted"
+    assert server_after[1] >= server_before[1] + 1, "its match is counted"
+    assert server_after[2] > server_before[2], "the failed attempt shows on the server"
+    assert server_after[3] == server_after[2], "every attempt has a duration"
+    worker = totals(httpx.get(f"http://{WORKER_METRICS}/metrics").text)
+    assert worker[0] >= server_after[0], "the worker shows the hub's publishes"

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use prometheus::{Encoder, Gauge, IntGauge, Registry, TextEncoder};
 
-use crate::queue::Queue;
+use crate::queue::{HubStats, Queue};
 
 /// Registers every collector, panicking on a duplicate name (a startup bug).
 pub fn register(registry: &Registry, collectors: Vec<Box<dyn prometheus::core::Collector>>) {
@@ -68,5 +68,14 @@ impl QueueGauges {
         {
             self.oldest_pending.set(age.unwrap_or(0) as f64 / 1000.0);
         }
+    }
+}
+
+/// The hub-wide totals in Prometheus text (empty when Redis does not answer
+/// within a second).
+pub async fn hub_totals(queue: &Queue) -> String {
+    match tokio::time::timeout(Duration::from_secs(1), queue.hub_stats()).await {
+        Ok(Ok(fields)) => HubStats(fields).render(),
+        _ => String::new(),
     }
 }

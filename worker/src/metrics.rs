@@ -60,7 +60,9 @@ impl Metrics {
 
     async fn render(&self, queue: &Queue) -> String {
         self.queue.update(queue).await;
-        switch_core::metrics::render(&self.registry)
+        let mut text = switch_core::metrics::render(&self.registry);
+        text.push_str(&switch_core::metrics::hub_totals(queue).await);
+        text
     }
 }
 

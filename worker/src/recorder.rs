@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use switch_core::db::models::NewDeliveryAttempt;
 use switch_core::db::{repo, DbPool};
+use switch_core::queue::{DeliveryStats, Queue};
 use tokio::sync::mpsc;
 
 const BATCH: usize = 1000;
@@ -18,9 +19,9 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writer task; it ends (after a last flush) when every `Recorder` is dropped.
-    pub fn start(pool: DbPool) -> (Recorder, tokio::task::JoinHandle<()>) {
+    pub fn start(pool: DbPool, queue: Queue) -> (Recorder, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Recorder { tx }, tokio::spawn(write_loop(pool, rx)))
+        (Recorder { tx }, tokio::spawn(write_loop(pool, queue, rx)))
     }
 
     pub fn record(&self, row: NewDeliveryAttempt) {
@@ -30,8 +31,14 @@ impl Recorder {
     }
 }
 
-async fn write_loop(pool: DbPool, mut rx: mpsc::UnboundedReceiver<NewDeliveryAttempt>) {
+async fn write_loop(
+    pool: DbPool,
+    queue: Queue,
+    mut rx: mpsc::UnboundedReceiver<NewDeliveryAttempt>,
+) {
     let mut pending: Vec<NewDeliveryAttempt> = Vec::new();
+    // Hub-wide totals not yet added in Redis (best effort: they are metrics).
+    let mut stats = DeliveryStats::default();
     let mut closed = false;
     // Whether the last look stopped at a full batch (more may be waiting).
     let mut more = false;
@@ -47,6 +54,7 @@ async fn write_loop(pool: DbPool, mut rx: mpsc::UnboundedReceiver<NewDeliveryAtt
             loop {
                 match rx.try_recv() {
                     Ok(r) => {
+                        stats.add(&r.outcome, r.duration_ms);
                         pending.push(r);
                         if pending.len() >= BATCH {
                             more = true;
@@ -58,6 +66,14 @@ async fn write_loop(pool: DbPool, mut rx: mpsc::UnboundedReceiver<NewDeliveryAtt
                         closed = true;
                         break;
                     }
+                }
+            }
+        }
+        if !stats.is_empty() {
+            match queue.add_delivery_stats(&stats).await {
+                Ok(()) => stats = DeliveryStats::default(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "hub totals not updated; kept for the next flush")
                 }
             }
         }

@@ -81,7 +81,7 @@ pub async fn run(
         metrics.clone(),
         queue.clone(),
     );
-    let (recorder, writer) = Recorder::start(pool.clone());
+    let (recorder, writer) = Recorder::start(pool.clone(), queue.clone());
     let consumer = consumer_name();
     let in_flight = InFlight::default();
     let processor = Arc::new(Processor {

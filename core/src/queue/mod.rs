@@ -14,8 +14,10 @@
 //! (XAUTOCLAIM) jobs idle longer than [`CLAIM_IDLE`], so a killed worker loses nothing.
 
 mod connection;
+mod stats;
 
 pub use connection::RedisHandle;
+pub use stats::{DeliveryStats, HubStats, DURATION_BUCKETS};
 
 use std::time::Duration;
 
@@ -28,14 +30,20 @@ pub const GROUP: &str = "workers";
 pub const CLAIM_IDLE: Duration = Duration::from_secs(15);
 pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
 
+// KEYS: stream, stats[, idempotency key]. ARGV: record, ttl, 1 when this is
+// a publish (counted in the hub's totals), then the jobs.
 const ENQUEUE: &str = r#"
-if #KEYS == 2 then
-  local prev = redis.call('GET', KEYS[2])
+if #KEYS == 3 then
+  local prev = redis.call('GET', KEYS[3])
   if prev then return prev end
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2])
 end
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   redis.call('XADD', KEYS[1], '*', 'j', ARGV[i])
+end
+if ARGV[3] == '1' then
+  redis.call('HINCRBY', KEYS[2], 'published', 1)
+  redis.call('HINCRBY', KEYS[2], 'matched', #ARGV - 3)
 end
 return false
 "#;
@@ -58,6 +66,9 @@ pub struct Keys {
     /// Bumped on every subscriber change made through the API, so every
     /// process reloads at once instead of waiting for its refresh interval.
     pub subscribers_version: String,
+    /// A hash of hub-wide totals (publishes, matches, delivery outcomes and
+    /// durations), so every server and worker can show the whole hub's figures.
+    pub stats: String,
     idem_prefix: String,
 }
 
@@ -67,6 +78,7 @@ impl Keys {
             stream: format!("{{{namespace}}}:jobs"),
             delayed: format!("{{{namespace}}}:delayed"),
             subscribers_version: format!("{{{namespace}}}:subscribers:version"),
+            stats: format!("{{{namespace}}}:stats"),
             idem_prefix: format!("{{{namespace}}}:idem:"),
         }
     }
@@ -136,9 +148,18 @@ impl Queue {
         jobs: &[Job],
         idempotency: Option<(&str, &str)>,
     ) -> RedisResult<Enqueued> {
+        self.enqueue_counted(jobs, idempotency, true).await
+    }
+
+    async fn enqueue_counted(
+        &self,
+        jobs: &[Job],
+        idempotency: Option<(&str, &str)>,
+        is_publish: bool,
+    ) -> RedisResult<Enqueued> {
         let mut conn = self.redis.get().await?;
         let mut inv = self.enqueue.prepare_invoke();
-        inv.key(&self.keys.stream);
+        inv.key(&self.keys.stream).key(&self.keys.stats);
         match idempotency {
             Some((key, record)) => {
                 inv.key(key).arg(record).arg(IDEMPOTENCY_TTL_SECS);
@@ -147,6 +168,7 @@ impl Queue {
                 inv.arg("").arg(0);
             }
         }
+        inv.arg(if is_publish { "1" } else { "0" });
         for job in jobs {
             inv.arg(job.encode());
         }
@@ -270,9 +292,35 @@ impl Queue {
         })
     }
 
-    /// Adds jobs straight to the stream (replays).
+    /// Adds jobs straight to the stream (replays: not counted as publishes).
     pub async fn push(&self, jobs: &[Job]) -> RedisResult<()> {
-        self.enqueue(jobs, None).await.map(|_| ())
+        self.enqueue_counted(jobs, None, false).await.map(|_| ())
+    }
+
+    /// Adds a worker's finished attempts to the hub-wide totals.
+    pub async fn add_delivery_stats(&self, stats: &DeliveryStats) -> RedisResult<()> {
+        if stats.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.redis.get().await?;
+        let mut pipe = redis::pipe();
+        for (field, n) in stats.fields() {
+            pipe.cmd("HINCRBY")
+                .arg(&self.keys.stats)
+                .arg(field)
+                .arg(n)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// The hub-wide totals as stored (field → value).
+    pub async fn hub_stats(&self) -> RedisResult<std::collections::HashMap<String, i64>> {
+        let mut conn = self.redis.get().await?;
+        redis::cmd("HGETALL")
+            .arg(&self.keys.stats)
+            .query_async(&mut conn)
+            .await
     }
 
     /// Resets the idle time of in-flight jobs so no other worker claims them.

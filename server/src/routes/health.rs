@@ -62,7 +62,7 @@ async fn metrics(state: State) -> HttpResponse {
     m.subscribers.set(state.cache.current().len() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(m.render())
+        .body(m.render() + &switch_core::metrics::hub_totals(&state.queue).await)
 }
 
 async fn openapi() -> HttpResponse {
