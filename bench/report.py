@@ -166,6 +166,29 @@ def main():
         for n, runs in sorted(e2e.items())
     }
 
+    # b2. sustained rate: delivered within 1 s of the end of publishing = kept up
+    sustained = []
+    for r in by.get("sustained", []):
+        p, rc = r["publisher"], r["receiver"]
+        offered = p["rate_achieved"] * 10
+        sustained.append({
+            "rate_msg_per_s": r["rate"],
+            "offered_deliveries_per_s": offered,
+            "delivered_per_s_while_publishing": r["delivered_while_publishing"] / r["publish_seconds"],
+            "drained_after_s": r["drained_after_s"],
+            "kept_up": (not r["timed_out"]) and r["drained_after_s"] <= 1.0 and p["refused"] == 0
+            and p["errors"] == 0,
+            "p50_ms": rc["p50_us"] / 1000, "p99_ms": rc["p99_us"] / 1000,
+            "p999_ms": rc["p999_us"] / 1000,
+            "publish_p99_ms": p["publish_p99_us"] / 1000,
+            "refused": p["refused"], "errors": p["errors"], "timed_out": r["timed_out"],
+        })
+    kept = [x for x in sustained if x["kept_up"]]
+    summary["sustained"] = {
+        "best_kept_up": max(kept, key=lambda x: x["offered_deliveries_per_s"]) if kept else None,
+        "runs": sustained,
+    }
+
     # c. latency
     lat = []
     for r in by.get("latency", []):
@@ -270,6 +293,11 @@ def render(s):
     w("- **End-to-end**: fan-out 10, wrk publishes for the run length while the worker(s) deliver; "
       "deliveries/s = requests the receiver got / time from the start of publishing until the "
       "stream and the retry set are empty and every expected delivery has arrived.")
+    w("- **Sustained**: one worker, fan-out 10, `switch-bench latency` publishes at each fixed rate "
+      f"of {', '.join(str(r) for r in st.get('sustain_rates', []))} msg/s for the run length while the "
+      "worker delivers; deliveries/s while publishing = requests the receiver got by the time the "
+      "publisher finished / its duration. A rate is kept up when the queue is empty within 1 s of "
+      "the last publish and no publish was refused; one run per rate.")
     w(f"- **Latency**: one worker, fan-out 1, `switch-bench latency` publishes {fmt(st['rate'])} msg/s "
       "(fixed rate, each publish on its own task) with the publish time in the body; the receiver "
       "records arrival − publish time.")
@@ -297,6 +325,14 @@ def render(s):
           f"{fmt(e['deliveries_per_s_while_publishing'])} deliveries/s while publishing; "
           f"drained {fmt(e['total_seconds'], 1)} s after publishing started"
           f"{'; TIMED OUT' if e['timed_out'] else ''}) |")
+    sus = s.get("sustained", {})
+    for x in sus.get("runs", []):
+        w(f"| sustained, 1 worker, fan-out 10, publishing {fmt(x['rate_msg_per_s'])} msg/s "
+          f"({fmt(x['offered_deliveries_per_s'])} deliveries/s offered) | "
+          f"{fmt(x['delivered_per_s_while_publishing'])} deliveries/s while publishing; "
+          f"{'kept up' if x['kept_up'] else 'fell behind'} (queue empty {fmt(x['drained_after_s'], 2)} s after "
+          f"the last publish); latency p50 {fmt(x['p50_ms'], 2)} ms, p99 {fmt(x['p99_ms'], 2)} ms"
+          f"{'; ' + str(x['refused'] + x['errors']) + ' publishes refused or failed' if x['refused'] + x['errors'] else ''} |")
     lat = s.get("latency")
     if lat and lat.get("runs"):
         w(f"| delivery latency at {fmt(st['rate'])} msg/s, 1 worker, fan-out 1 | "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks of Switch on this machine, against loopback only:
 #   a. publish throughput without workers at fan-out 1, 10, 100
-#   b. end-to-end deliveries/s with one and with two workers
+#   b. end-to-end deliveries/s with one and with two workers, and the
+#      deliveries/s one worker sustains while publishing goes on at fixed rates
 #   c. delivery latency (publish -> receiver) at a fixed publish rate
 #   d. draining a backlog: jobs/s at the start, middle and end
 #   e. filter cost per subscriber at publish time
@@ -13,6 +14,8 @@
 #   BENCH_RUNS=3            runs per figure; the median is reported
 #   BENCH_BACKLOG=1000000   jobs enqueued for the backlog drain
 #   BENCH_RATE=1000         publishes/s of the latency run
+#   BENCH_SUSTAIN_RATES="600 900 1200 1500 1800"
+#                           publishes/s (fan-out 10) of the sustained-rate runs
 #   BENCH_SAMPLE_SECONDS=1  sampling period of the backlog drain
 #   BENCH_DRAIN_TIMEOUT=900 longest wait for a queue to drain, seconds
 #   BENCH_KEEP_LOGS=1       keep the temporary directory with every log
@@ -26,6 +29,7 @@ RUN_SECONDS="${BENCH_SECONDS:-10}"
 RUNS="${BENCH_RUNS:-3}"
 BACKLOG="${BENCH_BACKLOG:-1000000}"
 RATE="${BENCH_RATE:-1000}"
+SUSTAIN_RATES="${BENCH_SUSTAIN_RATES:-600 900 1200 1500 1800}"
 SAMPLE="${BENCH_SAMPLE_SECONDS:-1}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-900}"
 SERVER_PORT=18480
@@ -230,6 +234,7 @@ with open(sys.argv[1], "a") as f:
         "commit": sh("git rev-parse --short HEAD") + (" (with local changes)" if sh("git status --porcelain --untracked-files=no") else ""),
         "date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
         "settings": {"seconds": $RUN_SECONDS, "runs": $RUNS, "backlog": $BACKLOG, "rate": $RATE,
+                     "sustain_rates": [int(x) for x in "$SUSTAIN_RATES".split()],
                      "sample_seconds": $SAMPLE, "wrk_threads": $THREADS, "wrk_connections": $CONNECTIONS,
                      "worker_concurrency": $WORKER_CONCURRENCY, "database": "SQLite (temporary file)",
                      "log_level": """${RUST_LOG:-info (default)}"""}}) + "\n")
@@ -316,6 +321,30 @@ for workers in 1 2; do
   done
   stop_workers
 done
+
+# ------------------------------------------------------------------ b2. sustained rate
+
+# Publishing at fixed rates (fan-out 10) while one worker delivers: the highest
+# rate whose deliveries keep up is what the hub sustains with both at once.
+reset_queue
+start_worker 0 worker-sustained
+for rate in $SUSTAIN_RATES; do
+  recv_reset
+  log "b2. sustained, 1 worker, fan-out 10, $rate msg/s = $((rate * 10)) deliveries/s offered (${RUN_SECONDS}s)"
+  t0="$(now_ns)"
+  l="$("$bin/switch-bench" latency --url "$base" --token "$token" --topic bench.f10 --rate "$rate" --seconds "$RUN_SECONDS")"
+  publish_seconds="$(secs_since "$t0")"
+  during="$(recv_count)"
+  backlog_at_end="$(rcli XLEN "$stream")"
+  expected=$(($(json_get "$l" accepted) * 10))
+  read -r waited timed_out <<<"$(wait_drained "$expected")"
+  s="$(recv_stats)"
+  record "{\"kind\": \"sustained\", \"rate\": $rate, \"publisher\": $l, \"receiver\": $s, \
+\"publish_seconds\": $publish_seconds, \"delivered_while_publishing\": $during, \
+\"stream_at_publish_end\": $backlog_at_end, \"expected\": $expected, \"drained_after_s\": $waited, \
+\"timed_out\": $([ "$timed_out" = 1 ] && echo true || echo false)}"
+done
+stop_workers
 
 # ------------------------------------------------------------------ c. latency
 
