@@ -81,6 +81,32 @@ fn positive_int(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A listen address: `IP:PORT`, `HOSTNAME:PORT` (resolved when binding) or
+/// `:PORT` (every interface).
+fn listen_addr(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    let bad = || format!("`{s}` is not HOST:PORT");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Ok(format!("0.0.0.0:{port}"));
+    }
+    let hostname = host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if hostname {
+        Ok(s.to_string())
+    } else {
+        Err(bad())
+    }
+}
+
 impl Settings {
     /// Reads the process environment, after loading `.env` from the working directory.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -131,13 +157,7 @@ impl Settings {
         )?;
         let jwt_secret = first(lookup, &["SWITCH_JWT_SECRET"]).map(|(_, v)| v);
         let server_addr = match first(lookup, &["SWITCH_SERVER_ADDR"]) {
-            Some((var, v)) => v
-                .parse::<std::net::SocketAddr>()
-                .map(|_| v.clone())
-                .map_err(|_| ConfigError {
-                    var,
-                    message: format!("`{v}` is not HOST:PORT"),
-                })?,
+            Some((var, v)) => listen_addr(&v).map_err(|message| ConfigError { var, message })?,
             None => match first(lookup, &["SWITCH_SERVER_PORT"]) {
                 Some((var, v)) => {
                     let port: u16 =
@@ -192,11 +212,7 @@ impl Settings {
             lookup,
             &["SWITCH_WORKER_METRICS_ADDR"],
             "0.0.0.0:9090",
-            |s| {
-                s.parse::<std::net::SocketAddr>()
-                    .map(|_| s.to_string())
-                    .map_err(|_| format!("`{s}` is not HOST:PORT"))
-            },
+            listen_addr,
         )?;
         let log_json = parse_with(lookup, &["SWITCH_LOG_FORMAT"], "text", |s| match s {
             "json" => Ok(true),
@@ -274,6 +290,9 @@ mod tests {
             ("SWITCH_MAX_BODY_BYTES", "-3"),
             ("SWITCH_REFRESH_INTERVAL", "0s"),
             ("SWITCH_SERVER_ADDR", "nowhere"),
+            ("SWITCH_SERVER_ADDR", "localhost:http"),
+            ("SWITCH_SERVER_ADDR", "bad host:80"),
+            ("SWITCH_WORKER_METRICS_ADDR", "9090:"),
             ("SWITCH_SERVER_PORT", "http"),
             ("SWITCH_QUEUE_NAMESPACE", "a b"),
             ("SWITCH_LOG_FORMAT", "xml"),
@@ -283,5 +302,20 @@ mod tests {
             assert_eq!(err.var, var, "{value}");
             assert!(err.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn listen_addresses_may_name_a_host() {
+        for (value, want) in [
+            ("127.0.0.1:9000", "127.0.0.1:9000"),
+            ("[::1]:9000", "[::1]:9000"),
+            ("localhost:9000", "localhost:9000"),
+            (":9000", "0.0.0.0:9000"),
+        ] {
+            let s = settings(&[("SWITCH_SERVER_ADDR", value)]).unwrap();
+            assert_eq!(s.server_addr, want);
+        }
+        let s = settings(&[("SWITCH_WORKER_METRICS_ADDR", "localhost:9191")]).unwrap();
+        assert_eq!(s.worker_metrics_addr, "localhost:9191");
     }
 }

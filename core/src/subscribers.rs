@@ -14,7 +14,6 @@ use crate::db::{repo, DbPool};
 use crate::filter::{CompiledFilter, FilterError};
 use crate::message::Message;
 use crate::queue::Queue;
-use crate::signature::generate_secret;
 use crate::topic::{Topic, TopicPattern};
 
 /// A subscriber as loaded: the row plus what was compiled from it.
@@ -187,9 +186,7 @@ impl Cache {
     pub fn reload(&self) -> anyhow::Result<usize> {
         let mut conn = self.pool.get()?;
         let mut rows = repo::list_subscribers(&mut conn, None)?;
-        for row in rows.iter_mut().filter(|r| r.secret.is_none()) {
-            row.secret = repo::fill_missing_secret(&mut conn, row.id, &generate_secret())?;
-        }
+        repo::fill_missing_secrets(&mut conn, &mut rows)?;
         let previous = self.current();
         let index = Index::build(rows, Some(&previous));
         let n = index.len();

@@ -70,7 +70,8 @@ impl Authenticator {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.validate_aud = false;
-        validation.leeway = 5;
+        // `exp` and `nbf` mean what they say: a token is refused the second it expires.
+        validation.leeway = 0;
         Authenticator {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
@@ -99,11 +100,10 @@ impl Authenticator {
         let claims = data.claims;
         let author = ["author", "Author"]
             .iter()
-            .find_map(|k| claims.get(*k))
-            .and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Null => None,
-                other => Some(other.to_string()),
+            .find_map(|k| match claims.get(*k) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => Some(other.to_string()),
             });
         let scopes = match claims.get("scope") {
             None | Some(Value::Null) => None,

@@ -130,6 +130,55 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Error answers that did not come from [`ApiError`] (actix's own: a body over
+/// the size limit on an admin endpoint, a method not allowed) get the same
+/// JSON shape and a stable code.
+pub fn json_errors<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    use actix_web::middleware::ErrorHandlerResponse;
+    let is_json = res
+        .response()
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let message = res
+        .response()
+        .error()
+        .map(|e| e.to_string())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    let error = match status.as_u16() {
+        401 => ApiError::Unauthorized(message),
+        403 => ApiError::Forbidden(message),
+        404 => ApiError::NotFound(message),
+        409 => ApiError::Conflict(message),
+        413 => ApiError::PayloadTooLarge(message),
+        503 => ApiError::Unavailable(message),
+        500..=599 => ApiError::Internal(anyhow::anyhow!(message)),
+        _ => ApiError::invalid(message),
+    };
+    let mut answer = error.error_response();
+    // Keep what the original answer said beyond its body (`Allow` on a 405).
+    for (name, value) in res.response().headers() {
+        if name != actix_web::http::header::CONTENT_TYPE
+            && name != actix_web::http::header::CONTENT_LENGTH
+        {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    *answer.status_mut() = status;
+    let (req, _) = res.into_parts();
+    Ok(ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(req, answer).map_into_right_body(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,10 +36,15 @@ pub fn parse_file(text: &str) -> anyhow::Result<Vec<NewSubscriber>> {
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let m: Map<String, Value> = match item {
+            let mut m: Map<String, Value> = match item {
                 Value::Object(m) => m,
                 _ => bail!("entry {} is not an object", i + 1),
             };
+            // YAML reads an unquoted `True` (the legacy always-true filter) as a boolean.
+            if let Some(Value::Bool(b)) = m.get("filter_expression") {
+                let text = if *b { "true" } else { "false" };
+                m.insert("filter_expression".into(), Value::String(text.into()));
+            }
             let label = m
                 .get("topic")
                 .and_then(Value::as_str)
@@ -113,4 +118,23 @@ pub fn explicit_secrets(text: &str) -> Vec<bool> {
         .iter()
         .map(|i| i.get("secret").is_some_and(|s| !s.is_null()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unquoted_yaml_true_is_the_always_filter() {
+        let entries = parse_file(
+            "- topic: t1\n  target_url: https://a.example/hook\n  filter_expression: True\n",
+        )
+        .unwrap();
+        assert_eq!(entries[0].filter_expression.as_deref(), Some("true"));
+        let err = parse_file(
+            "- topic: t1\n  target_url: https://a.example/hook\n  filter_expression: 5\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("filter_expression"), "{err}");
+    }
 }

@@ -48,7 +48,7 @@ impl Application {
             tracing::warn!(error = %e, "Redis is not reachable yet; publishes answer 503 until it is");
         }
         let cache = Arc::new(Cache::new(pool.clone()));
-        let freshness = Freshness::new(settings.refresh_interval);
+        let freshness = Freshness::new();
         match cache.reload_async().await {
             Ok(n) => {
                 freshness.mark_ok();
@@ -66,6 +66,7 @@ impl Application {
             freshness,
         });
         spawn_refresh(state.clone(), settings.refresh_interval);
+        crate::state::spawn_database_pinger(state.clone());
 
         let listener = TcpListener::bind(&settings.server_addr)
             .with_context(|| format!("cannot listen on {}", settings.server_addr))?;
@@ -74,6 +75,10 @@ impl Application {
         let server =
             HttpServer::new(move || {
                 App::new()
+                    .wrap(
+                        actix_web::middleware::ErrorHandlers::new()
+                            .default_handler(crate::error::json_errors),
+                    )
                     .app_data(data.clone())
                     .app_data(web::PayloadConfig::new(data.settings.max_body_bytes))
                     .app_data(web::JsonConfig::default().error_handler(|e, _| {

@@ -42,18 +42,22 @@ impl AppState {
     }
 }
 
-/// When the subscriber snapshot was last loaded: publishes are refused (503)
-/// rather than matched against a stale list while the database is down.
+/// When the database was last reached (a snapshot load or a ping): publishes
+/// are refused (503) rather than matched against a list that can no longer be
+/// checked while the database is down.
 pub struct Freshness {
     last_ok: Mutex<Option<Instant>>,
     max_age: Duration,
 }
 
+/// How often the server checks that the database answers.
+pub const PING_EVERY: Duration = Duration::from_secs(1);
+
 impl Freshness {
-    pub fn new(refresh: Duration) -> Self {
+    pub fn new() -> Self {
         Freshness {
             last_ok: Mutex::new(None),
-            max_age: (refresh * 3).max(Duration::from_secs(15)),
+            max_age: PING_EVERY * 4,
         }
     }
 
@@ -67,4 +71,43 @@ impl Freshness {
             .unwrap_or_else(|e| e.into_inner())
             .is_some_and(|t| t.elapsed() <= self.max_age)
     }
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Pings the database every [`PING_EVERY`], so an outage turns publishes into
+/// 503s within seconds and recovery is noticed as soon; after an outage the
+/// subscriber list is reloaded before publishes are accepted again.
+pub fn spawn_database_pinger(state: actix_web::web::Data<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PING_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let pool = state.pool.clone();
+            let reached = tokio::task::spawn_blocking(move || {
+                use diesel::connection::SimpleConnection;
+                pool.get()
+                    .map(|mut c| c.batch_execute("SELECT 1").is_ok())
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            if !reached {
+                continue;
+            }
+            if state.freshness.is_fresh() {
+                state.freshness.mark_ok();
+            } else if let Err(e) = state.reload_subscribers().await {
+                // Back, but not well enough to load the list: still refusing.
+                tracing::warn!(error = %e, "database answers but subscribers could not be loaded");
+            } else {
+                tracing::info!("database reachable again; publishes are accepted");
+            }
+        }
+    });
 }

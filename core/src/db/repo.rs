@@ -47,6 +47,15 @@ pub fn delete_subscriber(conn: &mut AnyConnection, id: i64) -> Result<bool> {
     Ok(diesel::delete(subscribers::table.find(id)).execute(conn)? > 0)
 }
 
+/// Gives every row without a secret (rows inserted by SQL) a generated one,
+/// stored, so no reader ever sees a subscriber without its secret.
+pub fn fill_missing_secrets(conn: &mut AnyConnection, rows: &mut [Subscriber]) -> Result<()> {
+    for row in rows.iter_mut().filter(|r| r.secret.is_none()) {
+        row.secret = fill_missing_secret(conn, row.id, &crate::signature::generate_secret())?;
+    }
+    Ok(())
+}
+
 /// Stores a generated secret for a row that has none; another server may have won the race.
 pub fn fill_missing_secret(
     conn: &mut AnyConnection,
@@ -160,15 +169,18 @@ pub fn get_dead_letter(conn: &mut AnyConnection, id: i64) -> Result<Option<DeadL
 }
 
 /// Dead letters of a subscriber that have not been replayed yet.
+/// Dead letters not replayed yet, of one subscriber or of all.
 pub fn pending_dead_letters(
     conn: &mut AnyConnection,
-    subscriber_id: i64,
+    subscriber_id: Option<i64>,
 ) -> Result<Vec<DeadLetter>> {
-    dead_letters::table
-        .filter(dead_letters::subscriber_id.eq(subscriber_id))
+    let mut q = dead_letters::table
         .filter(dead_letters::replayed_at.is_null())
-        .order(dead_letters::id.asc())
-        .load(conn)
+        .into_boxed();
+    if let Some(id) = subscriber_id {
+        q = q.filter(dead_letters::subscriber_id.eq(id));
+    }
+    q.order(dead_letters::id.asc()).load(conn)
 }
 
 pub fn mark_replayed(conn: &mut AnyConnection, ids: &[i64]) -> Result<usize> {

@@ -1,5 +1,6 @@
 //! Admin: dead letters and their replay.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -79,20 +80,25 @@ fn replay_job(d: &DeadLetter) -> Result<Job, ApiError> {
     Ok(Job::replay(d.subscriber_id, Arc::from(message.to_string())))
 }
 
+/// Replays enqueued per chunk: one script call stays small however many
+/// dead letters there are.
+const REPLAY_CHUNK: usize = 500;
+
 /// Enqueues the replays first, then marks them: a crash between the two
 /// replays again rather than losing a replay.
 async fn replay(state: &State, letters: Vec<DeadLetter>) -> Result<usize, ApiError> {
-    if letters.is_empty() {
-        return Ok(0);
+    let mut replayed = 0;
+    for chunk in letters.chunks(REPLAY_CHUNK) {
+        let jobs = chunk
+            .iter()
+            .map(replay_job)
+            .collect::<Result<Vec<_>, _>>()?;
+        state.queue.push(&jobs).await?;
+        let ids: Vec<i64> = chunk.iter().map(|d| d.id).collect();
+        db(state, move |c| Ok(repo::mark_replayed(c, &ids)?)).await?;
+        replayed += jobs.len();
     }
-    let jobs = letters
-        .iter()
-        .map(replay_job)
-        .collect::<Result<Vec<_>, _>>()?;
-    state.queue.push(&jobs).await?;
-    let ids: Vec<i64> = letters.iter().map(|d| d.id).collect();
-    db(state, move |c| Ok(repo::mark_replayed(c, &ids)?)).await?;
-    Ok(jobs.len())
+    Ok(replayed)
 }
 
 async fn ensure_enabled(state: &State, subscriber_id: i64) -> Result<(), ApiError> {
@@ -130,20 +136,41 @@ struct ReplayAllQuery {
     subscriber_id: Option<String>,
 }
 
+/// Replays every pending dead letter of one subscriber (`?subscriber_id=`),
+/// or of every enabled subscriber when none is named; letters of disabled or
+/// deleted subscribers are then left as they are and counted as `skipped`.
 async fn replay_all(
     req: HttpRequest,
     state: State,
     q: web::Query<ReplayAllQuery>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
-    let subscriber_id = int_param("subscriber_id", q.subscriber_id.as_deref())?
-        .ok_or_else(|| ApiError::invalid("`subscriber_id` is required"))?;
-    ensure_enabled(&state, subscriber_id).await?;
-    let letters = db(&state, move |c| {
-        Ok(repo::pending_dead_letters(c, subscriber_id)?)
+    let subscriber_id = int_param("subscriber_id", q.subscriber_id.as_deref())?;
+    if let Some(id) = subscriber_id {
+        ensure_enabled(&state, id).await?;
+    }
+    let (letters, skipped) = db(&state, move |c| {
+        let letters = repo::pending_dead_letters(c, subscriber_id)?;
+        if subscriber_id.is_some() {
+            return Ok((letters, 0));
+        }
+        let enabled: HashSet<i64> = repo::list_subscribers(c, None)?
+            .into_iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.id)
+            .collect();
+        let (ready, left): (Vec<_>, Vec<_>) = letters
+            .into_iter()
+            .partition(|d| enabled.contains(&d.subscriber_id));
+        Ok((ready, left.len()))
     })
     .await?;
     let n = replay(&state, letters).await?;
-    tracing::info!(subscriber_id, replayed = n, "dead letters replayed");
-    Ok(HttpResponse::Accepted().json(json!({"replayed": n})))
+    tracing::info!(
+        subscriber_id,
+        replayed = n,
+        skipped,
+        "dead letters replayed"
+    );
+    Ok(HttpResponse::Accepted().json(json!({"replayed": n, "skipped": skipped})))
 }

@@ -101,7 +101,9 @@ async fn list(
     admin(&req, &state)?;
     let topic = q.into_inner().topic;
     let rows = db(&state, move |c| {
-        Ok(repo::list_subscribers(c, topic.as_deref())?)
+        let mut rows = repo::list_subscribers(c, topic.as_deref())?;
+        repo::fill_missing_secrets(c, &mut rows)?;
+        Ok(rows)
     })
     .await?;
     Ok(HttpResponse::Ok().json(json!({"items": rows.iter().map(to_json).collect::<Vec<_>>()})))
@@ -199,7 +201,12 @@ async fn get(
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let id = parse_id(&id)?;
-    let row = db(&state, move |c| Ok(repo::get_subscriber(c, id)?)).await?;
+    let row = db(&state, move |c| {
+        let mut row = repo::get_subscriber(c, id)?;
+        repo::fill_missing_secrets(c, row.as_mut_slice())?;
+        Ok(row)
+    })
+    .await?;
     row.map(|r| HttpResponse::Ok().json(to_json(&r)))
         .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))
 }

@@ -315,9 +315,9 @@ async fn subscriber_bad_input_table(backend: Backend) {
             "not_found",
         ),
         (
-            "replay all without subscriber",
+            "replay all with a bad subscriber id",
             "POST",
-            "/dead-letters/replay".into(),
+            "/dead-letters/replay?subscriber_id=abc".into(),
             None,
             None,
             400,

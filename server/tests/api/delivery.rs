@@ -292,6 +292,13 @@ async fn gone_disables_subscriber(backend: Backend) {
         (status, body["error"]["code"].as_str()),
         (409, Some("conflict"))
     );
+    // Replaying everything leaves the letters of disabled subscribers as they are.
+    let (status, body) = app.admin("POST", "/dead-letters/replay", None).await;
+    assert_eq!(
+        (status, body["replayed"].as_u64(), body["skipped"].as_u64()),
+        (202, Some(0), Some(1)),
+        "{body}"
+    );
     app.admin(
         "PATCH",
         &format!("/subscribers/{sid}"),
@@ -306,6 +313,12 @@ async fn gone_disables_subscriber(backend: Backend) {
         )
         .await;
     assert_eq!((status, body["replayed"].as_u64()), (202, Some(1)));
+    let (status, body) = app.admin("POST", "/dead-letters/replay", None).await;
+    assert_eq!(
+        (status, body["replayed"].as_u64()),
+        (202, Some(0)),
+        "a replayed letter is not replayed twice: {body}"
+    );
     let got = receiver.wait_for(2, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 2, "replayed right after re-enabling");
     worker.stop().await;

@@ -101,6 +101,25 @@ impl TestDb {
         }
     }
 
+    /// Takes a PostgreSQL database away (`false`: every connection cut, new
+    /// ones refused) or gives it back (`true`), as an outage would.
+    pub fn set_reachable(&self, reachable: bool) {
+        let name = self.pg_name.as_ref().expect("a PostgreSQL test database");
+        let mut admin = PgConnection::establish(PG_ADMIN_URL).expect("PostgreSQL");
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} ALLOW_CONNECTIONS {reachable}"
+            ))
+            .expect("alter database");
+        if !reachable {
+            admin
+                .batch_execute(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                ))
+                .expect("terminate connections");
+        }
+    }
+
     /// Runs plain SQL, as an operator seeding by hand would.
     pub fn sql(&self, sql: &str) {
         self.conn()

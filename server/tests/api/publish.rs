@@ -352,6 +352,25 @@ async fn idempotency_key(backend: Backend) {
 
 async fn sql_rows_are_picked_up(backend: Backend) {
     let (app, db) = TestApp::with(backend).await;
+    // Read back at once, before any reload: the API never shows a row without its secret.
+    db.sql("INSERT INTO subscribers (topic, target_url) VALUES ('early.t', 'http://localhost:9000/early');");
+    let (_, list) = app.admin("GET", "/subscribers?topic=early.t", None).await;
+    let early = &list["items"][0];
+    assert!(
+        early["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
+        "{early}"
+    );
+    let (_, again) = app
+        .admin("GET", &format!("/subscribers/{}", early["id"]), None)
+        .await;
+    assert_eq!(
+        again["secret"], early["secret"],
+        "generated once and stored"
+    );
+    app.admin("DELETE", &format!("/subscribers/{}", early["id"]), None)
+        .await;
     db.sql("INSERT INTO subscribers (topic, target_url, filter_expression) VALUES ('orders.*', 'http://localhost:9000/hook/:id', 'body.total > 100');");
     db.sql("INSERT INTO subscribers (topic, target_url, filter_expression) VALUES ('orders.*', 'http://localhost:9000/broken', 'body.total >>> 1');");
     // Within SWITCH_REFRESH_INTERVAL (300 ms here), without /refresh.
@@ -494,6 +513,32 @@ async fn filters_end_to_end(backend: Backend) {
         .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_request");
+    assert_eq!(
+        body["error"]["position"], 7,
+        "the operator missing its operand: {body}"
+    );
+    // The message may name its author, a filter variable.
+    let (status, body) = app
+        .admin(
+            "POST",
+            "/filters/test",
+            Some(json!({"filter_expression": "author == \"shop\"", "message": {"author": "shop"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["matches"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    // Over-size admin bodies get the same JSON error as /publish.
+    let big =
+        json!({"topic": "x", "target_url": "http://h/", "description": "x".repeat(1_048_600)});
+    let (status, body) = app.admin("POST", "/subscribers", Some(big)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
 }
 
 async fn fan_out_of_one_thousand_is_one_script(backend: Backend) {

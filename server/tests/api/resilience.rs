@@ -255,3 +255,53 @@ async fn sigterm_finishes_in_flight_work() {
     assert_eq!(rows.len(), 5, "attempts flushed at shutdown");
     assert_eq!(app.stream_len().await, 0, "and acked");
 }
+
+/// The database going away turns publishes into 503s within seconds (no
+/// subscriber gets a message matched against a list that cannot be checked),
+/// and they are accepted again once it is back. PostgreSQL only: an SQLite
+/// file cannot be made unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_are_refused_while_the_database_is_away() {
+    let (app, db) = TestApp::with(Backend::Postgres).await;
+    app.subscribe("dbdown.t", "http://127.0.0.1:9/x", None)
+        .await;
+    let (status, _) = app.publish(json!({"topic": "dbdown.t"})).await;
+    assert_eq!(status, 202);
+    db.set_reachable(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let (status, body) = app.publish(json!({"topic": "dbdown.t"})).await;
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(status, 202, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "still accepted 10 s into the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused["error"]["code"], "unavailable");
+    let queued = app.stream_len().await;
+    let (status, _) = app.publish(json!({"topic": "dbdown.t"})).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        app.stream_len().await,
+        queued,
+        "a refused publish queues nothing"
+    );
+    db.set_reachable(true);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = app.publish(json!({"topic": "dbdown.t"})).await;
+        if status == 202 {
+            assert_eq!(body["matched"], 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still refused after the database came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
