@@ -394,7 +394,7 @@ impl Processor {
 fn dead_letter(job: &Job, message: &Message, prepared: Option<&Prepared>, reason: &str) -> Finish {
     let request = json!({
         "method": prepared.map(|p| p.method).unwrap_or(message.http_method.as_str()),
-        "url": prepared.map(|p| p.url.clone()),
+        "url": prepared.map(|p| p.url.as_str()),
         "headers": prepared.map(|p| p.headers.iter().filter(|(k, _)| !k.starts_with("webhook-") && k != "x-switch-attempt").cloned().collect::<Vec<_>>()),
         "body": message.body,
         "message": message,

@@ -2,7 +2,6 @@
 //! forwarded headers, JSON body and the Standard Webhooks signature.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-use serde::Serialize;
 use switch_core::message::Message;
 use switch_core::signature::sign;
 
@@ -48,13 +47,14 @@ fn is_reserved(name: &str) -> bool {
 }
 
 /// A request ready to send, also what a dead letter stores.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
     pub method: &'static str,
-    pub url: String,
+    /// Parsed once here; the HTTP client takes it as it is.
+    pub url: url::Url,
     pub headers: Vec<(String, String)>,
-    #[serde(skip)]
-    pub body: Vec<u8>,
+    /// Shared, so each send hands the client the body without copying it.
+    pub body: bytes::Bytes,
 }
 
 /// Replaces each `:name` in the path and query of `target` by the URL-encoded
@@ -149,9 +149,9 @@ pub fn prepare(
     }
     Ok(Prepared {
         method: message.http_method.as_str(),
-        url: url.into(),
+        url,
         headers,
-        body,
+        body: body.into(),
     })
 }
 
@@ -219,7 +219,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.method, "PUT");
-        assert_eq!(p.url, "http://127.0.0.1:1/hook/7?x=1&source=web+app");
+        assert_eq!(
+            p.url.as_str(),
+            "http://127.0.0.1:1/hook/7?x=1&source=web+app"
+        );
         let h = |name: &str| {
             p.headers
                 .iter()

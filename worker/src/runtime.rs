@@ -88,9 +88,8 @@ fn backend(
                             async move {
                                 match rx.recv().await {
                                     Some(entry) => {
-                                        let task = TaskBuilder::new(entry.clone())
-                                            .task_id(TaskId::String(entry.id))
-                                            .build();
+                                        let id = TaskId::String(entry.id.clone());
+                                        let task = TaskBuilder::new(entry).task_id(id).build();
                                         Some((Ok(Some(task)), rx))
                                     }
                                     None => {

@@ -129,7 +129,7 @@ async fn exchange(client: &reqwest::Client, req: &Prepared, timeout: Duration) -
     let method =
         reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::POST);
     let mut builder = client
-        .request(method, &req.url)
+        .request(method, req.url.clone())
         .timeout(timeout)
         .body(req.body.clone());
     for (k, v) in &req.headers {
