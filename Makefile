@@ -6,7 +6,7 @@ export SWITCH_JWT_SECRET ?= dev-secret-change-me
 export SWITCH_DATABASE_URL ?= sqlite://switch.db
 export SWITCH_REDIS_URL ?= redis://127.0.0.1:6379
 
-.PHONY: build run token test test-deps test-rust test-sdk-python test-sdk-js test-compose bench fmt lint clean
+.PHONY: build run token test test-deps test-rust test-sdk-python test-sdk-js test-compose bench bench-micro fmt lint clean
 
 build:
 	$(CARGO) build --release
@@ -57,8 +57,13 @@ test-sdk-js:
 test-compose: test-deps
 	.venv-sdk/bin/python -m pytest -q tests/compose_check.py
 
+## The whole hub on this machine: bench/results/results.{md,json}.
 bench: build
 	bench/run.sh
+
+## criterion micro-benchmarks: filter evaluation and topic matching.
+bench-micro:
+	$(CARGO) bench -p switch-bench --bench filters
 
 fmt:
 	$(CARGO) fmt --all

@@ -163,7 +163,7 @@ export declare class DeadLetters {
   /** Every dead letter, page after page. */
   iterate(query?: DeadLetterQuery): AsyncGenerator<DeadLetter, void, undefined>;
   replay(id: number | string): Promise<Record<string, unknown> | null>;
-  replayAll(subscriberId: number | string): Promise<Record<string, unknown> | null>;
+  replayAll(subscriberId?: number | string | null): Promise<Record<string, unknown> | null>;
 }
 
 export declare class Switch {

@@ -182,12 +182,14 @@ impl Settings {
             "64",
             positive_int,
         )?;
-        let retry_schedule = parse_with(
-            lookup,
-            &["SWITCH_RETRY_SCHEDULE"],
-            "5s,30s,2m,10m,30m,1h,3h,6h",
-            parse_schedule,
-        )?;
+        // Set but empty (or `none`) is a schedule without retries: one attempt.
+        let retry_schedule = parse_schedule(
+            &lookup("SWITCH_RETRY_SCHEDULE").unwrap_or_else(|| "5s,30s,2m,10m,30m,1h,3h,6h".into()),
+        )
+        .map_err(|message| ConfigError {
+            var: "SWITCH_RETRY_SCHEDULE".into(),
+            message,
+        })?;
         let delivery_timeout = parse_with(lookup, &["SWITCH_DELIVERY_TIMEOUT"], "15s", |s| {
             parse_duration(s).and_then(|d| {
                 if d.is_zero() {
@@ -302,6 +304,16 @@ mod tests {
             assert_eq!(err.var, var, "{value}");
             assert!(err.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn an_empty_retry_schedule_means_one_attempt() {
+        for v in ["", "none", " "] {
+            let s = settings(&[("SWITCH_RETRY_SCHEDULE", v)]).unwrap();
+            assert_eq!(s.max_attempts(), 1, "{v:?}");
+        }
+        let s = settings(&[("SWITCH_RETRY_SCHEDULE", "1s,250ms")]).unwrap();
+        assert_eq!(s.max_attempts(), 3);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub fn parse_duration(src: &str) -> Result<Duration, String> {
 
 /// Parses a comma-separated list of durations, such as the retry schedule.
 pub fn parse_schedule(src: &str) -> Result<Vec<Duration>, String> {
-    if src.trim().is_empty() {
+    if src.trim().is_empty() || src.trim().eq_ignore_ascii_case("none") {
         return Ok(Vec::new());
     }
     src.split(',').map(parse_duration).collect()

@@ -307,9 +307,13 @@ class DeadLetters {
     return data === undefined ? null : fromServer(data);
   }
 
-  /** `POST /dead-letters/replay?subscriber_id=`: re-enqueues every dead letter of a subscriber. */
+  /**
+   * `POST /dead-letters/replay[?subscriber_id=]`: re-enqueues every dead letter of a
+   * subscriber, or of every enabled subscriber when none is given.
+   */
   async replayAll(subscriberId) {
-    pathId(subscriberId);
+    if (subscriberId !== undefined && subscriberId !== null) pathId(subscriberId);
+    else subscriberId = undefined;
     const { data } = await this._client._request('POST', '/dead-letters/replay', {
       query: toServer({ subscriberId }),
     });

@@ -430,9 +430,11 @@ describe('requests and answers', () => {
     for await (const d of client().deadLetters.iterate({ subscriberId: 7, limit: 2 })) ids.push(d.id);
     assert.deepEqual(ids, [3, 8, 9]);
     assert.deepEqual(await client().deadLetters.replay(3), { id: 3, replayedAt: 'now' });
-    await assert.rejects(client().deadLetters.replayAll(), TypeError);
+    await assert.rejects(client().deadLetters.replayAll(''), TypeError);
     assert.deepEqual(await client().deadLetters.replayAll(7), { replayed: 2 });
     assert.equal(server.requests.at(-1).url, '/dead-letters/replay?subscriber_id=7');
+    await client().deadLetters.replayAll();
+    assert.equal(server.requests.at(-1).url, '/dead-letters/replay', 'no subscriber: all of them');
   });
 
   test('ping, health and refresh', async () => {

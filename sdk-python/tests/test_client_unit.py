@@ -458,6 +458,9 @@ def test_dead_letters() -> None:
         assert client.replay_dead_letters(7) == {"replayed": 4}
         assert hub.last.url.path == "/dead-letters/replay"
         assert hub.last.url.params["subscriber_id"] == "7"
+        client.replay_dead_letters()
+        assert hub.last.url.path == "/dead-letters/replay"
+        assert "subscriber_id" not in hub.last.url.params, "no subscriber: all of them"
 
 
 def test_replay_with_empty_answer() -> None:

@@ -344,7 +344,7 @@ def replay_dead_letter(dead_letter_id: Id) -> Call[Any]:
     return Call("POST", f"/dead-letters/{_id(dead_letter_id)}/replay", _maybe_json)
 
 
-def replay_dead_letters(subscriber_id: Id) -> Call[Any]:
+def replay_dead_letters(subscriber_id: Optional[Id] = None) -> Call[Any]:
     return Call(
         "POST",
         "/dead-letters/replay",

@@ -232,6 +232,7 @@ class AsyncClient(BaseClient):
         """Re-enqueue one dead letter; returns the hub's answer (decoded JSON, or None)."""
         return await self._send(_api.replay_dead_letter(dead_letter_id))
 
-    async def replay_dead_letters(self, subscriber_id: Id) -> Any:
-        """Re-enqueue every dead letter of a subscriber; returns the hub's answer."""
+    async def replay_dead_letters(self, subscriber_id: Optional[Id] = None) -> Any:
+        """Re-enqueue every dead letter of a subscriber, or of every enabled
+        subscriber when none is given; returns the hub's answer."""
         return await self._send(_api.replay_dead_letters(subscriber_id))

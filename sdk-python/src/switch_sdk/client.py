@@ -227,6 +227,7 @@ class Client(BaseClient):
         """Re-enqueue one dead letter; returns the hub's answer (decoded JSON, or None)."""
         return self._send(_api.replay_dead_letter(dead_letter_id))
 
-    def replay_dead_letters(self, subscriber_id: Id) -> Any:
-        """Re-enqueue every dead letter of a subscriber; returns the hub's answer."""
+    def replay_dead_letters(self, subscriber_id: Optional[Id] = None) -> Any:
+        """Re-enqueue every dead letter of a subscriber, or of every enabled
+        subscriber when none is given; returns the hub's answer."""
         return self._send(_api.replay_dead_letters(subscriber_id))
