@@ -89,14 +89,9 @@ pub fn spawn_database_pinger(state: actix_web::web::Data<AppState>) {
         loop {
             tick.tick().await;
             let pool = state.pool.clone();
-            let reached = tokio::task::spawn_blocking(move || {
-                use diesel::connection::SimpleConnection;
-                pool.get()
-                    .map(|mut c| c.batch_execute("SELECT 1").is_ok())
-                    .unwrap_or(false)
-            })
-            .await
-            .unwrap_or(false);
+            let reached = tokio::task::spawn_blocking(move || switch_core::db::answers(&pool))
+                .await
+                .unwrap_or(false);
             if !reached {
                 continue;
             }

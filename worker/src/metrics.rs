@@ -32,9 +32,8 @@ impl Metrics {
                 "switch_delivery_seconds",
                 "Duration of one delivery attempt",
             )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
+            // The same bounds as the hub-wide histogram, so the two compare.
+            .buckets(switch_core::queue::DURATION_BUCKETS.to_vec()),
         )
         .expect("valid metric");
         let dead_letters =

@@ -87,6 +87,13 @@ pub fn pool(url: &DatabaseUrl, max_size: u32) -> DbPool {
         .build_unchecked(Manager { url: url.clone() })
 }
 
+/// Whether the database answers a query now (blocking: call from a blocking thread).
+pub fn answers(pool: &DbPool) -> bool {
+    pool.get()
+        .map(|mut c| c.batch_execute("SELECT 1").is_ok())
+        .unwrap_or(false)
+}
+
 /// Runs pending migrations of the backend in use.
 pub fn migrate(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>> {
     let applied = match conn {

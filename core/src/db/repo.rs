@@ -185,7 +185,6 @@ pub fn get_dead_letter(conn: &mut AnyConnection, id: i64) -> Result<Option<DeadL
     dead_letters::table.find(id).first(conn).optional()
 }
 
-/// Dead letters of a subscriber that have not been replayed yet.
 /// Dead letters not replayed yet, of one subscriber or of all.
 pub fn pending_dead_letters(
     conn: &mut AnyConnection,

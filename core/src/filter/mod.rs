@@ -41,31 +41,6 @@ impl FilterError {
             position,
         }
     }
-
-    /// Fills in the position of an error found in the tree (which keeps no
-    /// positions) by looking for its cause in the source.
-    fn located(mut self, src: &str) -> Self {
-        if self.position.is_none() {
-            self.position = Some(locate::tree_error(src, &self.kind_hint()).unwrap_or(0));
-        }
-        self
-    }
-
-    fn kind_hint(&self) -> locate::Cause {
-        let m = &self.message;
-        if m.starts_with("a filter cannot assign") {
-            locate::Cause::Assignment
-        } else if m.contains("`;`") {
-            locate::Cause::Chain
-        } else if let Some(name) = m
-            .strip_prefix("unknown function `")
-            .and_then(|r| r.split('`').next())
-        {
-            locate::Cause::Function(name.to_string())
-        } else {
-            locate::Cause::MissingOperand
-        }
-    }
 }
 
 mod locate;
@@ -105,7 +80,7 @@ impl CompiledFilter {
         prescan(&source)?;
         let tree = evalexpr::build_operator_tree::<DefaultNumericTypes>(&source)
             .map_err(|e| FilterError::at(e.to_string(), locate_parse_error(&source, &e)))?;
-        check_tree(&tree).map_err(|e| e.located(&source))?;
+        check_tree(&tree, &source)?;
         Ok(CompiledFilter {
             source,
             tree: Some(tree),
@@ -215,7 +190,11 @@ fn locate_parse_error(
 }
 
 /// Refuses what a filter must not do: assignments, chains, unknown functions.
-fn check_tree(root: &Node<DefaultNumericTypes>) -> Result<(), FilterError> {
+fn check_tree(root: &Node<DefaultNumericTypes>, src: &str) -> Result<(), FilterError> {
+    // The tree keeps no positions: each cause is looked for in the source.
+    let at = |message: String, cause: locate::Cause| {
+        FilterError::at(message, Some(locate::tree_error(src, &cause).unwrap_or(0)))
+    };
     let mut stack = vec![root];
     while let Some(node) = stack.pop() {
         match node.operator() {
@@ -229,26 +208,26 @@ fn check_tree(root: &Node<DefaultNumericTypes>) -> Result<(), FilterError> {
             | Operator::AndAssign
             | Operator::OrAssign
             | Operator::VariableIdentifierWrite { .. } => {
-                return Err(FilterError::at(
-                    "a filter cannot assign (did you mean `==`?)",
-                    None,
+                return Err(at(
+                    "a filter cannot assign (did you mean `==`?)".into(),
+                    locate::Cause::Assignment,
                 ))
             }
             Operator::Chain => {
-                return Err(FilterError::at(
-                    "a filter is one expression; `;` is not allowed",
-                    None,
+                return Err(at(
+                    "a filter is one expression; `;` is not allowed".into(),
+                    locate::Cause::Chain,
                 ))
             }
             Operator::FunctionIdentifier { identifier }
                 if !FUNCTIONS.contains(&identifier.as_str()) =>
             {
-                return Err(FilterError::at(
+                return Err(at(
                     format!(
                         "unknown function `{identifier}`; available: {}",
                         FUNCTIONS.join(", ")
                     ),
-                    None,
+                    locate::Cause::Function(identifier.clone()),
                 ))
             }
             Operator::Add
@@ -267,10 +246,16 @@ fn check_tree(root: &Node<DefaultNumericTypes>) -> Result<(), FilterError> {
             | Operator::Or
                 if node.children().len() != 2 =>
             {
-                return Err(FilterError::at("an operator is missing an operand", None))
+                return Err(at(
+                    "an operator is missing an operand".into(),
+                    locate::Cause::MissingOperand,
+                ))
             }
             Operator::Not | Operator::Neg if node.children().len() != 1 => {
-                return Err(FilterError::at("`!` or `-` is missing its operand", None))
+                return Err(at(
+                    "`!` or `-` is missing its operand".into(),
+                    locate::Cause::MissingOperand,
+                ))
             }
             _ => {}
         }

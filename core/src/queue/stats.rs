@@ -26,7 +26,13 @@ pub struct DeliveryStats {
 
 impl DeliveryStats {
     pub fn add(&mut self, outcome: &str, duration_ms: i64) {
-        *self.outcomes.entry(outcome.to_string()).or_default() += 1;
+        // Called per attempt: allocate the key only for an outcome not seen yet.
+        match self.outcomes.get_mut(outcome) {
+            Some(n) => *n += 1,
+            None => {
+                self.outcomes.insert(outcome.to_string(), 1);
+            }
+        }
         let secs = duration_ms.max(0) as f64 / 1000.0;
         let i = DURATION_BUCKETS
             .iter()

@@ -20,12 +20,7 @@ async fn ping() -> HttpResponse {
 
 async fn database_ok(state: &State) -> bool {
     let pool = state.pool.clone();
-    let check = web::block(move || -> bool {
-        use diesel::connection::SimpleConnection;
-        pool.get()
-            .map(|mut c| c.batch_execute("SELECT 1").is_ok())
-            .unwrap_or(false)
-    });
+    let check = web::block(move || switch_core::db::answers(&pool));
     matches!(
         tokio::time::timeout(Duration::from_secs(3), check).await,
         Ok(Ok(true))
