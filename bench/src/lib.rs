@@ -83,6 +83,8 @@ pub fn subscriber_rows(n: usize, pattern: &str) -> Vec<Subscriber> {
             updated_at: t,
             previous_secret: None,
             previous_secret_expires_at: None,
+            max_in_flight: None,
+            disabled_reason: None,
         })
         .collect()
 }

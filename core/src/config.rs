@@ -43,6 +43,34 @@ pub struct Settings {
     pub refresh_interval: Duration,
     pub worker_metrics_addr: String,
     pub log_json: bool,
+    /// Deliveries of one worker in flight to one subscriber (its `max_in_flight` overrides).
+    pub subscriber_concurrency: usize,
+    /// Consecutive failed attempts that open a subscriber's circuit.
+    pub circuit_failures: u32,
+    /// First wait before a probe of an open circuit (doubles up to 10 min).
+    pub circuit_cooldown: Duration,
+    /// A subscriber failing without a success for this long is disabled (`None`: never).
+    pub auto_disable_after: Option<Duration>,
+    /// Target networks refused (checked after `target_allow`).
+    pub target_deny: Vec<ipnet::IpNet>,
+    /// Target networks always allowed, checked first.
+    pub target_allow: Vec<ipnet::IpNet>,
+}
+
+/// Cloud metadata and link-local addresses: never a webhook target by default.
+pub const DEFAULT_TARGET_DENY: &str = "169.254.0.0/16,fe80::/10,0.0.0.0/8,fd00:ec2::254/128";
+
+/// A comma-separated CIDR list (a bare address is a /32 or /128); empty is none.
+pub fn parse_cidrs(src: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    src.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{s}` is not a CIDR block such as 10.0.0.0/8 or fd00::/8"))
+        })
+        .collect()
 }
 
 /// A configuration error that names the variable at fault.
@@ -221,7 +249,50 @@ impl Settings {
             "text" | "pretty" | "plain" => Ok(false),
             other => Err(format!("`{other}` is not json or text")),
         })?;
+        let subscriber_concurrency = parse_with(
+            lookup,
+            &["SWITCH_SUBSCRIBER_CONCURRENCY"],
+            "8",
+            positive_int,
+        )?;
+        let circuit_failures = parse_with(lookup, &["SWITCH_CIRCUIT_FAILURES"], "10", |s| {
+            positive_int(s).map(|n| n.min(u32::MAX as usize) as u32)
+        })?;
+        let circuit_cooldown = parse_with(lookup, &["SWITCH_CIRCUIT_COOLDOWN"], "30s", |s| {
+            parse_duration(s).and_then(|d| {
+                if d.is_zero() {
+                    Err("must be more than 0".into())
+                } else {
+                    Ok(d)
+                }
+            })
+        })?;
+        let auto_disable_after = parse_with(lookup, &["SWITCH_AUTO_DISABLE_AFTER"], "5d", |s| {
+            if s.trim().eq_ignore_ascii_case("none") {
+                return Ok(None);
+            }
+            parse_duration(s).and_then(|d| {
+                if d.is_zero() {
+                    Err("must be more than 0 (or `none`)".into())
+                } else {
+                    Ok(Some(d))
+                }
+            })
+        })?;
+        let target_deny = parse_with(
+            lookup,
+            &["SWITCH_TARGET_DENY"],
+            DEFAULT_TARGET_DENY,
+            parse_cidrs,
+        )?;
+        let target_allow = parse_with(lookup, &["SWITCH_TARGET_ALLOW"], "", parse_cidrs)?;
         Ok(Settings {
+            subscriber_concurrency,
+            circuit_failures,
+            circuit_cooldown,
+            auto_disable_after,
+            target_deny,
+            target_allow,
             database_url,
             redis_url,
             namespace,
@@ -264,6 +335,14 @@ mod tests {
         assert_eq!(s.worker_concurrency, 64);
         assert_eq!(s.max_attempts(), 9);
         assert_eq!(s.namespace, "switch");
+        assert_eq!(s.subscriber_concurrency, 8);
+        assert_eq!(s.circuit_failures, 10);
+        assert_eq!(s.circuit_cooldown, Duration::from_secs(30));
+        assert_eq!(s.auto_disable_after, Some(Duration::from_secs(5 * 86_400)));
+        assert_eq!(s.target_deny.len(), 4);
+        assert!(s.target_allow.is_empty());
+        let off = settings(&[("SWITCH_AUTO_DISABLE_AFTER", "none")]).unwrap();
+        assert_eq!(off.auto_disable_after, None);
     }
 
     #[test]
@@ -298,6 +377,12 @@ mod tests {
             ("SWITCH_SERVER_PORT", "http"),
             ("SWITCH_QUEUE_NAMESPACE", "a b"),
             ("SWITCH_LOG_FORMAT", "xml"),
+            ("SWITCH_SUBSCRIBER_CONCURRENCY", "0"),
+            ("SWITCH_CIRCUIT_FAILURES", "x"),
+            ("SWITCH_CIRCUIT_COOLDOWN", "0s"),
+            ("SWITCH_AUTO_DISABLE_AFTER", "soon"),
+            ("SWITCH_TARGET_DENY", "10.0.0.0/33"),
+            ("SWITCH_TARGET_ALLOW", "example.com"),
         ];
         for (var, value) in cases {
             let err = settings(&[(var, value)]).expect_err(var);

@@ -63,13 +63,15 @@ impl Job {
         ) else {
             return Err(JobDecodeError(format!("unknown layout: {:.60}", src)));
         };
+        let attempt = match attempt.parse::<u32>() {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(JobDecodeError(format!("bad attempt {attempt}"))),
+        };
         Ok(Job {
             subscriber_id: sub
                 .parse()
                 .map_err(|_| JobDecodeError(format!("bad subscriber id {sub}")))?,
-            attempt: attempt
-                .parse()
-                .map_err(|_| JobDecodeError(format!("bad attempt {attempt}")))?,
+            attempt,
             replay: flags.contains('r'),
             message_json: Arc::from(msg),
         })
@@ -102,5 +104,6 @@ mod tests {
         assert!(Job::decode("v2|1|1||{}").is_err());
         assert!(Job::decode("v1|x|1||{}").is_err());
         assert!(Job::decode("v1|1").is_err());
+        assert!(Job::decode("v1|1|0||{}").is_err(), "attempts count from 1");
     }
 }

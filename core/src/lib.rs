@@ -1,6 +1,7 @@
 //! Shared library of the Switch hub: configuration, domain types, the database
 //! layer, filter compilation, the delivery job and the Redis queue.
 
+pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod duration;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod queue;
 pub mod signature;
 pub mod subscribers;
+pub mod target;
 pub mod telemetry;
 pub mod topic;
 

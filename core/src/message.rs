@@ -136,6 +136,55 @@ fn string_map(
     Ok(out)
 }
 
+/// A `tchar` of RFC 9110: the only bytes an HTTP header name may hold.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Longest header name HTTP clients accept.
+const MAX_HEADER_NAME: usize = 65_535;
+
+/// Why `value` cannot be sent as an HTTP header value, if it cannot: the
+/// bytes HTTP allows are visible characters, space, tab and non-ASCII text;
+/// control characters (NUL, line breaks, DEL, …) are refused by every client
+/// (and would split the request if they were not).
+pub fn header_value_problem(value: &str) -> Option<String> {
+    value
+        .bytes()
+        .position(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        .map(|i| format!("control character {:#04x} at byte {i}", value.as_bytes()[i]))
+}
+
+/// Refuses a published header the delivery could not send: without this
+/// the HTTP client drops it silently at every attempt.
+fn check_header(name: &str, value: &str) -> Result<(), PublishError> {
+    if name.is_empty() || name.len() > MAX_HEADER_NAME || !name.bytes().all(is_token_byte) {
+        return err(format!(
+            "header name `{}` is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+            name.escape_default()
+        ));
+    }
+    if let Some(problem) = header_value_problem(value) {
+        return err(format!(
+            "header `{name}` has a value that is not valid in HTTP: {problem}"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an author (a token's `author` claim or an API key's name) that
+/// could not be sent as `x-switch-author`: subscribers would get the message
+/// without its publisher, and nothing would say why.
+pub fn check_author(author: &str) -> Result<(), PublishError> {
+    match header_value_problem(author) {
+        None => Ok(()),
+        Some(problem) => err(format!(
+            "the token's author `{}` cannot be sent as the x-switch-author header ({problem}); use a credential whose author is printable text",
+            author.escape_default()
+        )),
+    }
+}
+
 fn request_from_parts(
     topic: &Value,
     parts: &Map<String, Value>,
@@ -158,18 +207,8 @@ fn request_from_parts(
         Some(_) => return err("`http_method` must be a string"),
     };
     let headers = string_map("headers", parts.get("headers"))?;
-    for name in headers.keys() {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            return err(format!(
-                "header name `{}` is not a valid HTTP header name",
-                name.escape_default()
-            ));
-        }
-    }
     for (name, value) in &headers {
-        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return err(format!("header `{name}` has a line break in its value"));
-        }
+        check_header(name, value)?;
     }
     Ok(PublishRequest {
         topic,
@@ -356,6 +395,44 @@ mod tests {
         for (body, reason) in cases {
             let e = PublishRequest::from_json_bytes(&body).expect_err(reason);
             assert!(e.0.contains(reason), "{} should mention {reason}", e.0);
+        }
+    }
+
+    #[test]
+    fn headers_http_cannot_carry_are_refused_in_both_forms() {
+        let b64 =
+            |v: serde_json::Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
+        let bad: Vec<(serde_json::Value, &str)> = vec![
+            (serde_json::json!({"bad header": "v"}), "bad header"),
+            (serde_json::json!({"x(y)": "v"}), "x(y)"),
+            (serde_json::json!({"": "v"}), "header name"),
+            (serde_json::json!({"X-Nl": "a\nb"}), "X-Nl"),
+            (serde_json::json!({"X-Cr": "a\rb"}), "X-Cr"),
+            (serde_json::json!({"X-Nul": "a\u{0}b"}), "X-Nul"),
+            (serde_json::json!({"X-Del": "a\u{7f}b"}), "X-Del"),
+        ];
+        for (headers, named) in bad {
+            let native = parse(serde_json::json!({"topic": "t", "headers": headers.clone()}))
+                .expect_err("native");
+            assert!(native.0.contains(named), "{} should name {named}", native.0);
+            let legacy = parse(serde_json::json!({"Topic": "t", "Payload": b64(serde_json::json!({"headers": headers}))}))
+                .expect_err("legacy");
+            assert!(legacy.0.contains(named), "{} should name {named}", legacy.0);
+        }
+        let good = parse(serde_json::json!({"topic": "t", "headers": {
+            "X-Trace": "abc def\tghi", "x-utf8": "Zoë", "a!#$%&'*+-.^_`|~1": ""
+        }}))
+        .unwrap();
+        assert_eq!(good.headers.len(), 3);
+    }
+
+    #[test]
+    fn authors_http_cannot_carry_are_refused() {
+        assert!(check_author("shop").is_ok());
+        assert!(check_author("Zoë Müller").is_ok());
+        for bad in ["a\nb", "a\rb", "a\u{0}b", "a\u{7f}"] {
+            let e = check_author(bad).expect_err(bad);
+            assert!(e.0.contains("x-switch-author"), "{}", e.0);
         }
     }
 }

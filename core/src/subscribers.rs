@@ -136,6 +136,9 @@ pub struct Cache {
     /// The announced subscribers version (see [`Queue::bump_subscribers_version`])
     /// the snapshot reflects; `i64::MIN` until one is known.
     version: AtomicI64,
+    /// One reload at a time: two overlapping reloads could otherwise store
+    /// the older list last, under the newer version.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Cache {
@@ -144,6 +147,7 @@ impl Cache {
             pool,
             index: ArcSwap::from_pointee(Index::default()),
             version: AtomicI64::new(i64::MIN),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -170,9 +174,16 @@ impl Cache {
         }
     }
 
-    /// Reloads (read after `version` was announced), then notes `version` as seen.
+    /// Reloads (read after `version` was announced), then notes `version` as
+    /// seen. Reloads run one at a time, each storing its list and version
+    /// together, so a snapshot is never older than the version noted with it.
     async fn reload_as_of(self: &Arc<Self>, version: i64) -> anyhow::Result<usize> {
-        let n = self.reload_async().await?;
+        let _one_at_a_time = self.reloading.lock().await;
+        if self.version.load(Ordering::Acquire) == version {
+            // A reload that began after `version` was announced has finished.
+            return Ok(self.current().len());
+        }
+        let n = self.reload_blocking().await?;
         self.version.store(version, Ordering::Release);
         Ok(n)
     }
@@ -194,8 +205,13 @@ impl Cache {
         Ok(n)
     }
 
-    /// Reloads on a blocking thread.
+    /// Reloads on a blocking thread (after any reload already under way).
     pub async fn reload_async(self: &Arc<Self>) -> anyhow::Result<usize> {
+        let _one_at_a_time = self.reloading.lock().await;
+        self.reload_blocking().await
+    }
+
+    async fn reload_blocking(self: &Arc<Self>) -> anyhow::Result<usize> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.reload()).await?
     }
@@ -210,12 +226,15 @@ impl Cache {
         self.fetch_fresh(id).await
     }
 
-    /// Reads one subscriber straight from the database, bypassing the snapshot.
+    /// Reads one subscriber straight from the database, bypassing the
+    /// snapshot; a row inserted by SQL without a secret gets one, as on reload.
     pub async fn fetch_fresh(self: &Arc<Self>, id: i64) -> anyhow::Result<Option<Arc<Loaded>>> {
         let pool = self.pool.clone();
         let row = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let mut conn = pool.get()?;
-            Ok(repo::get_subscriber(&mut conn, id)?)
+            let mut row = repo::get_subscriber(&mut conn, id)?;
+            repo::fill_missing_secrets(&mut conn, row.as_mut_slice())?;
+            Ok(row)
         })
         .await??;
         Ok(row.map(|r| Arc::new(Loaded::new(r))))

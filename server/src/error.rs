@@ -16,8 +16,15 @@ pub enum ApiError {
         message: String,
         position: Option<usize>,
     },
+    /// A target URL the hub will not deliver to (scheme, credentials, or a denied address).
+    #[error("{0}")]
+    TargetNotAllowed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request body did not arrive within the server's bound: `408`,
+    /// code `invalid_request`, and the connection is closed.
+    #[error("{0}")]
+    BodyTimeout(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -41,7 +48,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::TargetNotAllowed(_) => "target_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::BodyTimeout(_) => "invalid_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
@@ -50,13 +59,25 @@ impl ApiError {
     }
 }
 
+/// What a client is told when a write collides with a unique field.
+pub const CONFLICT_MESSAGE: &str = "the request conflicts with an existing record";
+
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
         match e {
             Error::NotFound => ApiError::NotFound("no such record".into()),
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
-                ApiError::Conflict(info.message().to_string())
+                // The database's own text names tables, constraints and (on
+                // PostgreSQL) the conflicting values, and differs by backend:
+                // it goes to the log, the client gets a stable message.
+                tracing::info!(
+                    detail = info.message(),
+                    constraint = info.constraint_name(),
+                    table = info.table_name(),
+                    "unique violation"
+                );
+                ApiError::Conflict(CONFLICT_MESSAGE.into())
             }
             Error::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
@@ -93,7 +114,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::TargetNotAllowed(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,6 +146,11 @@ impl ResponseError for ApiError {
             }
             ApiError::Unauthorized(_) => {
                 resp.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::BodyTimeout(_) => {
+                // The rest of the body may still be on its way: the
+                // connection cannot be reused.
+                resp.force_close();
             }
             _ => {}
         }
@@ -157,6 +185,7 @@ pub fn json_errors<B>(
         401 => ApiError::Unauthorized(message),
         403 => ApiError::Forbidden(message),
         404 => ApiError::NotFound(message),
+        408 => ApiError::BodyTimeout(message),
         409 => ApiError::Conflict(message),
         413 => ApiError::PayloadTooLarge(message),
         503 => ApiError::Unavailable(message),
@@ -195,8 +224,14 @@ mod tests {
                 413,
                 "payload_too_large",
             ),
+            (ApiError::BodyTimeout("s".into()), 408, "invalid_request"),
             (ApiError::NotFound("n".into()), 404, "not_found"),
             (ApiError::Conflict("c".into()), 409, "conflict"),
+            (
+                ApiError::TargetNotAllowed("t".into()),
+                400,
+                "target_not_allowed",
+            ),
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
             (
                 ApiError::Internal(anyhow::anyhow!("secret detail")),
@@ -220,5 +255,44 @@ mod tests {
                 "internal causes stay in the log"
             );
         }
+    }
+
+    /// The database's own text (different per backend, naming constraints and
+    /// values) never reaches the client.
+    #[test]
+    fn a_unique_violation_answers_a_stable_message() {
+        struct Info;
+        impl diesel::result::DatabaseErrorInformation for Info {
+            fn message(&self) -> &str {
+                "duplicate key value violates unique constraint \"subscribers_topic_target_url_key\""
+            }
+            fn details(&self) -> Option<&str> {
+                Some("Key (topic, target_url)=(a, http://secret.internal/) already exists.")
+            }
+            fn hint(&self) -> Option<&str> {
+                None
+            }
+            fn table_name(&self) -> Option<&str> {
+                Some("subscribers")
+            }
+            fn column_name(&self) -> Option<&str> {
+                None
+            }
+            fn constraint_name(&self) -> Option<&str> {
+                Some("subscribers_topic_target_url_key")
+            }
+            fn statement_position(&self) -> Option<i32> {
+                None
+            }
+        }
+        let e = ApiError::from(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            Box::new(Info),
+        ));
+        assert!(
+            matches!(&e, ApiError::Conflict(m) if m == CONFLICT_MESSAGE),
+            "{e:?}"
+        );
+        assert_eq!(e.status_code(), StatusCode::CONFLICT);
     }
 }

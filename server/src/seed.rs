@@ -7,6 +7,7 @@ use switch_core::db::models::{now, NewSubscriber, SubscriberChanges};
 use switch_core::db::{repo, AnyConnection};
 
 use crate::routes::subscribers::new_subscriber;
+use switch_core::target::TargetPolicy;
 
 /// What applying a seed file did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -17,7 +18,7 @@ pub struct SeedReport {
 }
 
 /// Parses and validates every entry before touching the database.
-pub fn parse_file(text: &str) -> anyhow::Result<Vec<NewSubscriber>> {
+pub fn parse_file(text: &str, policy: &TargetPolicy) -> anyhow::Result<Vec<NewSubscriber>> {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(_) => serde_yaml::from_str(text).context("the file is neither JSON nor YAML")?,
@@ -50,7 +51,7 @@ pub fn parse_file(text: &str) -> anyhow::Result<Vec<NewSubscriber>> {
                 .and_then(Value::as_str)
                 .unwrap_or("?")
                 .to_string();
-            new_subscriber(&m)
+            new_subscriber(&m, policy)
                 .map_err(|e| anyhow::anyhow!("entry {} (topic `{label}`): {e}", i + 1))
         })
         .collect()
@@ -126,13 +127,16 @@ mod tests {
 
     #[test]
     fn an_unquoted_yaml_true_is_the_always_filter() {
+        let policy = TargetPolicy::default();
         let entries = parse_file(
             "- topic: t1\n  target_url: https://a.example/hook\n  filter_expression: True\n",
+            &policy,
         )
         .unwrap();
         assert_eq!(entries[0].filter_expression.as_deref(), Some("true"));
         let err = parse_file(
             "- topic: t1\n  target_url: https://a.example/hook\n  filter_expression: 5\n",
+            &policy,
         )
         .unwrap_err();
         assert!(err.to_string().contains("filter_expression"), "{err}");

@@ -1,12 +1,19 @@
 //! Builds the application: database, migrations, subscriber cache, queue, HTTP server.
 
+use std::future::Future;
 use std::net::TcpListener;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_web::dev::{Payload, Server, Service, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::HttpMessage;
+use actix_web::{web, App, HttpServer, ResponseError};
 use anyhow::Context;
+use futures_util::Stream;
 use switch_core::db;
 use switch_core::queue::{Queue, RedisHandle};
 use switch_core::subscribers::Cache;
@@ -64,6 +71,7 @@ impl Application {
             cache,
             queue,
             freshness,
+            targets: switch_core::target::TargetPolicy::from_settings(&settings),
         });
         spawn_refresh(state.clone(), settings.refresh_interval);
         crate::state::spawn_database_pinger(state.clone());
@@ -79,6 +87,19 @@ impl Application {
                         actix_web::middleware::ErrorHandlers::new()
                             .default_handler(crate::error::json_errors),
                     )
+                    .wrap_fn(|mut req, srv| {
+                        let expired = limit_body_time(&mut req, BODY_READ_TIMEOUT);
+                        let fut = srv.call(req);
+                        async move {
+                            let res = fut.await?;
+                            if expired.is_some_and(|flag| flag.load(Ordering::Acquire)) {
+                                let (req, _) = res.into_parts();
+                                let answer = body_timeout().error_response();
+                                return Ok(ServiceResponse::new(req, answer).map_into_right_body());
+                            }
+                            Ok(res.map_into_left_body())
+                        }
+                    })
                     .app_data(data.clone())
                     .app_data(web::PayloadConfig::new(data.settings.max_body_bytes))
                     .app_data(web::JsonConfig::default().error_handler(|e, _| {
@@ -115,6 +136,87 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// How long a request body may take to arrive once its head is read. The
+/// server's `client_request_timeout` bounds only the head: without this a
+/// client sending one byte every few seconds holds a connection (and a
+/// handler) forever. At the default 1 MiB body limit this asks for at least
+/// 100 KiB/s, far below any link a publisher uses.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn body_timeout() -> crate::error::ApiError {
+    crate::error::ApiError::BodyTimeout(format!(
+        "the request body did not arrive within {} s",
+        BODY_READ_TIMEOUT.as_secs()
+    ))
+}
+
+/// Whether a body read failed because [`BODY_READ_TIMEOUT`] passed.
+pub fn is_body_timeout(e: &PayloadError) -> bool {
+    matches!(e, PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// Makes the request's body fail once `limit` has passed. Returns, when the
+/// request has a body, a flag set when it timed out: whatever a handler or
+/// extractor makes of the failed read, the answer is then a `408` that
+/// closes the connection.
+fn limit_body_time(req: &mut ServiceRequest, limit: Duration) -> Option<Arc<AtomicBool>> {
+    let inner = req.take_payload();
+    if matches!(inner, Payload::None) {
+        return None;
+    }
+    let expired = Arc::new(AtomicBool::new(false));
+    req.set_payload(Payload::Stream {
+        payload: Box::pin(DeadlineBody {
+            inner,
+            deadline: tokio::time::Instant::now() + limit,
+            timer: None,
+            expired: expired.clone(),
+        }),
+    });
+    Some(expired)
+}
+
+/// A request body that fails with `TimedOut` when it is not complete by its
+/// deadline. The timer is made only when a read has to wait, so a body that
+/// is already there (the usual publish) costs no timer.
+struct DeadlineBody {
+    inner: Payload,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    expired: Arc<AtomicBool>,
+}
+
+impl Stream for DeadlineBody {
+    type Item = Result<web::Bytes, PayloadError>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.expired.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+            return Poll::Ready(item);
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                this.expired.store(true, Ordering::Release);
+                Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    body_timeout().to_string(),
+                )))))
+            }
+        }
     }
 }
 

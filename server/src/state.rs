@@ -19,6 +19,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub freshness: Freshness,
+    /// Which target URLs subscribers may have.
+    pub targets: switch_core::target::TargetPolicy,
 }
 
 impl AppState {

@@ -1,10 +1,16 @@
-//! The Switch delivery worker.
+//! The Switch delivery worker. Modules point one way: [`startup`] wires a
+//! worker; [`runtime`] runs deliveries; [`scheduling`] decides which job
+//! starts when; [`deliver`] makes one attempt and [`decide`] (pure) says what
+//! it means; [`settle`] applies that to the queue and the database.
 
-pub mod acker;
+pub mod decide;
+pub mod deliver;
 pub mod metrics;
-pub mod process;
 pub mod recorder;
 pub mod request;
-pub mod runner;
 pub mod runtime;
+pub mod scheduling;
 pub mod send;
+pub mod settle;
+pub mod startup;
+pub mod target;

@@ -38,7 +38,13 @@ async fn main() {
     // On the runtime's own threads, not the main thread: the worker runtime
     // polls every delivery, and wake-ups across to a `block_on` thread cost a
     // futex call each.
-    let run = tokio::spawn(switch_worker::runner::run(settings, shutdown_signal()));
+    let shutdown = shutdown_signal();
+    let run = tokio::spawn(async move {
+        switch_worker::startup::Worker::build(settings)
+            .await?
+            .run_until_stopped(shutdown)
+            .await
+    });
     match run.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

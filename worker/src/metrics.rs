@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use switch_core::db::DbPool;
 use switch_core::metrics::{register, QueueGauges};
 use switch_core::queue::Queue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,9 +72,37 @@ impl Default for Metrics {
     }
 }
 
+/// `/health`: 200 when Redis and the database both answer, else 503 naming
+/// what is down (a worker that cannot reach either delivers nothing).
+async fn health(queue: &Queue, pool: &DbPool) -> (&'static str, String) {
+    let redis_ok = tokio::time::timeout(Duration::from_secs(2), queue.redis().ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let p = pool.clone();
+    let db_ok = tokio::time::timeout(
+        Duration::from_secs(4),
+        tokio::task::spawn_blocking(move || switch_core::db::answers(&p)),
+    )
+    .await
+    .is_ok_and(|r| r.unwrap_or(false));
+    let word = |ok: bool| if ok { "ok" } else { "down" };
+    let body = serde_json::json!({
+        "status": word(redis_ok && db_ok),
+        "redis": word(redis_ok),
+        "database": word(db_ok),
+    })
+    .to_string();
+    let status = if redis_ok && db_ok {
+        "200 OK"
+    } else {
+        "503 Service Unavailable"
+    };
+    (status, body)
+}
+
 /// A minimal HTTP endpoint: `GET /metrics` and `GET /health`. A busy port is
 /// logged, not fatal, so several workers can share a host.
-pub fn serve(addr: String, metrics: Metrics, queue: Queue) {
+pub fn serve(addr: String, metrics: Metrics, queue: Queue, pool: DbPool) {
     tokio::spawn(async move {
         let listener = match tokio::net::TcpListener::bind(&addr).await {
             Ok(l) => l,
@@ -87,7 +116,7 @@ pub fn serve(addr: String, metrics: Metrics, queue: Queue) {
             let Ok((mut sock, _)) = listener.accept().await else {
                 continue;
             };
-            let (m, q) = (metrics.clone(), queue.clone());
+            let (m, q, p) = (metrics.clone(), queue.clone(), pool.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let n =
@@ -103,7 +132,11 @@ pub fn serve(addr: String, metrics: Metrics, queue: Queue) {
                         "text/plain; version=0.0.4; charset=utf-8",
                         m.render(&q).await,
                     ),
-                    "/health" | "/ping" => ("200 OK", "text/plain", "ok".to_string()),
+                    "/health" => {
+                        let (status, body) = health(&q, &p).await;
+                        (status, "application/json", body)
+                    }
+                    "/ping" => ("200 OK", "text/plain", "ok".to_string()),
                     _ => ("404 Not Found", "text/plain", "not found".to_string()),
                 };
                 let resp = format!(

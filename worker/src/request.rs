@@ -58,11 +58,42 @@ pub struct Prepared {
 }
 
 /// Replaces each `:name` in the path and query of `target` by the URL-encoded
-/// `path_params[name]`; unknown names are left as they are.
+/// `path_params[name]`; unknown names are left as they are. A value made only
+/// of dots has every dot encoded (`%2E%2E`), so it is never written as a bare
+/// `.` or `..` segment.
 pub fn substitute_path(
     target: &str,
     params: &std::collections::BTreeMap<String, String>,
 ) -> String {
+    substitute(target, params).0
+}
+
+/// A path segment URL parsers remove or resolve (WHATWG URL, which the `url`
+/// crate follows, treats `%2e` as a dot here too).
+fn is_dot_segment(segment: &str) -> bool {
+    matches!(
+        segment.to_ascii_lowercase().as_str(),
+        "." | "%2e" | ".." | ".%2e" | "%2e." | "%2e%2e"
+    )
+}
+
+/// Appends one substituted value.
+fn push_value(out: &mut String, v: &str) {
+    if !v.is_empty() && v.bytes().all(|b| b == b'.') {
+        for _ in 0..v.len() {
+            out.push_str("%2E");
+        }
+    } else {
+        out.extend(utf8_percent_encode(v, SEGMENT));
+    }
+}
+
+/// [`substitute_path`], and the first path param whose value made a path
+/// segment that is a dot segment (where the target's own segment was not).
+fn substitute<'a>(
+    target: &str,
+    params: &'a std::collections::BTreeMap<String, String>,
+) -> (String, Option<(&'a str, &'a str)>) {
     // Only after the authority, so `host:8080` is never touched.
     let path_start = target
         .find("://")
@@ -73,8 +104,33 @@ pub fn substitute_path(
     let mut out = String::with_capacity(target.len() + 16);
     out.push_str(head);
     let bytes = path.as_bytes();
+    let mut in_path = true;
+    // Where the current segment starts, in `path` and in `out`, and the
+    // first param substituted into it.
+    let (mut seg_in, mut seg_out) = (0, out.len());
+    let mut seg_param: Option<(&str, &str)> = None;
+    let mut dot_param = None;
     let mut i = 0;
-    while i < bytes.len() {
+    loop {
+        let at_end = i >= bytes.len();
+        if in_path && (at_end || matches!(bytes[i], b'/' | b'?' | b'#')) {
+            if let Some(p) = seg_param.take() {
+                if dot_param.is_none()
+                    && is_dot_segment(&out[seg_out..])
+                    && !is_dot_segment(&path[seg_in..i])
+                {
+                    dot_param = Some(p);
+                }
+            }
+            if !at_end && bytes[i] != b'/' {
+                in_path = false;
+            }
+            seg_in = i + 1;
+            seg_out = out.len() + 1;
+        }
+        if at_end {
+            break;
+        }
         if bytes[i] == b':'
             && bytes
                 .get(i + 1)
@@ -86,8 +142,11 @@ pub fn substitute_path(
                 end += 1;
             }
             let name = &path[start..end];
-            if let Some(v) = params.get(name) {
-                out.extend(utf8_percent_encode(v, SEGMENT));
+            if let Some((k, v)) = params.get_key_value(name) {
+                push_value(&mut out, v);
+                if in_path && seg_param.is_none() {
+                    seg_param = Some((k.as_str(), v.as_str()));
+                }
                 i = end;
                 continue;
             }
@@ -96,7 +155,7 @@ pub fn substitute_path(
         out.push(ch);
         i += ch.len_utf8();
     }
-    out
+    (out, dot_param)
 }
 
 /// Secrets to sign with: the current one, and the previous one during its grace period.
@@ -112,7 +171,15 @@ pub fn prepare(
     attempt: u32,
     now_secs: i64,
 ) -> Result<Prepared, String> {
-    let substituted = substitute_path(target_url, &message.path_params);
+    let (substituted, dot_param) = substitute(target_url, &message.path_params);
+    if let Some((name, value)) = dot_param {
+        // URL parsers resolve `.` and `..` segments, encoded or not, so the
+        // request would go to another path (`/a/:id/b` with `..` is `/b`):
+        // better no delivery than one to an address nobody subscribed.
+        return Err(format!(
+            "path param `{name}` is `{value}`, which would make a `.` or `..` segment of `{target_url}` and change the path it addresses"
+        ));
+    }
     let mut url = url::Url::parse(&substituted)
         .map_err(|e| format!("target URL `{substituted}` is invalid: {e}"))?;
     if !message.query_params.is_empty() {
@@ -184,6 +251,83 @@ mod tests {
             "http://h/:unknown"
         );
         assert_eq!(substitute_path("http://h:80", &p), "http://h:80");
+    }
+
+    #[test]
+    fn dot_values_are_encoded_and_never_change_the_path() {
+        let p = params(&[
+            ("up", ".."),
+            ("here", "."),
+            ("three", "..."),
+            ("mixed", "a..b"),
+        ]);
+        assert_eq!(
+            substitute_path("http://h/private/:up/tail", &p),
+            "http://h/private/%2E%2E/tail"
+        );
+        assert_eq!(
+            substitute_path("http://h/private/:here/tail", &p),
+            "http://h/private/%2E/tail"
+        );
+        assert_eq!(
+            substitute_path("http://h/private/:three/tail?q=:up", &p),
+            "http://h/private/%2E%2E%2E/tail?q=%2E%2E"
+        );
+        assert_eq!(substitute_path("http://h/f/:mixed", &p), "http://h/f/a..b");
+
+        let message = |path_params| Message {
+            id: "msg_1".into(),
+            topic: "t".into(),
+            author: None,
+            body: serde_json::json!({}),
+            headers: BTreeMap::new(),
+            query_params: BTreeMap::new(),
+            path_params,
+            http_method: HttpMethod::Post,
+            request_id: None,
+            published_at_ms: 0,
+            extra: Default::default(),
+        };
+        let signing = Signing {
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            previous: None,
+        };
+        let send = |target: &str, pairs: &[(&str, &str)]| {
+            prepare(&message(params(pairs)), target, &signing, 1, 0)
+        };
+        // `..` and `.` cannot be carried (the URL parser resolves them even
+        // encoded): refused, never sent to `/tail`.
+        for (target, pairs) in [
+            ("http://h/private/:id/tail", &[("id", "..")][..]),
+            ("http://h/private/:id/tail", &[("id", ".")][..]),
+            ("http://h/private/:id", &[("id", "..")][..]),
+            ("http://h/private/:a:b/tail", &[("a", "."), ("b", ".")][..]),
+            ("http://h/private/.:id/tail", &[("id", ".")][..]),
+        ] {
+            let e = send(target, pairs).expect_err(target);
+            assert!(e.contains("path param"), "{e}");
+        }
+        // Everything else keeps its segment.
+        let ok = |target: &str, pairs: &[(&str, &str)]| {
+            send(target, pairs).unwrap().url.as_str().to_string()
+        };
+        assert_eq!(
+            ok("http://h/private/:id/tail", &[("id", "...")]),
+            "http://h/private/%2E%2E%2E/tail"
+        );
+        assert_eq!(
+            ok("http://h/private/:id/tail", &[("id", "a/../b")]),
+            "http://h/private/a%2F..%2Fb/tail"
+        );
+        assert_eq!(
+            ok("http://h/private/:id.json", &[("id", ".")]),
+            "http://h/private/%2E.json"
+        );
+        // The query is no path: dots there are harmless.
+        assert_eq!(
+            ok("http://h/x?id=:id", &[("id", "..")]),
+            "http://h/x?id=%2E%2E"
+        );
     }
 
     #[test]

@@ -2,12 +2,11 @@
 //!
 //! apalis-redis is not used (it fails past about 8,000 due jobs and ignores
 //! retry schedules), so the queue lives in `switch_core::queue` and reaches
-//! apalis as a custom backend: [`crate::runner`]'s reader hands stream entries
-//! over a bounded channel; apalis runs [`Processor::process`] on each with the
-//! configured concurrency, catches panics, and calls [`Finisher`] (its
-//! acknowledgement hook) with the outcome, which acks, schedules the retry or
-//! stores the dead letter. The [`Monitor`] stops taking jobs on shutdown and
-//! lets those in flight finish within the grace period.
+//! apalis as a custom backend: the [`Consumer`](switch_core::queue::consumer::Consumer)
+//! hands over the entries it starts; apalis runs [`Handler::handle`] on each
+//! with the configured concurrency and catches panics, which its
+//! acknowledgement hook turns into dead letters. The [`Monitor`] stops taking
+//! jobs on shutdown and lets those in flight finish within the grace period.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,16 +29,30 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use switch_core::queue::Entry;
 use tokio::sync::{mpsc, Mutex};
 
-use crate::process::{Finish, Processor};
+use crate::deliver::Deliverer;
+use crate::settle::Settler;
 
-type Handoff = Arc<Mutex<mpsc::Receiver<Entry>>>;
-type Fetched = BoxStream<'static, Result<Option<Task<Entry>>, BoxDynError>>;
+type Handoff = Arc<Mutex<mpsc::Receiver<Arc<Entry>>>>;
+type Fetched = BoxStream<'static, Result<Option<Task<Arc<Entry>>>, BoxDynError>>;
+
+/// Delivers one entry, then settles it.
+pub struct Handler {
+    pub deliverer: Deliverer,
+    pub settler: Settler,
+}
+
+impl Handler {
+    pub async fn handle(&self, entry: Arc<Entry>) {
+        let attempted = self.deliverer.attempt(&entry).await;
+        self.settler.settle(&entry, attempted).await;
+    }
+}
 
 /// One worker, registered in a monitor that shuts it down gracefully.
 pub fn monitor(
     name: &str,
-    handoff: mpsc::Receiver<Entry>,
-    processor: Arc<Processor>,
+    handoff: mpsc::Receiver<Arc<Entry>>,
+    handler: Arc<Handler>,
     concurrency: usize,
     grace: Duration,
 ) -> Monitor {
@@ -52,27 +65,28 @@ pub fn monitor(
                 // Outermost first: a slot is held until the entry is acknowledged,
                 // and a panicking delivery reaches the hook as an error.
                 .concurrency(concurrency)
-                .ack_with(Finisher(processor.clone()))
+                .ack_with(Crashes(handler.clone()))
                 .catch_panic()
-                .data(processor.clone())
+                .data(handler.clone())
                 .build(deliver)
         })
         .shutdown_timeout(grace)
 }
 
-async fn deliver(entry: Entry, processor: Data<Arc<Processor>>) -> Result<Finish, BoxDynError> {
-    Ok(processor.process(entry).await)
+async fn deliver(entry: Arc<Entry>, handler: Data<Arc<Handler>>) -> Result<(), BoxDynError> {
+    handler.handle(entry).await;
+    Ok(())
 }
 
-/// Tasks are the entries the reader hands over; the task id is the stream
-/// entry id, which the hook acknowledges.
+/// Tasks are the entries the consumer starts; the task id is the stream
+/// entry id, which the hook needs to find a crashed delivery's job.
 fn backend(
     handoff: Handoff,
 ) -> apalis_core::backend::custom::CustomBackend<
-    Entry,
+    Arc<Entry>,
     Handoff,
     Fetched,
-    impl futures_util::Sink<Task<Entry>, Error = BoxDynError> + Unpin + Send + 'static,
+    impl futures_util::Sink<Task<Arc<Entry>>, Error = BoxDynError> + Unpin + Send + 'static,
 > {
     BackendBuilder::new()
         .database(handoff)
@@ -113,32 +127,24 @@ fn backend(
         .expect("the backend has a fetcher and a sink")
 }
 
-/// The acknowledgement hook: applies each delivery's [`Finish`] to its entry.
+/// The acknowledgement hook: a delivery that ended in an error (a panic
+/// caught by apalis) has not settled its job; its job becomes a dead letter.
 #[derive(Clone)]
-struct Finisher(Arc<Processor>);
+struct Crashes(Arc<Handler>);
 
-impl Acknowledge<Finish> for Finisher {
+impl Acknowledge<()> for Crashes {
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<(), Infallible>>;
 
-    fn ack(&mut self, res: &Result<Finish, BoxDynError>, ctx: &ExecutionContext) -> Self::Future {
-        let processor = self.0.clone();
-        let entry_id = ctx.task_id().map(ToString::to_string);
-        let finish = match res {
-            Ok(finish) => Ok(finish.clone()),
-            Err(e) => Err(e.to_string()),
+    fn ack(&mut self, res: &Result<(), BoxDynError>, ctx: &ExecutionContext) -> Self::Future {
+        let handler = self.0.clone();
+        let crashed = match (res, ctx.task_id()) {
+            (Err(e), Some(id)) => Some((id.to_string(), e.to_string())),
+            _ => None,
         };
         async move {
-            let Some(entry_id) = entry_id else {
-                return Ok(());
-            };
-            match finish {
-                Ok(finish) => processor.finish(&entry_id, finish).await,
-                Err(e) => {
-                    // Left pending: another pass (here or elsewhere) takes it over.
-                    tracing::error!(entry = %entry_id, error = %e, "delivery failed unexpectedly; the job will be taken over");
-                    processor.in_flight.remove(&entry_id);
-                }
+            if let Some((entry_id, error)) = crashed {
+                handler.settler.crashed(&entry_id, &error).await;
             }
             Ok(())
         }

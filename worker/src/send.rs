@@ -14,6 +14,16 @@ pub enum FailureKind {
     Dns,
     HttpStatus,
     Request,
+    /// The target's address is refused by the target policy.
+    Blocked,
+    /// The subscriber is disabled.
+    Disabled,
+    /// The target URL cannot be built.
+    InvalidUrl,
+    /// The subscriber no longer exists.
+    SubscriberDeleted,
+    /// The job keeps crashing the workers delivering it.
+    Poison,
 }
 
 impl FailureKind {
@@ -24,7 +34,25 @@ impl FailureKind {
             FailureKind::Dns => "dns",
             FailureKind::HttpStatus => "http_status",
             FailureKind::Request => "request",
+            FailureKind::Blocked => "blocked",
+            FailureKind::Disabled => "disabled",
+            FailureKind::InvalidUrl => "invalid_url",
+            FailureKind::SubscriberDeleted => "subscriber_deleted",
+            FailureKind::Poison => "poison",
         }
+    }
+
+    /// Whether a failure of this kind says the endpoint is unhealthy (and so
+    /// counts toward opening its circuit).
+    pub fn counts_against_endpoint(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Timeout
+                | FailureKind::Connect
+                | FailureKind::Dns
+                | FailureKind::HttpStatus
+                | FailureKind::Request
+        )
     }
 }
 
@@ -43,23 +71,27 @@ pub enum Sent {
     Failed(Failure),
 }
 
+impl Failure {
+    /// A failure found before any request was sent.
+    pub fn before_sending(kind: FailureKind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            status: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
 /// Keep at most this much of a failing response for the log.
 const ERROR_BODY_BYTES: usize = 512;
 /// Read (and drop) at most this much of a response so the connection can be reused.
 const DRAIN_BYTES: usize = 64 * 1024;
 
-pub fn client(concurrency: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(concurrency)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .user_agent(concat!("Switch-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client builds with static options")
-}
-
 fn classify(e: &reqwest::Error) -> FailureKind {
+    if crate::target::is_blocked(e) {
+        return FailureKind::Blocked;
+    }
     if e.is_timeout() {
         return FailureKind::Timeout;
     }
@@ -95,7 +127,7 @@ fn error_text(e: &reqwest::Error) -> String {
         out.push_str(&s.to_string());
         source = s.source();
     }
-    out
+    switch_core::db::storable(&out).into_owned()
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -133,11 +165,23 @@ async fn exchange(client: &reqwest::Client, req: &Prepared, timeout: Duration) -
         .timeout(timeout)
         .body(req.body.clone());
     for (k, v) in &req.headers {
-        if let (Ok(name), Ok(value)) = (
+        match (
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),
         ) {
-            builder = builder.header(name, value);
+            (Ok(name), Ok(value)) => builder = builder.header(name, value),
+            // Refused at publish; a job queued before that check still says why.
+            _ => {
+                return Sent::Failed(Failure {
+                    kind: FailureKind::Request,
+                    status: None,
+                    message: format!(
+                        "header `{}` cannot be sent: not a valid HTTP header",
+                        k.escape_debug()
+                    ),
+                    retry_after: None,
+                })
+            }
         }
     }
     let resp = match builder.send().await {
@@ -193,7 +237,9 @@ async fn exchange(client: &reqwest::Client, req: &Prepared, timeout: Duration) -
     if (200..300).contains(&status) {
         Sent::Delivered(status)
     } else {
-        let text = String::from_utf8_lossy(&kept);
+        // Whatever bytes the receiver sent (NUL included) end up as storable text.
+        let lossy = String::from_utf8_lossy(&kept);
+        let text = switch_core::db::storable(&lossy);
         Sent::Failed(Failure {
             kind: FailureKind::HttpStatus,
             status: Some(status),

@@ -87,6 +87,16 @@ pub fn pool(url: &DatabaseUrl, max_size: u32) -> DbPool {
         .build_unchecked(Manager { url: url.clone() })
 }
 
+/// Text as both databases can store it: PostgreSQL refuses NUL in text, so
+/// a NUL (from a receiver's answer, say) becomes U+FFFD.
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// Whether the database answers a query now (blocking: call from a blocking thread).
 pub fn answers(pool: &DbPool) -> bool {
     pool.get()

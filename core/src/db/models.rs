@@ -19,6 +19,10 @@ pub struct Subscriber {
     pub updated_at: NaiveDateTime,
     pub previous_secret: Option<String>,
     pub previous_secret_expires_at: Option<NaiveDateTime>,
+    /// Deliveries of one worker in flight to this subscriber; `None`: the hub's default.
+    pub max_in_flight: Option<i32>,
+    /// Why the hub disabled it (`failing`), when it did.
+    pub disabled_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -30,6 +34,7 @@ pub struct NewSubscriber {
     pub secret: Option<String>,
     pub enabled: bool,
     pub description: Option<String>,
+    pub max_in_flight: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, AsChangeset)]
@@ -44,6 +49,8 @@ pub struct SubscriberChanges {
     pub updated_at: Option<NaiveDateTime>,
     pub previous_secret: Option<Option<String>>,
     pub previous_secret_expires_at: Option<Option<NaiveDateTime>>,
+    pub max_in_flight: Option<Option<i32>>,
+    pub disabled_reason: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Serialize)]

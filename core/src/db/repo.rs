@@ -75,10 +75,13 @@ pub fn fill_missing_secret(
         .first(conn)
 }
 
-pub fn set_enabled(conn: &mut AnyConnection, id: i64, enabled: bool) -> Result<bool> {
+/// Disables a subscriber on the hub's own account, saying why (`gone`: it
+/// answered 410; `failing`: every attempt failed for too long).
+pub fn disable(conn: &mut AnyConnection, id: i64, reason: &str) -> Result<bool> {
     let n = diesel::update(subscribers::table.find(id))
         .set((
-            subscribers::enabled.eq(enabled),
+            subscribers::enabled.eq(false),
+            subscribers::disabled_reason.eq(Some(reason.to_string())),
             subscribers::updated_at.eq(now()),
         ))
         .execute(conn)?;

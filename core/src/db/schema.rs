@@ -13,6 +13,8 @@ diesel::table! {
         updated_at -> Timestamp,
         previous_secret -> Nullable<Text>,
         previous_secret_expires_at -> Nullable<Timestamp>,
+        max_in_flight -> Nullable<Integer>,
+        disabled_reason -> Nullable<Text>,
     }
 }
 

@@ -7,8 +7,16 @@
 //!   truthiness (non-zero, non-empty), as the original Python filters were;
 //! - integers and floats compare by value (`1 == 1.0`); a number and a string are
 //!   never equal, and ordering between them is false.
+//!
+//! Filters run on the request threads of every publish, so each evaluation has
+//! a [`Budget`]: the work it does is counted (nodes visited, bytes compared or
+//! scanned, JSON values visited, bytes of every string it builds) and charged
+//! *before* it is done. Once the budget is spent the evaluation stops and the
+//! filter does not match; without that, a 4 KiB filter such as
+//! `body.s + body.s + ...` against a large `body.s` copies gigabytes.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::cmp::Ordering;
 
 use evalexpr::{DefaultNumericTypes, Node, Operator, Value};
@@ -147,18 +155,130 @@ fn is_method(node: &Node<DefaultNumericTypes>) -> bool {
     matches!(node.operator(), Operator::VariableIdentifierRead { identifier } if identifier == "http_method")
 }
 
-/// Evaluates trees against one message.
+/// Units of work one evaluation may spend. A unit is about one byte compared,
+/// scanned or copied; visiting a tree node costs one unit and visiting a JSON
+/// value [`JSON_VALUE_COST`]. 4 Mi units let a filter read every string of the
+/// largest message (1 MiB) four times over, or search it for a substring, and
+/// take a few milliseconds at worst.
+pub const WORK_LIMIT: u64 = 4 << 20;
+
+/// Bytes of strings (`+`, `lower`, `upper`) one evaluation may build. 2 MiB lets
+/// a filter lower-case or concatenate any string the largest message can hold,
+/// while no filter can hold more than that in memory per evaluation.
+pub const BUILT_LIMIT: u64 = 2 << 20;
+
+/// Work units charged per JSON value visited by an equality or `contains`:
+/// walking a value costs a few nanoseconds, several times a byte compared.
+pub const JSON_VALUE_COST: u64 = 4;
+
+/// What an evaluation may spend, or (in an [`Outcome`]) what it spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Units of work (see [`WORK_LIMIT`]).
+    pub work: u64,
+    /// Bytes of strings built by concatenation, `lower` and `upper`.
+    pub built: u64,
+}
+
+impl Budget {
+    /// The budget of one filter evaluation at publish time.
+    pub const PER_EVALUATION: Budget = Budget {
+        work: WORK_LIMIT,
+        built: BUILT_LIMIT,
+    };
+}
+
+/// The result of evaluating a filter against a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether the message matches; always false when the budget ran out.
+    pub matched: bool,
+    /// The budget ran out, so the evaluation stopped early.
+    pub exhausted: bool,
+    /// What the evaluation spent (up to where it stopped).
+    pub spent: Budget,
+}
+
+/// Evaluates trees against one message, within a [`Budget`].
 pub struct Evaluator<'m> {
     message: &'m Message,
+    limit: Budget,
+    work: Cell<u64>,
+    built: Cell<u64>,
+    exhausted: Cell<bool>,
 }
 
 impl<'m> Evaluator<'m> {
+    /// An evaluator with the publish-time budget, [`Budget::PER_EVALUATION`].
     pub fn new(message: &'m Message) -> Self {
-        Evaluator { message }
+        Self::with_budget(message, Budget::PER_EVALUATION)
+    }
+
+    pub fn with_budget(message: &'m Message, limit: Budget) -> Self {
+        Evaluator {
+            message,
+            limit,
+            work: Cell::new(0),
+            built: Cell::new(0),
+            exhausted: Cell::new(false),
+        }
+    }
+
+    /// Evaluates a whole filter: a filter whose budget runs out does not match,
+    /// whatever its partial result (`!(expensive)` must not turn into a match).
+    pub fn verdict(&self, root: &'m Node<DefaultNumericTypes>) -> Outcome {
+        let truthy = self.truthy(root);
+        let exhausted = self.exhausted.get();
+        Outcome {
+            matched: truthy && !exhausted,
+            exhausted,
+            spent: Budget {
+                work: self.work.get(),
+                built: self.built.get(),
+            },
+        }
+    }
+
+    /// The budget ran out: every value from now on is missing.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted.get()
+    }
+
+    /// Charges `units` of work; false (and exhausted from then on) when they do
+    /// not fit, so the caller skips the work.
+    fn charge(&self, units: u64) -> bool {
+        if self.exhausted.get() {
+            return false;
+        }
+        let work = self.work.get().saturating_add(units);
+        if work > self.limit.work {
+            self.exhausted.set(true);
+            return false;
+        }
+        self.work.set(work);
+        true
+    }
+
+    /// Charges a string of `bytes` about to be built, as memory and as work.
+    fn charge_built(&self, bytes: usize) -> bool {
+        let bytes = bytes as u64;
+        let built = self.built.get().saturating_add(bytes);
+        if built > self.limit.built {
+            self.exhausted.set(true);
+            return false;
+        }
+        if !self.charge(bytes) {
+            return false;
+        }
+        self.built.set(built);
+        true
     }
 
     /// The boolean verdict of a node.
     pub fn truthy(&self, node: &'m Node<DefaultNumericTypes>) -> bool {
+        if !self.charge(1) {
+            return false;
+        }
         match node.operator() {
             Operator::RootNode => node.children().first().is_some_and(|c| self.truthy(c)),
             Operator::And => node.children().iter().all(|c| self.truthy(c)),
@@ -179,19 +299,29 @@ impl<'m> Evaluator<'m> {
             return false;
         };
         let (a, b) = (self.value(l), self.value(r));
-        if a == V::Missing || b == V::Missing {
+        if matches!(a, V::Missing) || matches!(b, V::Missing) {
             return false;
         }
         let op = node.operator();
         if matches!(op, Operator::Eq | Operator::Neq) {
             let equal = match (&a, &b) {
-                (V::Str(x), V::Str(y)) if is_method(l) || is_method(r) => x.eq_ignore_ascii_case(y),
-                _ => equal(&a, &b),
+                (V::Str(x), V::Str(y)) if is_method(l) || is_method(r) => {
+                    self.charge_compare(x, y) && x.eq_ignore_ascii_case(y)
+                }
+                _ => match self.equal(&a, &b) {
+                    Some(e) => e,
+                    None => return false,
+                },
             };
             return if *op == Operator::Eq { equal } else { !equal };
         }
         let ord = match (&a, &b) {
-            (V::Str(x), V::Str(y)) => Some(x.as_ref().cmp(y.as_ref())),
+            (V::Str(x), V::Str(y)) => {
+                if !self.charge(x.len().min(y.len()) as u64) {
+                    return false;
+                }
+                Some(x.as_ref().cmp(y.as_ref()))
+            }
             _ => match (a.as_f64(), b.as_f64()) {
                 (Some(x), Some(y)) => x.partial_cmp(&y),
                 _ => None,
@@ -206,13 +336,29 @@ impl<'m> Evaluator<'m> {
         }
     }
 
+    /// Charges comparing two strings for equality: strings of different
+    /// lengths differ at once, equal lengths cost a byte-by-byte comparison.
+    fn charge_compare(&self, x: &str, y: &str) -> bool {
+        self.charge(if x.len() == y.len() { x.len() as u64 } else { 1 })
+    }
+
     /// The value of a node; anything that cannot be computed is `Missing`.
     pub fn value(&self, node: &'m Node<DefaultNumericTypes>) -> V<'m> {
+        if !self.charge(1) {
+            return V::Missing;
+        }
         let children = node.children();
         match node.operator() {
             Operator::RootNode => children.first().map(|c| self.value(c)).unwrap_or(V::Null),
             Operator::Const { value } => from_const(value),
-            Operator::VariableIdentifierRead { identifier } => resolve(self.message, identifier),
+            Operator::VariableIdentifierRead { identifier } => {
+                // A lookup walks the dotted path and, for headers, every header.
+                let cost = identifier.len() + self.message.headers.len();
+                if !self.charge(cost as u64) {
+                    return V::Missing;
+                }
+                resolve(self.message, identifier)
+            }
             Operator::And
             | Operator::Or
             | Operator::Not
@@ -234,7 +380,17 @@ impl<'m> Evaluator<'m> {
             | Operator::Mod
             | Operator::Exp => {
                 let [l, r] = children else { return V::Missing };
-                arithmetic(node.operator(), self.value(l), self.value(r))
+                let (a, b) = (self.value(l), self.value(r));
+                if let (Operator::Add, V::Str(x), V::Str(y)) = (node.operator(), &a, &b) {
+                    if !self.charge_built(x.len() + y.len()) {
+                        return V::Missing;
+                    }
+                    let mut joined = String::with_capacity(x.len() + y.len());
+                    joined.push_str(x);
+                    joined.push_str(y);
+                    return V::Str(Cow::Owned(joined));
+                }
+                arithmetic(node.operator(), a, b)
             }
             Operator::Tuple => V::Missing,
             Operator::FunctionIdentifier { identifier } => self.call(identifier, children.first()),
@@ -261,40 +417,124 @@ impl<'m> Evaluator<'m> {
 
     fn call(&self, name: &str, arg: Option<&'m Node<DefaultNumericTypes>>) -> V<'m> {
         let args = self.args(arg);
+        if self.exhausted.get() {
+            return V::Missing;
+        }
         match (name, args.as_slice()) {
-            ("len", [V::Str(s)]) => V::Int(s.chars().count() as i64),
+            ("len", [V::Str(s)]) => self.scan(s.len(), || V::Int(s.chars().count() as i64)),
             ("len", [V::Json(Json::Array(a))]) => V::Int(a.len() as i64),
             ("len", [V::Json(Json::Object(o))]) => V::Int(o.len() as i64),
-            ("lower", [V::Str(s)]) => V::Str(Cow::Owned(s.to_lowercase())),
-            ("upper", [V::Str(s)]) => V::Str(Cow::Owned(s.to_uppercase())),
-            ("starts_with", [V::Str(s), V::Str(p)]) => V::Bool(s.starts_with(p.as_ref())),
-            ("ends_with", [V::Str(s), V::Str(p)]) => V::Bool(s.ends_with(p.as_ref())),
-            ("contains", [V::Str(s), V::Str(p)]) => V::Bool(s.contains(p.as_ref())),
+            ("lower", [V::Str(s)]) => self.change_case(s, str::to_lowercase),
+            ("upper", [V::Str(s)]) => self.change_case(s, str::to_uppercase),
+            ("starts_with", [V::Str(s), V::Str(p)]) => {
+                self.scan(p.len().min(s.len()), || V::Bool(s.starts_with(p.as_ref())))
+            }
+            ("ends_with", [V::Str(s), V::Str(p)]) => {
+                self.scan(p.len().min(s.len()), || V::Bool(s.ends_with(p.as_ref())))
+            }
+            // A substring search reads the haystack (and the needle) once.
+            ("contains", [V::Str(s), V::Str(p)]) if p.len() > s.len() => V::Bool(false),
+            ("contains", [V::Str(s), V::Str(p)]) => {
+                self.scan(s.len() + p.len(), || V::Bool(s.contains(p.as_ref())))
+            }
             ("contains", [V::Json(Json::Array(a)), needle]) => {
-                V::Bool(a.iter().any(|item| equal(&from_json(item), needle)))
+                for item in a {
+                    if !self.charge(JSON_VALUE_COST) {
+                        return V::Missing;
+                    }
+                    match self.equal(&from_json(item), needle) {
+                        Some(true) => return V::Bool(true),
+                        Some(false) => {}
+                        None => return V::Missing,
+                    }
+                }
+                V::Bool(false)
             }
             _ => V::Missing,
         }
     }
-}
 
-fn equal(a: &V, b: &V) -> bool {
-    match (a, b) {
-        (V::Str(x), V::Str(y)) => x == y,
-        (V::Bool(x), V::Bool(y)) => x == y,
-        (V::Null, V::Null) => true,
-        (V::Json(x), V::Json(y)) => x == y,
-        _ => match (a.as_f64(), b.as_f64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => false,
-        },
+    /// Runs `f`, which reads `bytes` bytes, if the budget allows.
+    fn scan(&self, bytes: usize, f: impl FnOnce() -> V<'m>) -> V<'m> {
+        if self.charge(bytes as u64) {
+            f()
+        } else {
+            V::Missing
+        }
+    }
+
+    /// `lower`/`upper`: the result is charged at the input's length before it is
+    /// built (case mapping rarely changes the length), and any growth after.
+    fn change_case(&self, s: &str, f: fn(&str) -> String) -> V<'m> {
+        if !self.charge_built(s.len()) {
+            return V::Missing;
+        }
+        let out = f(s);
+        if out.len() > s.len() && !self.charge_built(out.len() - s.len()) {
+            return V::Missing;
+        }
+        V::Str(Cow::Owned(out))
+    }
+
+    /// Equality of two values; `None` when the budget ran out while comparing.
+    fn equal(&self, a: &V, b: &V) -> Option<bool> {
+        Some(match (a, b) {
+            (V::Str(x), V::Str(y)) => self.charge_compare(x, y).then(|| x == y)?,
+            (V::Bool(x), V::Bool(y)) => x == y,
+            (V::Null, V::Null) => true,
+            (V::Json(x), V::Json(y)) => self.json_equal(x, y)?,
+            _ => match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            },
+        })
+    }
+
+    /// `serde_json`'s equality, charging every value it visits: two large
+    /// arrays compared a few hundred times would otherwise take seconds.
+    /// Recursion follows the depth of the JSON, which its parser bounds.
+    fn json_equal(&self, a: &Json, b: &Json) -> Option<bool> {
+        if !self.charge(JSON_VALUE_COST) {
+            return None;
+        }
+        Some(match (a, b) {
+            (Json::String(x), Json::String(y)) => self.charge_compare(x, y).then(|| x == y)?,
+            (Json::Array(x), Json::Array(y)) => {
+                if x.len() != y.len() {
+                    return Some(false);
+                }
+                for (i, j) in x.iter().zip(y) {
+                    if !self.json_equal(i, j)? {
+                        return Some(false);
+                    }
+                }
+                true
+            }
+            (Json::Object(x), Json::Object(y)) => {
+                if x.len() != y.len() {
+                    return Some(false);
+                }
+                for (key, i) in x {
+                    if !self.charge(key.len() as u64) {
+                        return None;
+                    }
+                    let Some(j) = y.get(key) else {
+                        return Some(false);
+                    };
+                    if !self.json_equal(i, j)? {
+                        return Some(false);
+                    }
+                }
+                true
+            }
+            _ => a == b,
+        })
     }
 }
 
+/// Arithmetic on numbers (string concatenation is done, within the budget, by
+/// the evaluator).
 fn arithmetic<'a>(op: &Operator<DefaultNumericTypes>, a: V<'a>, b: V<'a>) -> V<'a> {
-    if let (Operator::Add, V::Str(x), V::Str(y)) = (op, &a, &b) {
-        return V::Str(Cow::Owned(format!("{x}{y}")));
-    }
     if let (V::Int(x), V::Int(y)) = (&a, &b) {
         let (x, y) = (*x, *y);
         let r = match op {

@@ -130,8 +130,22 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '.' || c == ':'
 }
 
-/// Translate a legacy expression to evalexpr source.
+/// Longest output [`translate`] produces. Chained comparisons repeat their
+/// middle operands (`a < b < c` is `(a < b) && (b < c)`), and chains nested in
+/// chains repeat them again, so the output of a short source can grow
+/// exponentially: without a bound, `1 < (1 < (... ) < 1) < 1` nested 60 deep
+/// would never finish.
+pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
+
+/// Translate a legacy expression to evalexpr source, of at most
+/// [`MAX_OUTPUT_BYTES`].
 pub fn translate(src: &str) -> Result<String, LegacyError> {
+    translate_within(src, MAX_OUTPUT_BYTES)
+}
+
+/// Translate a legacy expression to evalexpr source of at most `max_len` bytes;
+/// a longer translation is an error, found without building more than that.
+pub fn translate_within(src: &str, max_len: usize) -> Result<String, LegacyError> {
     let tokens = tokenize(src)?;
     let mut parser = Parser {
         tokens,
@@ -140,9 +154,18 @@ pub fn translate(src: &str) -> Result<String, LegacyError> {
         end: src.len(),
     };
     let expr = parser.parse()?;
-    let mut out = String::new();
+    let mut out = Out {
+        text: String::new(),
+        limit: max_len,
+    };
     emit(&expr, &mut out);
-    Ok(out)
+    if out.full() {
+        return Err(LegacyError::new(
+            format!("the expression translates to more than {max_len} bytes of evalexpr"),
+            0,
+        ));
+    }
+    Ok(out.text)
 }
 
 // ---------------------------------------------------------------------------
@@ -422,7 +445,7 @@ fn lex_escape(src: &str, at: usize, n: char, out: &mut String) -> Result<usize, 
                 }
             }
             // At most 0o777, always a valid scalar value.
-            out.push(char::from_u32(value).unwrap_or('\u{fffd}'));
+            push_escaped(char::from_u32(value).unwrap_or('\u{fffd}'), at, out)?;
             Ok(end)
         }
         'x' | 'u' | 'U' => {
@@ -446,7 +469,7 @@ fn lex_escape(src: &str, at: usize, n: char, out: &mut String) -> Result<usize, 
                     at,
                 )
             })?;
-            out.push(ch);
+            push_escaped(ch, at, out)?;
             Ok(after + count)
         }
         'N' => Err(LegacyError::new(
@@ -460,6 +483,19 @@ fn lex_escape(src: &str, at: usize, n: char, out: &mut String) -> Result<usize, 
             Ok(after)
         }
     }
+}
+
+/// Appends a character written as an escape; a NUL is refused because the
+/// translation is stored in PostgreSQL, whose text cannot hold one.
+fn push_escaped(ch: char, at: usize, out: &mut String) -> Result<(), LegacyError> {
+    if ch == '\0' {
+        return Err(LegacyError::new(
+            "a NUL character cannot be used in a filter",
+            at,
+        ));
+    }
+    out.push(ch);
+    Ok(())
 }
 
 fn lex_number(src: &str, start: usize) -> Result<(Tok, usize), LegacyError> {
@@ -990,8 +1026,30 @@ fn prec(expr: &Expr) -> u8 {
     }
 }
 
+/// Emitted text, with the length past which emission stops.
+struct Out {
+    text: String,
+    limit: usize,
+}
+
+impl Out {
+    fn push(&mut self, c: char) {
+        self.text.push(c);
+    }
+
+    fn push_str(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+
+    /// Past the limit: every `emit` returns at once, so the work done is
+    /// bounded by the limit however often operands repeat.
+    fn full(&self) -> bool {
+        self.text.len() > self.limit
+    }
+}
+
 /// Emit `expr`, parenthesised if it binds looser than `min`.
-fn emit_child(expr: &Expr, min: u8, out: &mut String) {
+fn emit_child(expr: &Expr, min: u8, out: &mut Out) {
     if prec(expr) < min {
         out.push('(');
         emit(expr, out);
@@ -1004,7 +1062,7 @@ fn emit_child(expr: &Expr, min: u8, out: &mut String) {
 /// Emit an operand of a comparison or arithmetic operator. A negation is
 /// parenthesised there for readability (`(!a) == b`), although evalexpr's
 /// `!` already binds tighter.
-fn emit_operand(expr: &Expr, min: u8, out: &mut String) {
+fn emit_operand(expr: &Expr, min: u8, out: &mut Out) {
     if matches!(expr, Expr::Not(_)) {
         out.push('(');
         emit(expr, out);
@@ -1014,10 +1072,13 @@ fn emit_operand(expr: &Expr, min: u8, out: &mut String) {
     }
 }
 
-fn emit(expr: &Expr, out: &mut String) {
+fn emit(expr: &Expr, out: &mut Out) {
+    if out.full() {
+        return;
+    }
     match expr {
         Expr::Ident(name) => out.push_str(name),
-        Expr::Str(s) => push_string_literal(s, out),
+        Expr::Str(s) => push_string_literal(s, &mut out.text),
         Expr::Int(n) => out.push_str(&n.to_string()),
         // `{:?}` always yields a form evalexpr reads back as a float
         // (`1.0`, `0.5`, `1e20`, `1e-7`).
@@ -1063,7 +1124,7 @@ fn emit(expr: &Expr, out: &mut String) {
     }
 }
 
-fn emit_joined(items: &[Expr], sep: &str, min: u8, out: &mut String) {
+fn emit_joined(items: &[Expr], sep: &str, min: u8, out: &mut Out) {
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push_str(sep);
@@ -1074,7 +1135,7 @@ fn emit_joined(items: &[Expr], sep: &str, min: u8, out: &mut String) {
 
 /// Emit a left-associative chain: the first operand may share the chain's
 /// precedence, later operands must bind tighter.
-fn emit_chain(first: &Expr, rest: &[(&'static str, Expr)], level: u8, out: &mut String) {
+fn emit_chain(first: &Expr, rest: &[(&'static str, Expr)], level: u8, out: &mut Out) {
     emit_operand(first, level, out);
     for (op, operand) in rest {
         out.push(' ');
@@ -1253,9 +1314,13 @@ mod tests {
     #[test]
     fn string_escapes_and_prefixes() {
         assert_eq!(
-            evalexpr_strings(&tr(r#""a\tb\x41\u00e9\U0001F600\101\0\q""#)),
-            vec!["a\tbA\u{e9}\u{1F600}A\0\\q".to_string()]
+            evalexpr_strings(&tr(r#""a\tb\x41\u00e9\U0001F600\101\1\q""#)),
+            vec!["a\tbA\u{e9}\u{1F600}A\u{1}\\q".to_string()]
         );
+        // PostgreSQL text cannot hold a NUL, however it is written.
+        for nul in [r#""a\0""#, r#""a\x00""#, r#""a\u0000""#, r#""a\U00000000""#, r#""a\000""#] {
+            assert_err_at(nul, 2, "NUL");
+        }
         assert_eq!(tr(r#"r"\d+\"""#), r#""\\d+\\\"""#);
         assert_eq!(tr(r#"u'x'"#), r#""x""#);
         assert_eq!(tr(r#""a" 'b' "c""#), r#""abc""#);
@@ -1459,6 +1524,27 @@ mod tests {
         // Far beyond the limit: must fail cleanly, not overflow the stack.
         let huge = "(".repeat(100_000);
         assert_err_at(&huge, 64, "nested too deeply");
+    }
+
+    #[test]
+    fn repeated_operands_cannot_blow_up() {
+        // Each level repeats its middle operand: 2^60 copies without a limit.
+        let nested = format!(
+            "{}data[\"x\"]{}",
+            "1 < (".repeat(60),
+            ") < 1".repeat(60)
+        );
+        let started = std::time::Instant::now();
+        assert_err_at(&nested, 0, "more than 1048576 bytes");
+        let e = translate_within(&nested, 4096).unwrap_err();
+        assert!(e.message.contains("more than 4096 bytes"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // A few levels fit, and keep their meaning.
+        assert_eq!(
+            tr(r#"1 < (2 < data["x"] < 3) < 4"#),
+            "(1 < ((2 < x) && (x < 3))) && (((2 < x) && (x < 3)) < 4)"
+        );
+        assert!(translate_within(r#"1 < (2 < data["x"] < 3) < 4"#, 20).is_err());
     }
 
     #[test]

@@ -15,6 +15,12 @@ use crate::message::Message;
 pub const MAX_FILTER_BYTES: usize = 4096;
 /// Deepest parenthesis nesting accepted.
 pub const MAX_NESTING: usize = 64;
+/// Most `!`, prefix `-` and function names applying to one operand, counted
+/// through enclosing parentheses: evalexpr's parser and our evaluator recurse
+/// once per prefix, so `!!!!...` filling 4 KiB would exhaust a thread's stack.
+pub const MAX_PREFIXES: usize = 64;
+
+pub use eval::{Budget, Outcome};
 
 /// Functions a filter may call.
 pub const FUNCTIONS: [&str; 6] = [
@@ -57,6 +63,14 @@ impl CompiledFilter {
     /// Compiles a stored expression. `None`, empty, `true` and legacy `True` always match.
     pub fn compile(src: Option<&str>) -> Result<Self, FilterError> {
         let raw = src.unwrap_or("").trim();
+        // PostgreSQL cannot store a NUL in text: refuse it here, with a reason,
+        // rather than fail when the subscriber is saved.
+        if let Some(at) = raw.find('\0') {
+            return Err(FilterError::at(
+                "the expression contains a NUL character (\\u0000)",
+                Some(at),
+            ));
+        }
         if raw.len() > MAX_FILTER_BYTES {
             return Err(FilterError::at(
                 format!(
@@ -73,7 +87,10 @@ impl CompiledFilter {
             });
         }
         let source = if legacy::is_legacy(raw) {
-            legacy::translate(raw).map_err(|e| FilterError::at(e.message, Some(e.position)))?
+            // The translation is what gets stored and compiled again on load,
+            // so it must fit the same limit.
+            legacy::translate_within(raw, MAX_FILTER_BYTES)
+                .map_err(|e| FilterError::at(e.message, Some(e.position)))?
         } else {
             raw.to_string()
         };
@@ -104,55 +121,125 @@ impl CompiledFilter {
         }
     }
 
+    /// Whether the message matches, within [`Budget::PER_EVALUATION`]: a filter
+    /// that needs more work than that does not match.
     pub fn matches(&self, message: &Message) -> bool {
+        self.evaluate(message, Budget::PER_EVALUATION).matched
+    }
+
+    /// Evaluates within `budget` and reports what was spent and whether the
+    /// budget ran out (then the message does not match).
+    pub fn evaluate(&self, message: &Message, budget: Budget) -> Outcome {
         match &self.tree {
-            None => true,
-            Some(tree) => eval::Evaluator::new(message).truthy(tree),
+            None => Outcome {
+                matched: true,
+                exhausted: false,
+                spent: Budget { work: 0, built: 0 },
+            },
+            Some(tree) => eval::Evaluator::with_budget(message, budget).verdict(tree),
         }
     }
 }
 
-/// Checks nesting and quotes before evalexpr's recursive parser sees the text.
+/// Characters that end an evalexpr word (identifier, number, `true`).
+fn is_special(c: char) -> bool {
+    c.is_whitespace() || "\"+-*/%^=!<>&|(),;".contains(c)
+}
+
+/// Checks nesting, quotes and prefix chains before evalexpr's recursive parser
+/// sees the text.
 fn prescan(src: &str) -> Result<(), FilterError> {
-    let mut depth = 0usize;
+    let bytes = src.as_bytes();
     let mut open_positions = Vec::new();
-    let mut in_string: Option<usize> = None;
-    let mut escaped = false;
-    for (i, c) in src.char_indices() {
-        if let Some(_start) = in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = None;
-            }
-            continue;
-        }
+    // Prefixes on the path to the current token: `bases` keeps the count at
+    // each open parenthesis, since a prefix before `(` applies to all inside.
+    let mut bases: Vec<usize> = Vec::new();
+    let mut prefixes = 0usize;
+    // The previous token was an operand or `)`, so a `-` here subtracts.
+    let mut after_value = false;
+    let next_significant = |from: usize| {
+        src[from..]
+            .char_indices()
+            .find(|(_, c)| !c.is_whitespace())
+            .map(|(_, c)| c)
+    };
+    let mut i = 0;
+    while let Some(c) = src[i..].chars().next() {
+        let mut prefix = false;
         match c {
-            '"' => in_string = Some(i),
+            '"' => {
+                let start = i;
+                i += 1;
+                loop {
+                    match bytes.get(i) {
+                        None => {
+                            return Err(FilterError::at(
+                                "string literal is not closed",
+                                Some(start),
+                            ))
+                        }
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                after_value = true;
+            }
             '(' => {
-                depth += 1;
                 open_positions.push(i);
-                if depth > MAX_NESTING {
+                bases.push(prefixes);
+                if open_positions.len() > MAX_NESTING {
                     return Err(FilterError::at(
                         format!("parentheses nest deeper than {MAX_NESTING}"),
                         Some(i),
                     ));
                 }
+                after_value = false;
             }
             ')' => {
-                if depth == 0 {
+                if open_positions.pop().is_none() {
                     return Err(FilterError::at("`)` without a matching `(`", Some(i)));
                 }
-                depth -= 1;
-                open_positions.pop();
+                prefixes = bases.pop().unwrap_or(0);
+                after_value = true;
             }
-            _ => {}
+            '!' if bytes.get(i + 1) != Some(&b'=') => prefix = true,
+            '-' if !after_value && bytes.get(i + 1) != Some(&b'=') => prefix = true,
+            // `^` binds tighter than `!` and `-`: the chain goes on past it.
+            '^' => after_value = false,
+            c if c.is_whitespace() => {}
+            c if is_special(c) => {
+                // A binary operator: later prefixes apply to a new operand.
+                prefixes = bases.last().copied().unwrap_or(0);
+                after_value = false;
+            }
+            _ => {
+                let start = i;
+                let end = src[start..]
+                    .char_indices()
+                    .find(|(_, c)| is_special(*c))
+                    .map_or(src.len(), |(j, _)| start + j);
+                // A word followed by an operand is a function name.
+                prefix = matches!(next_significant(end), Some(n) if n == '(' || n == '"' || !is_special(n));
+                after_value = !prefix;
+                i = end;
+                if prefix {
+                    prefixes += 1;
+                    if prefixes > MAX_PREFIXES {
+                        return Err(too_many_prefixes(start));
+                    }
+                }
+                continue;
+            }
         }
-    }
-    if let Some(start) = in_string {
-        return Err(FilterError::at("string literal is not closed", Some(start)));
+        if prefix {
+            prefixes += 1;
+            after_value = false;
+            if prefixes > MAX_PREFIXES {
+                return Err(too_many_prefixes(i));
+            }
+        }
+        i += c.len_utf8();
     }
     if let Some(pos) = open_positions.pop() {
         return Err(FilterError::at("`(` is not closed", Some(pos)));
@@ -160,33 +247,60 @@ fn prescan(src: &str) -> Result<(), FilterError> {
     Ok(())
 }
 
+fn too_many_prefixes(at: usize) -> FilterError {
+    FilterError::at(
+        format!("more than {MAX_PREFIXES} `!`, `-` or function calls apply to one operand"),
+        Some(at),
+    )
+}
+
+/// Bytes of prefixes [`locate_parse_error`] parses one after another before it
+/// switches to a binary search: trying every prefix of a 4 KiB expression
+/// would parse about 8 MB and hold a request thread for a good part of a second.
+const LOCATE_LINEAR_BYTES: usize = 16 * 1024;
+
 /// evalexpr does not report positions: find the shortest prefix that fails the same way.
 fn locate_parse_error(
     src: &str,
     error: &evalexpr::EvalexprError<DefaultNumericTypes>,
 ) -> Option<usize> {
     let wanted = std::mem::discriminant(error);
+    let fails_so = |end: usize| {
+        evalexpr::build_operator_tree::<DefaultNumericTypes>(&src[..end])
+            .is_err_and(|e| std::mem::discriminant(&e) == wanted)
+    };
     let mut ends: Vec<usize> = src
         .char_indices()
         .filter(|(_, c)| c.is_whitespace())
         .map(|(i, _)| i)
         .collect();
     ends.push(src.len());
-    for end in ends {
-        let prefix = &src[..end];
-        if let Err(e) = evalexpr::build_operator_tree::<DefaultNumericTypes>(prefix) {
-            if std::mem::discriminant(&e) == wanted {
-                // Point at the start of the last token of the failing prefix.
-                let start = prefix
-                    .trim_end()
-                    .rfind(char::is_whitespace)
-                    .map(|i| i + 1)
-                    .unwrap_or(0);
-                return Some(start);
-            }
+    let mut parsed = 0usize;
+    let mut found = None;
+    for (n, &end) in ends.iter().enumerate() {
+        parsed += end;
+        if parsed > LOCATE_LINEAR_BYTES {
+            // An error, once met, stays for every longer prefix: search the
+            // rest for the first prefix that fails this way.
+            let rest = &ends[n..];
+            let first = rest.partition_point(|&end| !fails_so(end));
+            found = rest.get(first).copied();
+            break;
+        }
+        if fails_so(end) {
+            found = Some(end);
+            break;
         }
     }
-    None
+    let prefix = &src[..found?];
+    // Point at the start of the last token of the failing prefix.
+    Some(
+        prefix
+            .trim_end()
+            .rfind(char::is_whitespace)
+            .map(|i| i + 1)
+            .unwrap_or(0),
+    )
 }
 
 /// Refuses what a filter must not do: assignments, chains, unknown functions.
@@ -266,3 +380,5 @@ fn check_tree(root: &Node<DefaultNumericTypes>, src: &str) -> Result<(), FilterE
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod worst_case;

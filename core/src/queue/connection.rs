@@ -4,12 +4,17 @@
 //! Each thread gets a connection of its own: a connection's I/O runs on the
 //! runtime thread that made it, so a request handler on an actix worker thread
 //! talks to Redis without handing every command to another thread and back.
+//!
+//! A connection left idle while Redis restarts is only found dead by the next
+//! command sent on it. [`RedisConnection`] sends such a command once more on a
+//! fresh connection, so the first commands after a restart succeed instead of
+//! failing with `broken pipe`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::RedisResult;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use thread_local::ThreadLocal;
 use tokio::sync::OnceCell;
 
@@ -40,7 +45,8 @@ impl RedisHandle {
         }
     }
 
-    pub async fn get(&self) -> RedisResult<ConnectionManager> {
+    /// This thread's connection, made on first use.
+    pub async fn get(&self) -> RedisResult<RedisConnection> {
         self.managers
             .get_or_default()
             .get_or_try_init(|| async {
@@ -53,6 +59,7 @@ impl RedisHandle {
             })
             .await
             .cloned()
+            .map(|inner| RedisConnection { inner })
     }
 
     pub async fn ping(&self) -> RedisResult<()> {
@@ -61,5 +68,119 @@ impl RedisHandle {
             .query_async::<String>(&mut c)
             .await
             .map(|_| ())
+    }
+}
+
+/// A command or pipeline whose connection turns out to be dead (closed by a
+/// Redis restart, reset, or a reconnect that failed earlier) is sent once more,
+/// on the fresh connection the manager starts when it sees the failure.
+///
+/// What is retried: errors saying the connection was closed, reset, refused or
+/// not connected ([`RedisError::is_connection_dropped`]). In the common case —
+/// Redis restarted while the connection sat idle — the command never reached a
+/// live server, so sending it again is exact. The rare case where it did run
+/// and only its reply was lost cannot be told apart from the client side; the
+/// retry then runs it twice. Every command of the queue tolerates that: a job
+/// enqueued twice carries the same message id (delivery is at least once and
+/// `webhook-id` lets subscribers drop the copy; with an `Idempotency-Key` the
+/// second run finds the record of the first and stores nothing), acks,
+/// deletes, ZADDs of the same member and version bumps are idempotent, and a
+/// read whose reply was lost leaves its entries pending for takeover.
+///
+/// Not retried: timeouts (the command may still be running, and a second wait
+/// would only double the time before the caller can answer), server errors,
+/// and a second failure, which is returned (so a publish answers 503) and
+/// logged as possibly having run.
+#[derive(Clone)]
+pub struct RedisConnection {
+    inner: ConnectionManager,
+}
+
+/// A failure that says the connection was found dead, not that the command
+/// was refused or is still running.
+fn connection_was_dead(e: &RedisError) -> bool {
+    e.is_io_error() && e.is_connection_dropped() && !e.is_timeout()
+}
+
+fn after_retry<T>(first: &RedisError, second: RedisResult<T>) -> RedisResult<T> {
+    match second {
+        Ok(v) => {
+            tracing::debug!(error = %first, "Redis connection was dead; the command succeeded on a fresh one");
+            Ok(v)
+        }
+        Err(e) => {
+            tracing::warn!(
+                first_error = %first,
+                error = %e,
+                "Redis command failed twice; if the connection broke while it was in flight it may have run"
+            );
+            Err(e)
+        }
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match self.inner.send_packed_command(cmd).await {
+                Err(e) if connection_was_dead(&e) => {
+                    let second = self.inner.send_packed_command(cmd).await;
+                    after_retry(&e, second)
+                }
+                other => other,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self
+                .inner
+                .send_packed_commands(pipeline, offset, count)
+                .await
+            {
+                Err(e) if connection_was_dead(&e) => {
+                    let second = self
+                        .inner
+                        .send_packed_commands(pipeline, offset, count)
+                        .await;
+                    after_retry(&e, second)
+                }
+                other => other,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_dead_connection_is_retried() {
+        use std::io::{Error, ErrorKind};
+        let io = |k: ErrorKind| RedisError::from(Error::from(k));
+        for k in [
+            ErrorKind::BrokenPipe,
+            ErrorKind::ConnectionReset,
+            ErrorKind::ConnectionAborted,
+            ErrorKind::ConnectionRefused,
+            ErrorKind::UnexpectedEof,
+            ErrorKind::NotConnected,
+        ] {
+            assert!(connection_was_dead(&io(k)), "{k:?}");
+        }
+        assert!(!connection_was_dead(&io(ErrorKind::TimedOut)));
+        let server = RedisError::from((redis::ErrorKind::Client, "refused"));
+        assert!(!connection_was_dead(&server));
     }
 }

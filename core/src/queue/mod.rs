@@ -8,12 +8,20 @@
 //! - `{ns}:delayed`: a sorted set of retries by due time (ms); moved back into
 //!   the stream in bounded chunks by a script.
 //! - `{ns}:idem:<author>:<key>`: idempotency records, 24 h.
+//! - `{ns}:parked:<subscriber>`: jobs of a subscriber that is at its in-flight
+//!   limit or whose circuit is open, moved out of the stream (see [`parking`])
+//!   so that they hold no worker; `{ns}:parked` is the set of such subscribers.
+//! - `{ns}:circuit:<subscriber>`: the subscriber's circuit breaker, shared by
+//!   every worker (see [`circuit`]); `{ns}:circuits` lists those that have one.
 //!
 //! A job read by a worker stays in the group's pending list until it is acked;
 //! a worker refreshes the idle time of its in-flight jobs, and any worker claims
 //! (XAUTOCLAIM) jobs idle longer than [`CLAIM_IDLE`], so a killed worker loses nothing.
 
+pub mod circuit;
 mod connection;
+pub mod consumer;
+pub mod parking;
 mod stats;
 
 pub use connection::RedisHandle;
@@ -69,7 +77,12 @@ pub struct Keys {
     /// A hash of hub-wide totals (publishes, matches, delivery outcomes and
     /// durations), so every server and worker can show the whole hub's figures.
     pub stats: String,
+    /// Subscribers with parked jobs.
+    pub parked: String,
+    /// Subscribers with a circuit record (at least one failure since their last success).
+    pub circuits: String,
     idem_prefix: String,
+    prefix: String,
 }
 
 impl Keys {
@@ -79,8 +92,21 @@ impl Keys {
             delayed: format!("{{{namespace}}}:delayed"),
             subscribers_version: format!("{{{namespace}}}:subscribers:version"),
             stats: format!("{{{namespace}}}:stats"),
+            parked: format!("{{{namespace}}}:parked"),
+            circuits: format!("{{{namespace}}}:circuits"),
             idem_prefix: format!("{{{namespace}}}:idem:"),
+            prefix: format!("{{{namespace}}}:"),
         }
+    }
+
+    /// Parked jobs of one subscriber, oldest first.
+    pub fn parked_jobs(&self, subscriber_id: i64) -> String {
+        format!("{}parked:{subscriber_id}", self.prefix)
+    }
+
+    /// The circuit breaker of one subscriber.
+    pub fn circuit(&self, subscriber_id: i64) -> String {
+        format!("{}circuit:{subscriber_id}", self.prefix)
     }
 
     pub fn idempotency(&self, author: &str, key: &str) -> String {
@@ -100,6 +126,11 @@ pub struct Entry {
     /// The stored text; `Err` when it cannot be decoded (it is then dead-lettered).
     pub job: Result<Job, String>,
     pub raw: String,
+    /// Released from an open circuit to probe it: delivered even though the
+    /// circuit is not closed.
+    pub probe: bool,
+    /// Times the entry was handed to a worker (1 when read; each takeover adds one).
+    pub deliveries: u32,
 }
 
 /// What one pass of [`Queue::promote_due`] did.
@@ -366,10 +397,29 @@ impl Queue {
             .first()
             .and_then(value_string)
             .unwrap_or_else(|| "0-0".into());
-        let entries = parts
+        let mut entries = parts
             .get(1)
             .map(|v| parse_entries(v.clone()))
             .unwrap_or_default();
+        if !entries.is_empty() {
+            // How often each was handed out: a job whose deliveries keep
+            // killing their worker is a poison job, not one to try forever.
+            let mut pipe = redis::pipe();
+            for e in &entries {
+                pipe.cmd("XPENDING")
+                    .arg(&self.keys.stream)
+                    .arg(GROUP)
+                    .arg(&e.id)
+                    .arg(&e.id)
+                    .arg(1);
+            }
+            let counts: Vec<Value> = pipe.query_async(&mut conn).await?;
+            for (e, v) in entries.iter_mut().zip(counts) {
+                if let Some(n) = pending_deliveries(&v) {
+                    e.deliveries = n;
+                }
+            }
+        }
         Ok((next, entries))
     }
 
@@ -422,6 +472,19 @@ impl Queue {
     }
 }
 
+/// The delivery count of an `XPENDING key group id id 1` reply:
+/// `[[id, consumer, idle, deliveries]]`.
+fn pending_deliveries(v: &Value) -> Option<u32> {
+    let Value::Array(rows) = v else { return None };
+    let Some(Value::Array(row)) = rows.first() else {
+        return None;
+    };
+    match row.get(3)? {
+        Value::Int(n) => u32::try_from(*n).ok(),
+        other => value_string(other)?.parse().ok(),
+    }
+}
+
 fn value_string(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -464,14 +527,26 @@ fn parse_entries(v: Value) -> Vec<Entry> {
             let fields = pair.pop()?;
             let id = value_string(&pair[0])?;
             // A deleted entry still pending shows up with nil fields.
-            let raw = match fields {
-                Value::Array(f) => f.get(1).and_then(value_string),
-                Value::Map(m) => m.first().and_then(|(_, v)| value_string(v)),
-                _ => None,
+            let (raw, probe) = match fields {
+                Value::Array(f) => (
+                    f.get(1).and_then(value_string),
+                    f.get(2).and_then(value_string).as_deref() == Some("p"),
+                ),
+                Value::Map(m) => (
+                    m.first().and_then(|(_, v)| value_string(v)),
+                    m.get(1).and_then(|(k, _)| value_string(k)).as_deref() == Some("p"),
+                ),
+                _ => (None, false),
             };
             let raw = raw.unwrap_or_default();
             let job = Job::decode(&raw).map_err(|e| e.to_string());
-            Some(Entry { id, job, raw })
+            Some(Entry {
+                id,
+                job,
+                raw,
+                probe,
+                deliveries: 1,
+            })
         })
         .collect()
 }

@@ -5,7 +5,10 @@ use switch_server::seed;
 fn run(path: &str) -> anyhow::Result<seed::SeedReport> {
     let settings = Settings::from_env()?;
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
-    let entries = seed::parse_file(&text)?;
+    let entries = seed::parse_file(
+        &text,
+        &switch_core::target::TargetPolicy::from_settings(&settings),
+    )?;
     let explicit = seed::explicit_secrets(&text);
     let pool = db::pool(&settings.database_url, 1);
     let mut conn = pool.get().context("cannot connect to the database")?;

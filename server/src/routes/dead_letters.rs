@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use switch_core::db::models::DeadLetter;
 use switch_core::db::repo;
 use switch_core::job::Job;
+use switch_core::message::Message;
 
 use super::deliveries::int_param;
 use super::{admin, db, ts, State};
@@ -26,7 +27,7 @@ fn to_json(d: &DeadLetter) -> Value {
         "message_id": d.message_id,
         "subscriber_id": d.subscriber_id,
         "topic": d.topic,
-        "request": serde_json::from_str::<Value>(&d.request).unwrap_or(Value::String(d.request.clone())),
+        "request": stored_request(&d.request),
         "last_error": d.last_error,
         "attempts": d.attempts,
         "created_at": ts(d.created_at),
@@ -63,42 +64,181 @@ async fn list(
     ))
 }
 
-/// The job that replays a dead letter: its stored message, attempt 1.
-fn replay_job(d: &DeadLetter) -> Result<Job, ApiError> {
-    let request: Value = serde_json::from_str(&d.request).map_err(|e| {
-        ApiError::Internal(anyhow::anyhow!(
-            "dead letter {} has an unreadable request: {e}",
-            d.id
-        ))
-    })?;
-    let message = request.get("message").ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!(
-            "dead letter {} has no stored message",
-            d.id
-        ))
-    })?;
-    Ok(Job::replay(d.subscriber_id, Arc::from(message.to_string())))
+/// A stored request as JSON. It nests the published body two levels deeper
+/// than the publish did (under `body` and `message.body`), so the deepest
+/// bodies a publish accepts go past serde_json's recursion limit when the
+/// whole request is parsed at once; each member alone stays within it.
+fn stored_request(text: &str) -> Value {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        return v;
+    }
+    top_level_members(text)
+        .and_then(|members| {
+            members
+                .into_iter()
+                .map(|(k, v)| serde_json::from_str::<Value>(v).ok().map(|v| (k, v)))
+                .collect::<Option<serde_json::Map<String, Value>>>()
+        })
+        .map(Value::Object)
+        .unwrap_or_else(|| Value::String(text.to_string()))
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+        i += 1;
+    }
+    i
+}
+
+/// End (exclusive) of the JSON string starting at `start`.
+fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut j = start + 1;
+    loop {
+        match b.get(j)? {
+            b'\\' => j += 2,
+            b'"' => return Some(j + 1),
+            _ => j += 1,
+        }
+    }
+}
+
+/// End (exclusive) of the JSON value starting at `start`, found by counting
+/// brackets outside strings: no recursion, whatever the nesting.
+fn value_end(b: &[u8], start: usize) -> Option<usize> {
+    match b.get(start)? {
+        b'"' => string_end(b, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = start;
+            loop {
+                match b.get(j)? {
+                    b'"' => j = string_end(b, j)?,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        j += 1;
+                    }
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        j += 1;
+                        if depth == 0 {
+                            return Some(j);
+                        }
+                    }
+                    _ => j += 1,
+                }
+            }
+        }
+        _ => {
+            let mut j = start;
+            while b
+                .get(j)
+                .is_some_and(|c| !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace())
+            {
+                j += 1;
+            }
+            (j > start).then_some(j)
+        }
+    }
+}
+
+/// The members of a top-level JSON object, each value as its own text,
+/// found without parsing the values (see [`stored_request`]). `None` when
+/// `text` is not an object; the values are checked by whoever parses them.
+fn top_level_members(text: &str) -> Option<Vec<(String, &str)>> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Vec::new();
+    if b.get(i) == Some(&b'}') {
+        return (skip_ws(b, i + 1) == b.len()).then_some(out);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(b, i)?;
+        let key: String = serde_json::from_str(text.get(i..key_end)?).ok()?;
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let end = value_end(b, i)?;
+        out.push((key, text.get(i..end)?));
+        i = skip_ws(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(out),
+            _ => return None,
+        }
+    }
+}
+
+/// The job that replays a dead letter: its stored message, attempt 1; or why
+/// it cannot be replayed. The message is taken from the stored request as
+/// text (see [`stored_request`]) and checked the way the worker will read it,
+/// so a letter that could only fail again is reported instead.
+fn replay_job(d: &DeadLetter) -> Result<Job, String> {
+    serde_json::from_str::<Value>(&d.request).map_err(|e| e.to_string())?;
+    let members = top_level_members(&d.request)
+        .ok_or_else(|| "its stored request is not a JSON object".to_string())?;
+    let message = members
+        .iter()
+        .find(|(k, _)| k == "message")
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            "its stored request has no message (the job could not be read when it failed)"
+                .to_string()
+        })?;
+    serde_json::from_str::<Message>(message)
+        .map_err(|e| format!("its stored message cannot be read: {e}"))?;
+    Ok(Job::replay(d.subscriber_id, Arc::from(message)))
 }
 
 /// Replays enqueued per chunk: one script call stays small however many
 /// dead letters there are.
 const REPLAY_CHUNK: usize = 500;
 
+/// What a replay did: letters re-enqueued, and those that cannot be replayed
+/// (left pending, each with why), so one bad letter never blocks the others.
+struct Replayed {
+    replayed: usize,
+    failed: Vec<Value>,
+}
+
 /// Enqueues the replays first, then marks them: a crash between the two
 /// replays again rather than losing a replay.
-async fn replay(state: &State, letters: Vec<DeadLetter>) -> Result<usize, ApiError> {
-    let mut replayed = 0;
+async fn replay(state: &State, letters: Vec<DeadLetter>) -> Result<Replayed, ApiError> {
+    let mut done = Replayed {
+        replayed: 0,
+        failed: Vec::new(),
+    };
     for chunk in letters.chunks(REPLAY_CHUNK) {
-        let jobs = chunk
-            .iter()
-            .map(replay_job)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut jobs = Vec::with_capacity(chunk.len());
+        let mut ids = Vec::with_capacity(chunk.len());
+        for d in chunk {
+            match replay_job(d) {
+                Ok(job) => {
+                    jobs.push(job);
+                    ids.push(d.id);
+                }
+                Err(error) => {
+                    tracing::warn!(dead_letter_id = d.id, %error, "dead letter cannot be replayed");
+                    done.failed.push(json!({"id": d.id, "error": error}));
+                }
+            }
+        }
+        if jobs.is_empty() {
+            continue;
+        }
         state.queue.push(&jobs).await?;
-        let ids: Vec<i64> = chunk.iter().map(|d| d.id).collect();
         db(state, move |c| Ok(repo::mark_replayed(c, &ids)?)).await?;
-        replayed += jobs.len();
+        done.replayed += jobs.len();
     }
-    Ok(replayed)
+    Ok(done)
 }
 
 async fn ensure_enabled(state: &State, subscriber_id: i64) -> Result<(), ApiError> {
@@ -126,9 +266,14 @@ async fn replay_one(
         .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
     ensure_enabled(&state, letter.subscriber_id).await?;
     let message_id = letter.message_id.clone();
-    let n = replay(&state, vec![letter]).await?;
+    let done = replay(&state, vec![letter]).await?;
+    if let Some(error) = done.failed.first().and_then(|f| f["error"].as_str()) {
+        return Err(ApiError::Conflict(format!(
+            "dead letter {id} cannot be replayed: {error}"
+        )));
+    }
     tracing::info!(dead_letter_id = id, message_id = %message_id, "dead letter replayed");
-    Ok(HttpResponse::Accepted().json(json!({"replayed": n, "message_id": message_id})))
+    Ok(HttpResponse::Accepted().json(json!({"replayed": done.replayed, "message_id": message_id})))
 }
 
 #[derive(Deserialize)]
@@ -139,6 +284,8 @@ struct ReplayAllQuery {
 /// Replays every pending dead letter of one subscriber (`?subscriber_id=`),
 /// or of every enabled subscriber when none is named; letters of disabled or
 /// deleted subscribers are then left as they are and counted as `skipped`.
+/// Letters that cannot be replayed are listed in `failed` (`{"id", "error"}`)
+/// and left pending; the others are replayed all the same.
 async fn replay_all(
     req: HttpRequest,
     state: State,
@@ -165,12 +312,82 @@ async fn replay_all(
         Ok((ready, left.len()))
     })
     .await?;
-    let n = replay(&state, letters).await?;
+    let done = replay(&state, letters).await?;
     tracing::info!(
         subscriber_id,
-        replayed = n,
+        replayed = done.replayed,
         skipped,
+        failed = done.failed.len(),
         "dead letters replayed"
     );
-    Ok(HttpResponse::Accepted().json(json!({"replayed": n, "skipped": skipped})))
+    Ok(HttpResponse::Accepted()
+        .json(json!({"replayed": done.replayed, "skipped": skipped, "failed": done.failed})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(request: String) -> DeadLetter {
+        DeadLetter {
+            id: 7,
+            message_id: "msg_1".into(),
+            subscriber_id: 3,
+            topic: "t".into(),
+            request,
+            last_error: "x".into(),
+            attempts: 3,
+            created_at: chrono::NaiveDateTime::default(),
+            replayed_at: None,
+        }
+    }
+
+    /// The deepest body a publish accepts, stored the way the worker stores
+    /// it: too deep to parse whole, still replayable and listable.
+    #[test]
+    fn a_letter_too_deep_to_parse_whole_replays() {
+        let body = format!("{}{}", "[".repeat(126), "]".repeat(126));
+        let message =
+            format!(r#"{{"id":"msg_1","topic":"t","body":{body},"headers":{{"a":"\"}}[{{"}}}}"#);
+        let request = format!(
+            r#"{{"method":"POST","url":"http://h/x","headers":[["a","b"]],"body":{body},"message":{message}}}"#
+        );
+        assert!(
+            serde_json::from_str::<Value>(&request).is_err(),
+            "too deep for serde_json"
+        );
+        let job = replay_job(&letter(request.clone())).unwrap();
+        assert_eq!(&*job.message_json, message.as_str());
+        assert_eq!(job.subscriber_id, 3);
+        let m: Message = serde_json::from_str(&job.message_json).unwrap();
+        assert_eq!(m.headers["a"], "\"}[{");
+        let shown = stored_request(&request);
+        assert_eq!(shown["method"], "POST");
+        assert_eq!(shown["message"]["id"], "msg_1");
+    }
+
+    #[test]
+    fn letters_that_cannot_replay_say_why() {
+        for (request, why) in [
+            (r#"{"raw":"v1|junk"}"#, "no message"),
+            ("not json", "not a JSON object"),
+            (r#"{"message": {"id": 1}}"#, "cannot be read"),
+            (r#"{"message": [}"#, "not a JSON object"),
+            (r#"{"message": {}} trailing"#, "not a JSON object"),
+        ] {
+            let e = replay_job(&letter(request.into())).expect_err(request);
+            assert!(e.contains(why), "{request}: {e}");
+        }
+        assert_eq!(
+            top_level_members(r#" { "a" : 1 , "b\"c":"x,}" , "d": [ {"e": "]"} ] , "f":null } "#)
+                .unwrap(),
+            vec![
+                ("a".to_string(), "1"),
+                ("b\"c".to_string(), r#""x,}""#),
+                ("d".to_string(), r#"[ {"e": "]"} ]"#),
+                ("f".to_string(), "null"),
+            ]
+        );
+        assert_eq!(top_level_members("{}").unwrap(), vec![]);
+    }
 }

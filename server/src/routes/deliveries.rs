@@ -24,6 +24,17 @@ struct Query {
     limit: Option<String>,
 }
 
+/// An optional text query parameter. A NUL is refused here: PostgreSQL
+/// cannot hold one in text and would fail the whole query.
+pub fn text_param(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(s) if s.contains('\0') => Err(ApiError::invalid(format!(
+            "`{name}` must not contain a NUL character"
+        ))),
+        other => Ok(other),
+    }
+}
+
 /// Parses an optional integer query parameter, naming it when it is wrong.
 pub fn int_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
     match v.map(str::trim).filter(|s| !s.is_empty()) {
@@ -57,7 +68,9 @@ async fn list(
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let q = q.into_inner();
-    if let Some(o) = &q.outcome {
+    let message_id = text_param("message_id", q.message_id)?.filter(|m| !m.is_empty());
+    let outcome = text_param("outcome", q.outcome)?;
+    if let Some(o) = &outcome {
         if !OUTCOMES.contains(&o.as_str()) {
             return Err(ApiError::invalid(format!(
                 "`outcome` must be one of {}",
@@ -72,8 +85,8 @@ async fn list(
     let since = int_param("since", q.since.as_deref())?;
     let query = AttemptQuery {
         subscriber_id: int_param("subscriber_id", q.subscriber_id.as_deref())?,
-        message_id: q.message_id.filter(|m| !m.is_empty()),
-        outcome: q.outcome,
+        message_id,
+        outcome,
         since,
         limit,
     };

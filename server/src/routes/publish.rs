@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::json;
 use switch_core::job::Job;
-use switch_core::message::{new_message_id, PublishRequest};
+use switch_core::message::{check_author, new_message_id, PublishRequest};
 use switch_core::queue::Enqueued;
 use tracing::Instrument;
 
@@ -20,7 +20,8 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/refresh", web::get().to(refresh));
 }
 
-/// Reads the body up to `limit` bytes; more is a 413.
+/// Reads the body up to `limit` bytes; more is a 413, a body that does not
+/// arrive within [`crate::startup::BODY_READ_TIMEOUT`] a 408.
 async fn read_limited(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -40,8 +41,13 @@ async fn read_limited(
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::invalid(format!("could not read the body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            if crate::startup::is_body_timeout(&e) {
+                ApiError::BodyTimeout(e.to_string())
+            } else {
+                ApiError::invalid(format!("could not read the body: {e}"))
+            }
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -87,6 +93,9 @@ async fn publish_inner(
 ) -> Result<HttpResponse, ApiError> {
     let principal = state.auth.authenticate(req)?;
     principal.require_publish()?;
+    if let Some(author) = &principal.author {
+        check_author(author).map_err(|e| ApiError::invalid(e.0))?;
+    }
     let body = read_limited(req, payload, state.settings.max_body_bytes).await?;
     let parsed = PublishRequest::from_json_bytes(&body).map_err(|e| ApiError::invalid(e.0))?;
     principal.require_topic(&parsed.topic)?;
@@ -152,6 +161,13 @@ async fn publish_inner(
             Ok(HttpResponse::Accepted()
                 .json(json!({"message_id": message_id, "matched": jobs.len()})))
         }
+        Enqueued::Duplicate(record) if record_of(&record) == message_id => {
+            // The record is this very publish's: its first send ran but the
+            // reply was lost, and the connection layer sent it again.
+            state.metrics.matches.inc_by(jobs.len() as u64);
+            Ok(HttpResponse::Accepted()
+                .json(json!({"message_id": message_id, "matched": jobs.len()})))
+        }
         Enqueued::Duplicate(record) => {
             let (first_id, first_matched) =
                 record.split_once('|').unwrap_or((record.as_str(), "0"));
@@ -161,6 +177,11 @@ async fn publish_inner(
                 .json(json!({"message_id": first_id, "matched": first_matched, "duplicate": true})))
         }
     }
+}
+
+/// The message id an idempotency record (`<message id>|<matched>`) names.
+fn record_of(record: &str) -> &str {
+    record.split_once('|').map_or(record, |(id, _)| id)
 }
 
 async fn refresh(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {

@@ -1,13 +1,18 @@
 //! Admin: subscribers CRUD and secret rotation.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use diesel::Connection;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
 use switch_core::db::models::{now, NewSubscriber, Subscriber, SubscriberChanges};
 use switch_core::db::repo;
 use switch_core::filter::CompiledFilter;
+use switch_core::queue::circuit::{Circuit, CircuitState};
 use switch_core::signature::{generate_secret, is_valid_secret};
 use switch_core::subscribers::Loaded;
+use switch_core::target::{TargetError, TargetPolicy};
 use switch_core::topic::TopicPattern;
 
 use super::{admin, db, ts, State};
@@ -25,8 +30,11 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// The API shape of a subscriber.
-pub fn to_json(s: &Subscriber) -> Value {
+/// Largest `max_in_flight` accepted.
+const MAX_IN_FLIGHT: i64 = 10_000;
+
+/// The API shape of a subscriber, with its circuit as the workers share it.
+pub fn to_json(s: &Subscriber, circuit: CircuitState) -> Value {
     let loaded = Loaded::new(s.clone());
     json!({
         "id": s.id,
@@ -39,7 +47,27 @@ pub fn to_json(s: &Subscriber) -> Value {
         "created_at": ts(s.created_at),
         "updated_at": ts(s.updated_at),
         "filter_error": loaded.load_error(),
+        "max_in_flight": s.max_in_flight,
+        "disabled_reason": s.disabled_reason,
+        "circuit": circuit.as_str(),
     })
+}
+
+/// Circuit states of every subscriber that has one (the rest are closed).
+/// Redis being away shows every circuit closed rather than failing the call.
+async fn circuits(state: &State) -> HashMap<i64, Circuit> {
+    state.queue.circuits().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "circuit states unavailable; shown as closed");
+        HashMap::new()
+    })
+}
+
+fn circuit_of(circuits: &HashMap<i64, Circuit>, id: i64) -> CircuitState {
+    circuits.get(&id).map(|c| c.state).unwrap_or_default()
+}
+
+async fn one(state: &State, row: &Subscriber) -> Value {
+    to_json(row, circuit_of(&circuits(state).await, row.id))
 }
 
 fn check_pattern(topic: &str) -> Result<String, ApiError> {
@@ -48,16 +76,30 @@ fn check_pattern(topic: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::invalid(format!("topic: {}", e.0)))
 }
 
-/// An absolute http(s) URL; `:name` placeholders in the path are allowed.
-pub fn check_url(src: &str) -> Result<String, ApiError> {
-    let url = url::Url::parse(src)
-        .map_err(|e| ApiError::invalid(format!("target_url `{src}` is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(ApiError::invalid(format!(
-            "target_url `{src}` must be an absolute http:// or https:// URL"
-        )));
+/// An absolute http(s) URL the target policy allows; `:name` placeholders
+/// in the path are allowed.
+pub fn check_url(src: &str, policy: &TargetPolicy) -> Result<String, ApiError> {
+    match policy.check_url(src) {
+        Ok(_) => Ok(src.to_string()),
+        Err(e @ TargetError::Invalid { .. }) => Err(ApiError::invalid(format!("target_url: {e}"))),
+        Err(e @ TargetError::NotAllowed { .. }) => {
+            Err(ApiError::TargetNotAllowed(format!("target_url: {e}")))
+        }
     }
-    Ok(src.to_string())
+}
+
+/// A positive number of deliveries, or null for the hub's default.
+fn check_max_in_flight(m: &Map<String, Value>) -> Result<Option<Option<i32>>, ApiError> {
+    match m.get("max_in_flight") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(v) => match v.as_i64() {
+            Some(n) if (1..=MAX_IN_FLIGHT).contains(&n) => Ok(Some(Some(n as i32))),
+            _ => Err(ApiError::invalid(format!(
+                "`max_in_flight` must be an integer from 1 to {MAX_IN_FLIGHT}, or null"
+            ))),
+        },
+    }
 }
 
 /// Compiles the filter; returns what to store (legacy sources are stored translated).
@@ -99,14 +141,23 @@ async fn list(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
-    let topic = q.into_inner().topic;
+    let topic = q
+        .into_inner()
+        .topic
+        .map(|t| check_pattern(&t))
+        .transpose()?;
     let rows = db(&state, move |c| {
         let mut rows = repo::list_subscribers(c, topic.as_deref())?;
         repo::fill_missing_secrets(c, &mut rows)?;
         Ok(rows)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(json!({"items": rows.iter().map(to_json).collect::<Vec<_>>()})))
+    let circuits = circuits(&state).await;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| to_json(r, circuit_of(&circuits, r.id)))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
@@ -114,8 +165,21 @@ fn parse_id(raw: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no subscriber {raw}")))
 }
 
+/// A string holding NUL, anywhere in `v`: PostgreSQL cannot store it.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
+        Ok(v) if has_nul(&v) => Err(ApiError::invalid(
+            "text fields cannot contain the NUL character (\\u0000)",
+        )),
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
         Err(e) => Err(ApiError::invalid(format!(
@@ -141,13 +205,14 @@ fn opt_bool(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError>
     }
 }
 
-const FIELDS: [&str; 6] = [
+const FIELDS: [&str; 7] = [
     "topic",
     "target_url",
     "filter_expression",
     "secret",
     "enabled",
     "description",
+    "max_in_flight",
 ];
 
 fn reject_unknown(m: &Map<String, Value>) -> Result<(), ApiError> {
@@ -161,7 +226,10 @@ fn reject_unknown(m: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 /// Validates a create body into a row to insert.
-pub fn new_subscriber(m: &Map<String, Value>) -> Result<NewSubscriber, ApiError> {
+pub fn new_subscriber(
+    m: &Map<String, Value>,
+    policy: &TargetPolicy,
+) -> Result<NewSubscriber, ApiError> {
     reject_unknown(m)?;
     let required = |k: &str| -> Result<String, ApiError> {
         opt_string(m, k)?
@@ -170,7 +238,7 @@ pub fn new_subscriber(m: &Map<String, Value>) -> Result<NewSubscriber, ApiError>
     };
     Ok(NewSubscriber {
         topic: check_pattern(&required("topic")?)?,
-        target_url: check_url(&required("target_url")?)?,
+        target_url: check_url(&required("target_url")?, policy)?,
         filter_expression: check_filter(opt_string(m, "filter_expression")?.flatten().as_deref())?,
         secret: Some(match opt_string(m, "secret")?.flatten() {
             Some(s) => check_secret(&s)?,
@@ -178,7 +246,24 @@ pub fn new_subscriber(m: &Map<String, Value>) -> Result<NewSubscriber, ApiError>
         }),
         enabled: opt_bool(m, "enabled")?.unwrap_or(true),
         description: opt_string(m, "description")?.flatten(),
+        max_in_flight: check_max_in_flight(m)?.flatten(),
     })
+}
+
+/// Two subscribers with the same topic and target would get every message twice.
+fn refuse_duplicate(
+    c: &mut switch_core::db::AnyConnection,
+    topic: &str,
+    target_url: &str,
+    except: Option<i64>,
+) -> Result<(), ApiError> {
+    match repo::find_by_topic_and_url(c, topic, target_url)? {
+        Some(existing) if Some(existing.id) != except => Err(ApiError::Conflict(format!(
+            "subscriber {} already has topic `{topic}` and this target_url",
+            existing.id
+        ))),
+        _ => Ok(()),
+    }
 }
 
 async fn create(
@@ -187,11 +272,17 @@ async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
-    let new = new_subscriber(&body_object(&body)?)?;
-    let row = db(&state, move |c| Ok(repo::insert_subscriber(c, &new)?)).await?;
+    let new = new_subscriber(&body_object(&body)?, &state.targets)?;
+    let row = db(&state, move |c| {
+        c.transaction(|c| {
+            refuse_duplicate(c, &new.topic, &new.target_url, None)?;
+            Ok(repo::insert_subscriber(c, &new)?)
+        })
+    })
+    .await?;
     state.subscribers_changed().await?;
     tracing::info!(subscriber_id = row.id, topic = %row.topic, "subscriber created");
-    Ok(HttpResponse::Created().json(to_json(&row)))
+    Ok(HttpResponse::Created().json(to_json(&row, CircuitState::Closed)))
 }
 
 async fn get(
@@ -207,8 +298,8 @@ async fn get(
         Ok(row)
     })
     .await?;
-    row.map(|r| HttpResponse::Ok().json(to_json(&r)))
-        .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))
+    let row = row.ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
+    Ok(HttpResponse::Ok().json(one(&state, &row).await))
 }
 
 async fn update(
@@ -233,7 +324,7 @@ async fn update(
             .map(|t| check_pattern(&t))
             .transpose()?,
         target_url: not_null("target_url", opt_string(&m, "target_url")?)?
-            .map(|u| check_url(&u))
+            .map(|u| check_url(&u, &state.targets))
             .transpose()?,
         filter_expression: opt_string(&m, "filter_expression")?
             .map(|f| check_filter(f.as_deref()))
@@ -246,14 +337,34 @@ async fn update(
         updated_at: Some(now()),
         previous_secret: None,
         previous_secret_expires_at: None,
+        max_in_flight: check_max_in_flight(&m)?,
+        // An operator's enable or disable replaces the hub's own reason.
+        disabled_reason: opt_bool(&m, "enabled")?.map(|_| None),
     };
+    let enabling = changes.enabled == Some(true);
     let row = db(&state, move |c| {
-        Ok(repo::update_subscriber(c, id, &changes)?)
+        c.transaction(|c| {
+            let Some(current) = repo::get_subscriber(c, id)? else {
+                return Ok(None);
+            };
+            if changes.topic.is_some() || changes.target_url.is_some() {
+                let topic = changes.topic.as_deref().unwrap_or(&current.topic);
+                let url = changes.target_url.as_deref().unwrap_or(&current.target_url);
+                refuse_duplicate(c, topic, url, Some(id))?;
+            }
+            Ok(repo::update_subscriber(c, id, &changes)?)
+        })
     })
     .await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
+    if enabling {
+        // Enabled again by an operator: its deliveries start afresh.
+        if let Err(e) = state.queue.circuit_reset(id).await {
+            tracing::warn!(subscriber_id = id, error = %e, "circuit not reset");
+        }
+    }
     state.subscribers_changed().await?;
-    Ok(HttpResponse::Ok().json(to_json(&row)))
+    Ok(HttpResponse::Ok().json(one(&state, &row).await))
 }
 
 async fn delete(
@@ -293,5 +404,5 @@ async fn rotate_secret(
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
     state.subscribers_changed().await?;
-    Ok(HttpResponse::Ok().json(to_json(&row)))
+    Ok(HttpResponse::Ok().json(one(&state, &row).await))
 }

@@ -321,6 +321,8 @@ pub enum Reply {
     RetryAfter(u16, u64),
     /// Sleep this long, then 200.
     Hang(Duration),
+    /// This status with this body, as the bytes are.
+    Body(u16, Vec<u8>),
 }
 
 #[derive(Debug, Clone)]
@@ -410,6 +412,10 @@ impl Receiver {
                             tokio::time::sleep(d).await;
                             HttpResponse::Ok().finish()
                         }
+                        Reply::Body(code, bytes) => HttpResponse::build(
+                            actix_web::http::StatusCode::from_u16(code).unwrap(),
+                        )
+                        .body(bytes),
                     }
                 }
             }))
@@ -462,10 +468,23 @@ pub struct InProcessWorker {
 
 impl InProcessWorker {
     pub fn start(settings: Settings) -> Self {
+        Self::start_with_lookup(settings, Arc::new(switch_worker::target::SystemLookup))
+    }
+
+    /// A worker resolving target hosts through `lookup` instead of DNS.
+    pub fn start_with_lookup(
+        settings: Settings,
+        lookup: Arc<dyn switch_worker::target::Lookup>,
+    ) -> Self {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(switch_worker::runner::run(settings, async move {
-            let _ = rx.await;
-        }));
+        let handle = tokio::spawn(async move {
+            switch_worker::startup::Worker::build_with_lookup(settings, lookup)
+                .await?
+                .run_until_stopped(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
         InProcessWorker {
             stop: Some(tx),
             handle,

@@ -3,7 +3,9 @@
 mod admin;
 mod delivery;
 mod helpers;
+mod hostile_input;
 mod legacy_sdk;
 mod publish;
 mod queue;
 mod resilience;
+mod isolation;

@@ -1,0 +1,2 @@
+ALTER TABLE subscribers DROP COLUMN disabled_reason;
+ALTER TABLE subscribers DROP COLUMN max_in_flight;

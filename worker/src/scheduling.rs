@@ -1,0 +1,274 @@
+//! Which job starts when: at most a subscriber's limit of this worker's
+//! deliveries are in flight to it (its `max_in_flight`, else
+//! `SWITCH_SUBSCRIBER_CONCURRENCY`, lowered by `429`s and raised again by
+//! successes), and none while its circuit is open, but for the one probe.
+//! Jobs that may not start are parked by the consumer; this module releases
+//! them as slots free up, and sends the probes of open circuits.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use switch_core::queue::circuit::{Circuit, CircuitPolicy, CircuitState};
+use switch_core::queue::consumer::Gate;
+use switch_core::queue::{Entry, Queue};
+use switch_core::subscribers::Cache;
+use tokio::sync::Notify;
+
+/// A job handed out this many times (read once, then taken over after its
+/// worker stopped each time) is a poison job: it is dead-lettered, not retried.
+pub const POISON_DELIVERIES: u32 = 6;
+/// How often shared state (circuits, parked subscribers) is looked at.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// Released jobs not yet seen back by then were taken by another worker.
+const IN_TRANSIT_FOR: Duration = Duration::from_secs(2);
+
+/// One subscriber's lane in this worker.
+#[derive(Debug, Clone)]
+struct Lane {
+    in_flight: usize,
+    /// The current limit: the cap, halved by each 429, +1 per success.
+    limit: usize,
+    /// Jobs released from parking, not yet read back.
+    in_transit: usize,
+    released_at: Instant,
+}
+
+/// Per-subscriber limits and circuit state of one worker.
+pub struct Scheduler {
+    cache: Arc<Cache>,
+    default_cap: usize,
+    lanes: Mutex<HashMap<i64, Lane>>,
+    /// Subscribers whose circuit has a record (any recent failure), as last seen.
+    circuits: ArcSwap<HashMap<i64, Circuit>>,
+    /// Subscribers known to have parked jobs.
+    parked: Mutex<HashSet<i64>>,
+    wake: Notify,
+}
+
+impl Scheduler {
+    pub fn new(cache: Arc<Cache>, default_cap: usize) -> Arc<Self> {
+        Arc::new(Scheduler {
+            cache,
+            default_cap: default_cap.max(1),
+            lanes: Mutex::new(HashMap::new()),
+            circuits: ArcSwap::from_pointee(HashMap::new()),
+            parked: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Lane>> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn parked(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most deliveries of this worker in flight to `subscriber_id`.
+    pub fn cap(&self, subscriber_id: i64) -> usize {
+        self.cache
+            .current()
+            .get(subscriber_id)
+            .and_then(|l| l.row.max_in_flight)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(self.default_cap)
+    }
+
+    fn new_lane(&self, subscriber_id: i64) -> Lane {
+        Lane {
+            in_flight: 0,
+            limit: self.cap(subscriber_id),
+            in_transit: 0,
+            released_at: Instant::now(),
+        }
+    }
+
+    pub fn circuit(&self, subscriber_id: i64) -> CircuitState {
+        self.circuits
+            .load()
+            .get(&subscriber_id)
+            .map(|c| c.state)
+            .unwrap_or_default()
+    }
+
+    /// Whether the subscriber has failed recently (its circuit has a record),
+    /// so that a success must be reported to close or reset it.
+    pub fn has_circuit_record(&self, subscriber_id: i64) -> bool {
+        self.circuits.load().contains_key(&subscriber_id)
+    }
+
+    /// Notes a circuit state just returned by Redis.
+    pub fn note_circuit(&self, subscriber_id: i64, circuit: Option<Circuit>) {
+        let mut next = HashMap::clone(&self.circuits.load());
+        match circuit {
+            Some(c) => next.insert(subscriber_id, c),
+            None => next.remove(&subscriber_id),
+        };
+        self.circuits.store(Arc::new(next));
+        self.wake.notify_one();
+    }
+
+    /// A delivery to `subscriber_id` is over; `throttled` when it was a 429,
+    /// `delivered` when it succeeded (AIMD: halve on 429, +1 on success).
+    pub fn finished(&self, subscriber_id: i64, delivered: bool, throttled: bool) {
+        let cap = self.cap(subscriber_id);
+        {
+            let mut lanes = self.lanes();
+            if let Some(lane) = lanes.get_mut(&subscriber_id) {
+                lane.in_flight = lane.in_flight.saturating_sub(1);
+                if throttled {
+                    lane.limit = (lane.limit / 2).max(1);
+                } else if delivered {
+                    lane.limit = (lane.limit + 1).min(cap);
+                }
+                lane.limit = lane.limit.min(cap);
+                if lane.in_flight == 0 && lane.limit == cap && lane.in_transit == 0 {
+                    lanes.remove(&subscriber_id);
+                }
+            }
+        }
+        if self.parked().contains(&subscriber_id) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The current limit of this worker for `subscriber_id`.
+    pub fn limit(&self, subscriber_id: i64) -> usize {
+        self.lanes()
+            .get(&subscriber_id)
+            .map(|l| l.limit)
+            .unwrap_or_else(|| self.cap(subscriber_id))
+    }
+
+    /// Deliveries of this worker in flight to `subscriber_id`.
+    pub fn in_flight(&self, subscriber_id: i64) -> usize {
+        self.lanes()
+            .get(&subscriber_id)
+            .map(|l| l.in_flight)
+            .unwrap_or(0)
+    }
+
+    /// Releases parked jobs while there is room, and sends the probes of open
+    /// circuits when due: at every sweep, and as soon as a slot frees.
+    pub async fn run_releases(self: Arc<Self>, queue: Queue, policy: CircuitPolicy) {
+        let mut last_sweep = Instant::now() - SWEEP_EVERY;
+        loop {
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                match queue.circuits().await {
+                    Ok(c) => self.circuits.store(Arc::new(c)),
+                    Err(e) => tracing::debug!(error = %e, "circuit states unavailable"),
+                }
+                match queue.parked_subscribers().await {
+                    Ok(ids) => *self.parked() = ids.into_iter().collect(),
+                    Err(e) => tracing::debug!(error = %e, "parked subscribers unavailable"),
+                }
+            }
+            let ids: Vec<i64> = self.parked().iter().copied().collect();
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            for id in ids {
+                if let Err(e) = self.release_one(&queue, &policy, id, now_ms).await {
+                    tracing::debug!(subscriber_id = id, error = %e, "releasing parked jobs failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    async fn release_one(
+        &self,
+        queue: &Queue,
+        policy: &CircuitPolicy,
+        id: i64,
+        now_ms: i64,
+    ) -> redis::RedisResult<()> {
+        let disabled = self.cache.current().get(id).is_none_or(|l| !l.row.enabled);
+        match self.circuits.load().get(&id) {
+            // Jobs of a disabled or deleted subscriber go through at once (to
+            // their dead letter), whatever its circuit.
+            Some(c) if c.state != CircuitState::Closed && !disabled => {
+                let due = match c.state {
+                    CircuitState::Open => c.probe_at_ms.is_none_or(|at| at <= now_ms),
+                    _ => true, // the script knows when a half-open probe is lost
+                };
+                if due && queue.circuit_probe(id, now_ms, policy).await? {
+                    tracing::info!(subscriber_id = id, "circuit open: probe sent");
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let room = {
+            let mut lanes = self.lanes();
+            let lane = lanes.entry(id).or_insert_with(|| self.new_lane(id));
+            if lane.in_transit > 0 && lane.released_at.elapsed() > IN_TRANSIT_FOR {
+                lane.in_transit = 0;
+            }
+            let limit = if disabled { usize::MAX / 4 } else { lane.limit };
+            let room = limit.saturating_sub(lane.in_flight + lane.in_transit);
+            let room = room.min(256);
+            lane.in_transit += room;
+            lane.released_at = Instant::now();
+            room
+        };
+        if room == 0 {
+            return Ok(());
+        }
+        let moved = queue.release_parked(id, room, false).await;
+        let mut lanes = self.lanes();
+        if let Some(lane) = lanes.get_mut(&id) {
+            let moved_n = *moved.as_ref().unwrap_or(&0);
+            lane.in_transit = lane.in_transit.saturating_sub(room - moved_n);
+        }
+        drop(lanes);
+        if moved.as_ref().is_ok_and(|m| *m < room) {
+            self.parked().remove(&id);
+        }
+        moved.map(|_| ())
+    }
+}
+
+impl Gate for Scheduler {
+    fn admit(&self, entry: &Entry) -> bool {
+        let Ok(job) = &entry.job else {
+            return true; // unreadable: dead-lettered at once
+        };
+        let id = job.subscriber_id;
+        // A poison job is dead-lettered at once.
+        let poison = entry.deliveries > POISON_DELIVERIES;
+        let enabled = self.cache.current().get(id).is_some_and(|l| l.row.enabled);
+        let mut lanes = self.lanes();
+        let lane = lanes.entry(id).or_insert_with(|| self.new_lane(id));
+        lane.in_transit = lane.in_transit.saturating_sub(1);
+        // A disabled or deleted subscriber's jobs finish at once, without a request.
+        let admit = !enabled
+            || poison
+            || entry.probe
+            || (self.circuit(id) == CircuitState::Closed && lane.in_flight < lane.limit);
+        if admit {
+            lane.in_flight += 1;
+        } else {
+            drop(lanes);
+            self.parked().insert(id);
+        }
+        admit
+    }
+
+    fn force(&self, entry: &Entry) {
+        if let Ok(job) = &entry.job {
+            let id = job.subscriber_id;
+            let mut lanes = self.lanes();
+            lanes
+                .entry(id)
+                .or_insert_with(|| self.new_lane(id))
+                .in_flight += 1;
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Wiring: [`Worker::build`] connects what a worker needs without taking any
+//! job; [`Worker::run_until_stopped`] delivers until the shutdown future
+//! completes, then finishes what is in flight and flushes the attempt log.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switch_core::queue::circuit::CircuitPolicy;
+use switch_core::queue::consumer::{Consumer, Tasks};
+use switch_core::queue::{Entry, Queue, RedisHandle};
+use switch_core::subscribers::Cache;
+use switch_core::target::TargetPolicy;
+use switch_core::{db, Settings};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::deliver::Deliverer;
+use crate::metrics::Metrics;
+use crate::recorder::Recorder;
+use crate::runtime::Handler;
+use crate::scheduling::Scheduler;
+use crate::settle::Settler;
+use crate::target::{Lookup, SystemLookup};
+
+/// Time to finish in-flight deliveries after SIGTERM.
+pub const GRACE: Duration = Duration::from_secs(30);
+/// Room above the delivery timeout for a probe to come back before another goes.
+const PROBE_MARGIN: Duration = Duration::from_secs(20);
+
+pub struct Worker {
+    name: String,
+    concurrency: usize,
+    consumer: Consumer,
+    consumer_tasks: Tasks,
+    handoff: mpsc::Receiver<Arc<Entry>>,
+    handler: Arc<Handler>,
+    background: Vec<JoinHandle<()>>,
+    recorder_done: JoinHandle<()>,
+}
+
+/// A consumer name unique to this process.
+pub fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    )
+}
+
+impl Worker {
+    /// A worker resolving target hosts with the system resolver.
+    pub async fn build(settings: Settings) -> anyhow::Result<Worker> {
+        Self::build_with_lookup(settings, Arc::new(SystemLookup)).await
+    }
+
+    /// A worker resolving target hosts through `lookup` (tests answer for
+    /// names of their own without touching DNS).
+    pub async fn build_with_lookup(
+        settings: Settings,
+        lookup: Arc<dyn Lookup>,
+    ) -> anyhow::Result<Worker> {
+        let pool = db::pool(&settings.database_url, 8);
+        let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5))?;
+        let queue = Queue::new(&settings.namespace, redis.clone());
+        // Blocking reads get a connection of their own, so they never delay acks.
+        let reader = Queue::new(&settings.namespace, redis.separate(Duration::from_secs(7)));
+        let cache = Arc::new(Cache::new(pool.clone()));
+        if let Err(e) = cache.reload_async().await {
+            tracing::warn!(error = %e, "subscribers could not be loaded yet");
+        }
+        let refresh = cache.spawn_refresh(settings.refresh_interval, queue.clone(), |_| {});
+        let metrics = Metrics::new();
+        crate::metrics::serve(
+            settings.worker_metrics_addr.clone(),
+            metrics.clone(),
+            queue.clone(),
+            pool.clone(),
+        );
+        let (recorder, recorder_done) = Recorder::start(pool.clone(), queue.clone());
+        let name = consumer_name();
+        let concurrency = settings.worker_concurrency;
+        let scheduler = Scheduler::new(cache.clone(), settings.subscriber_concurrency);
+        let (consumer, handoff, consumer_tasks) = Consumer::start(
+            queue.clone(),
+            reader,
+            cache.clone(),
+            name.clone(),
+            concurrency,
+            scheduler.clone(),
+        );
+        let circuit = CircuitPolicy {
+            failures: settings.circuit_failures,
+            cooldown_ms: settings.circuit_cooldown.as_millis() as i64,
+            probe_timeout_ms: (settings.delivery_timeout + PROBE_MARGIN).as_millis() as i64,
+        };
+        let targets = TargetPolicy::from_settings(&settings);
+        let handler = Arc::new(Handler {
+            deliverer: Deliverer {
+                client: crate::target::client(concurrency, targets.clone(), lookup)?,
+                targets,
+                settings: settings.clone(),
+                cache: cache.clone(),
+            },
+            settler: Settler {
+                consumer: consumer.clone(),
+                queue: queue.clone(),
+                pool,
+                cache,
+                recorder,
+                metrics,
+                scheduler: scheduler.clone(),
+                circuit,
+                auto_disable_after: settings.auto_disable_after,
+            },
+        });
+        let background = vec![
+            refresh,
+            tokio::spawn(scheduler.run_releases(queue, circuit)),
+        ];
+        tracing::info!(consumer = %name, concurrency, namespace = %settings.namespace, "switch-worker started");
+        Ok(Worker {
+            name,
+            concurrency,
+            consumer,
+            consumer_tasks,
+            handoff,
+            handler,
+            background,
+            recorder_done,
+        })
+    }
+
+    /// Delivers until `shutdown` completes; then takes no new job, lets those
+    /// in flight finish (up to [`GRACE`]) and flushes the attempt log.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let consumer = self.consumer.clone();
+        let monitor = crate::runtime::monitor(
+            &self.name,
+            self.handoff,
+            self.handler.clone(),
+            self.concurrency,
+            GRACE,
+        );
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new jobs; finishing those in flight");
+            consumer.stop();
+            Ok(())
+        };
+        if let Err(e) = monitor.run_with_signal(signal).await {
+            tracing::warn!(error = %e, "worker runtime stopped with an error");
+        }
+        let left = self.consumer.in_flight();
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "jobs not finished here stay pending and are taken over by another worker"
+            );
+        } else {
+            tracing::info!("in-flight deliveries finished");
+        }
+        self.consumer_tasks.abort();
+        for task in &self.background {
+            task.abort();
+        }
+        drop(self.handler);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.recorder_done).await;
+        Ok(())
+    }
+}
