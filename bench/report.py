@@ -1,10 +1,20 @@
 #!/usr/bin/env python3
 """Turns the raw measurements of bench/run.sh into results.json and results.md.
 
-    python3 bench/report.py RAW.jsonl RESULTS_DIR
+    python3 bench/report.py RAW.jsonl [RAW.jsonl...] RESULTS_DIR
+    python3 bench/report.py --compare BEFORE_DIR AFTER_DIR [--note TEXT]
 
-RAW.jsonl has one JSON object per line with a "kind"; RESULTS_DIR/drain.tsv holds
-the backlog drain samples ("seconds received_count stream_length" per line).
+RAW.jsonl has one JSON object per line with a "kind"; drain.tsv next to it (or in
+RESULTS_DIR) holds the backlog drain samples ("seconds received_count
+stream_length" per line). Several raw files (runs of the same settings, e.g.
+rounds alternating with another build) are summarised together: each figure is
+the median over all their runs. What the raw files do not measure is kept from
+RESULTS_DIR/results.json, if there is one, marked with the run it comes from.
+
+--compare puts the figures of BEFORE_DIR/results.json and AFTER_DIR/results.json
+side by side (before, after, after/before) into AFTER_DIR/results.json under
+"before_after" and renders AFTER_DIR/results.md again.
+
 Prints the Markdown report.
 """
 
@@ -101,18 +111,141 @@ def drain_windows(samples, total):
     }
 
 
-def main():
-    raw_path, out_dir = sys.argv[1], sys.argv[2]
-    rows = [json.loads(line) for line in open(raw_path) if line.strip()]
-    by = {}
+def backlog_run(b, raw_dir, out_dir):
+    """Figures of one backlog drain."""
+    samples = []
+    tsv = b["samples_file"]
+    if not os.path.isabs(tsv):
+        tsv = next((p for p in (os.path.join(raw_dir, tsv), os.path.join(out_dir, tsv))
+                    if os.path.exists(p)), tsv)
+    if os.path.exists(tsv):
+        for line in open(tsv):
+            parts = line.split()
+            if len(parts) == 3:
+                samples.append((float(parts[0]), int(parts[1]), int(parts[2])))
+    progress = None
+    if b.get("progress_file") and os.path.exists(b["progress_file"]):
+        with open(b["progress_file"]) as f:
+            progress = json.load(f)
+    windows = (drain_windows_exact(progress, b["queued"], b["start_ns"]) if progress else None) \
+        or drain_windows(samples, b["queued"])
+    return {
+        "queued": b["queued"],
+        "fill_messages_per_s": b["fill"]["accepted_per_s"],
+        "fill_jobs_per_s": b["queued"] / b["fill_seconds"] if b["fill_seconds"] else None,
+        "redis_used_memory_mb": b["redis_used_memory_bytes"] / 1048576,
+        "redis_bytes_per_job": b["redis_used_memory_bytes"] / max(b["queued"], 1),
+        "worker_warn_error_lines": b["worker_warn_error_lines"],
+        "worker_problem_examples": b["worker_problem_examples"],
+        "timed_out": b["timed_out"],
+        "delivered": samples[-1][1] if samples else None,
+        "worker_healthy_after_s": b.get("worker_healthy_s"),
+        "samples": samples,
+    } | windows
+
+
+BACKLOG_MEDIANS = ("queued", "fill_messages_per_s", "fill_jobs_per_s", "redis_used_memory_mb",
+                   "redis_bytes_per_job", "worker_healthy_after_s", "first_10pct_jobs_per_s",
+                   "middle_10pct_jobs_per_s", "last_10pct_jobs_per_s", "overall_jobs_per_s",
+                   "drain_seconds", "first_delivery_after_s")
+
+
+def isolation(rows):
+    """Healthy deliveries/s of one worker without (base) and with (hang) a
+    subscriber whose endpoint hangs."""
+    runs = []
     for r in rows:
-        by.setdefault(r["kind"], []).append(r)
-    machine = by["machine"][0]
-    settings = machine["settings"]
+        rc = r["receiver"]
+        delivered = r["healthy_at_end"] - r["healthy_at_start"]
+        runs.append({
+            "part": r["part"], "run": r["run"],
+            "healthy_subscribers": r["healthy_subscribers"],
+            "healthy_per_s": delivered / r["window_s"] if r["window_s"] else None,
+            "healthy_delivered": delivered, "window_s": r["window_s"],
+            "backlog_ran_out": r["healthy_at_end"] >= r["healthy_expected"],
+            "queued": r["queued"], "stream_at_end": r["stream_at_end"],
+            "parked_at_end": r["parked_at_end"],
+            "hang_requests": rc.get("hang_arrived"), "hang_answered": rc.get("hang_answered"),
+        })
+    base = median([x["healthy_per_s"] for x in runs if x["part"] == "base"])
+    hang = median([x["healthy_per_s"] for x in runs if x["part"] == "hang"])
+    ratio = hang / base if base and hang is not None else None
+    return {
+        "base_healthy_per_s": base,
+        "hang_healthy_per_s": hang,
+        "ratio": ratio,
+        "drop_pct": (1 - ratio) * 100 if ratio is not None else None,
+        "target_drop_pct": 10,
+        "target_met": ratio is not None and (1 - ratio) * 100 <= 10,
+        "backlog_ran_out": any(x["backlog_ran_out"] for x in runs),
+        "hang_requests": median([x["hang_requests"] for x in runs if x["part"] == "hang"]),
+        "parked_at_end": median([x["parked_at_end"] for x in runs if x["part"] == "hang"]),
+        "runs": runs,
+    }
+
+
+def provenance(prev):
+    m, st = prev.get("machine", {}), prev.get("settings", {})
+    return {"date": m.get("date"), "commit": m.get("commit"), "runs": st.get("runs"),
+            "seconds": st.get("seconds"), "backlog": st.get("backlog"), "rate": st.get("rate"),
+            "hang_ms": st.get("hang_ms")}
+
+
+def carry_over(summary, prev):
+    """Keeps what this run did not measure from the previous results, each item
+    marked with the run it comes from (`from_run`)."""
+    prov = provenance(prev)
+
+    def mark(item):
+        if isinstance(item, dict) and "from_run" not in item:
+            item = dict(item, from_run=prov)
+        return item
+
+    if summary.get("receiver_capacity_requests_per_s") is None \
+            and prev.get("receiver_capacity_requests_per_s") is not None:
+        summary["receiver_capacity_requests_per_s"] = prev["receiver_capacity_requests_per_s"]
+        summary["receiver_capacity_from_run"] = prev.get("receiver_capacity_from_run") or prov
+    for key in ("publish", "end_to_end"):
+        for k, v in (prev.get(key) or {}).items():
+            if k not in summary.get(key, {}):
+                summary.setdefault(key, {})[k] = mark(v)
+        summary[key] = dict(sorted(summary.get(key, {}).items(), key=lambda kv: int(kv[0])))
+    if not summary.get("sustained", {}).get("runs") and (prev.get("sustained") or {}).get("runs"):
+        summary["sustained"] = mark(prev["sustained"])
+    if not summary.get("latency", {}).get("runs") and (prev.get("latency") or {}).get("runs"):
+        summary["latency"] = mark(prev["latency"])
+    for key in ("backlog", "memory", "filter_cost", "isolation", "before_after"):
+        if key not in summary and prev.get(key):
+            summary[key] = mark(prev[key]) if key != "before_after" else prev[key]
+
+
+def main():
+    args = sys.argv[1:]
+    if args and args[0] == "--compare":
+        return compare_main(args[1:])
+    if len(args) < 2:
+        sys.exit(__doc__)
+    raw_paths, out_dir = args[:-1], args[-1]
+    by = {}
+    for raw_path in raw_paths:
+        raw_dir = os.path.dirname(os.path.abspath(raw_path))
+        for line in open(raw_path):
+            if line.strip():
+                r = json.loads(line)
+                r["_raw_dir"] = raw_dir
+                by.setdefault(r["kind"], []).append(r)
+    machine = dict(by["machine"][0])
+    machine.pop("_raw_dir", None)
+    settings = dict(machine["settings"])
+    if len(raw_paths) > 1:
+        settings["runs"] = sum(m["settings"]["runs"] for m in by["machine"])
+        settings["rounds"] = len(raw_paths)
+        machine["date_end"] = by["machine"][-1]["date"]
     summary = {"machine": {k: v for k, v in machine.items() if k not in ("kind", "settings")},
                "settings": settings}
 
-    summary["receiver_capacity_requests_per_s"] = by.get("receiver", [{}])[0].get("requests_per_s")
+    summary["receiver_capacity_requests_per_s"] = median(
+        [r.get("requests_per_s") for r in by.get("receiver", [])])
 
     # a. publish throughput
     publish = {}
@@ -206,52 +339,49 @@ def main():
                   "publish_p50_ms", "publish_p99_ms")
     } | {"runs": lat, "timed_out": any(x["timed_out"] for x in lat)}
 
-    # d. backlog
+    # d. backlog: the first drain's samples, the median of every figure over the drains
     if by.get("backlog"):
-        b = by["backlog"][0]
-        samples = []
-        tsv = os.path.join(out_dir, b["samples_file"])
-        if os.path.exists(tsv):
-            for line in open(tsv):
-                parts = line.split()
-                if len(parts) == 3:
-                    samples.append((float(parts[0]), int(parts[1]), int(parts[2])))
-        progress = None
-        if b.get("progress_file") and os.path.exists(b["progress_file"]):
-            with open(b["progress_file"]) as f:
-                progress = json.load(f)
-        windows = (drain_windows_exact(progress, b["queued"], b["start_ns"]) if progress else None) \
-            or drain_windows(samples, b["queued"])
-        summary["backlog"] = {
-            "queued": b["queued"],
-            "fill_messages_per_s": b["fill"]["accepted_per_s"],
-            "fill_jobs_per_s": b["queued"] / b["fill_seconds"] if b["fill_seconds"] else None,
-            "redis_used_memory_mb": b["redis_used_memory_bytes"] / 1048576,
-            "redis_bytes_per_job": b["redis_used_memory_bytes"] / max(b["queued"], 1),
-            "worker_warn_error_lines": b["worker_warn_error_lines"],
-            "worker_problem_examples": b["worker_problem_examples"],
-            "timed_out": b["timed_out"],
-            "delivered": samples[-1][1] if samples else None,
-            "worker_healthy_after_s": b.get("worker_healthy_s"),
-            "samples": samples,
-        } | windows
+        runs = [backlog_run(b, b["_raw_dir"], out_dir) for b in by["backlog"]]
+        summary["backlog"] = runs[0] | {k: median([x.get(k) for x in runs]) for k in BACKLOG_MEDIANS} | {
+            "worker_warn_error_lines": sum(x["worker_warn_error_lines"] for x in runs),
+            "timed_out": any(x["timed_out"] for x in runs),
+        }
+        if len(runs) > 1:
+            summary["backlog"]["runs"] = [{k: v for k, v in x.items() if k != "samples"} for x in runs]
 
     # f. memory
     if by.get("rss"):
-        m = by["rss"][0]
+        ms = by["rss"]
         summary["memory"] = {
-            "server_peak_rss_mb": m["server"]["vm_hwm_mb"],
-            "worker_peak_rss_mb": m["worker"]["vm_hwm_mb"],
-            "redis_peak_mb": m["redis_used_memory_peak_bytes"] / 1048576,
+            "server_peak_rss_mb": median([m["server"]["vm_hwm_mb"] for m in ms]),
+            "worker_peak_rss_mb": median([m["worker"]["vm_hwm_mb"] for m in ms]),
+            "redis_peak_mb": max(m["redis_used_memory_peak_bytes"] for m in ms) / 1048576,
         }
 
+    # g. isolation
+    if by.get("isolation"):
+        summary["isolation"] = isolation(by["isolation"])
+
     if by.get("logs"):
-        summary["logs"] = {k: v for k, v in by["logs"][0].items() if k != "kind"}
+        summary["logs"] = {k: sum(r[k] for r in by["logs"])
+                           for k in by["logs"][0] if k not in ("kind", "_raw_dir")}
 
     # e. filter cost
     if by.get("filter_cost"):
         summary["filter_cost"] = by["filter_cost"][0]["result"]
 
+    prev_path = os.path.join(out_dir, "results.json")
+    if os.path.exists(prev_path):
+        try:
+            with open(prev_path) as f:
+                carry_over(summary, json.load(f))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"report: previous {prev_path} not carried over: {e}", file=sys.stderr)
+
+    write(summary, out_dir)
+
+
+def write(summary, out_dir):
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
@@ -266,8 +396,21 @@ def render(s):
     runs, secs = st["runs"], st["seconds"]
     out = []
     w = out.append
+    # Rows kept from earlier runs get a note [n] naming the run.
+    earlier = []
+
+    def mark(item, key="from_run"):
+        prov = item.get(key) if isinstance(item, dict) else None
+        if not prov:
+            return ""
+        if prov not in earlier:
+            earlier.append(prov)
+        return f" [{earlier.index(prov) + 1}]"
+
     w("# Switch benchmark results\n")
-    w(f"Run {m['date']} on commit {m['commit']}.\n")
+    when = m["date"] + (f" to {m['date_end']}" if m.get("date_end") else "")
+    rounds = f" ({st['rounds']} rounds of {runs // st['rounds']} run(s) each)" if st.get("rounds") else ""
+    w(f"Run {when} on commit {m['commit']}{rounds}.\n")
     w("## Machine\n")
     w("| | |\n| --- | --- |")
     w(f"| CPU | {m['nproc']} cores, {m['cpu_model'] or 'unknown model'} |")
@@ -310,17 +453,31 @@ def render(s):
       "subscribers on one topic (90 % with filters from a mix of nine, legacy ones included), "
       "median of 5 runs.")
     w("- **Peak RSS**: VmHWM of the server (over the whole run) and of the backlog worker, read "
-      "right after the drain.\n")
+      "right after the drain.")
+    iso_secs = st.get("isolation_seconds", 20)
+    w(f"- **Isolation**: one worker (`SWITCH_WORKER_CONCURRENCY={st['worker_concurrency']}`, "
+      f"`SWITCH_DELIVERY_TIMEOUT={st.get('isolation_delivery_timeout', '15s')}`, "
+      f"`SWITCH_SUBSCRIBER_CONCURRENCY` {st.get('subscriber_concurrency', '8 (default)')}) drains a "
+      f"backlog of {fmt(st.get('isolation_messages', 400 * iso_secs))} messages at fan-out 101, "
+      "enqueued with no worker running, in two parts that alternate run by run: `bench.iso.base`, 101 "
+      "healthy subscribers, and `bench.iso.hang`, 100 healthy subscribers and one whose endpoint "
+      f"(the receiver's `/__hang`) answers only after {fmt(st.get('hang_ms', 10000))} ms. Healthy "
+      f"deliveries/s = requests the healthy endpoints got over a fixed {iso_secs} s window starting "
+      "1 s after the worker is up, not the time to drain, so a worker that stalls still finishes. The "
+      "queue, parked jobs included, is emptied before each part. Target: no more than 10 % fewer "
+      "healthy deliveries/s with the hanging subscriber than without.\n")
 
     w("## Results\n")
     w("| measurement | figure |\n| --- | --- |")
-    w(f"| receiver capacity (wrk, 5 s) | {fmt(s.get('receiver_capacity_requests_per_s'))} req/s |")
+    if s.get("receiver_capacity_requests_per_s") is not None:
+        w(f"| receiver capacity (wrk, 5 s){mark(s, 'receiver_capacity_from_run')} | "
+          f"{fmt(s.get('receiver_capacity_requests_per_s'))} req/s |")
     for f, p in s.get("publish", {}).items():
-        w(f"| publish, fan-out {f}, no worker | {fmt(p['messages_per_s'])} msg/s = "
+        w(f"| publish, fan-out {f}, no worker{mark(p)} | {fmt(p['messages_per_s'])} msg/s = "
           f"{fmt(p['jobs_per_s'])} jobs/s (p50 {fmt(p['p50_ms'], 2)} ms, p99 {fmt(p['p99_ms'], 2)} ms"
           f"{', ' + str(p['errors']) + ' errors' if p['errors'] else ''}) |")
     for n, e in s.get("end_to_end", {}).items():
-        w(f"| end-to-end deliveries, {n} worker{'s' if n != '1' else ''}, fan-out 10 | "
+        w(f"| end-to-end deliveries, {n} worker{'s' if n != '1' else ''}, fan-out 10{mark(e)} | "
           f"{fmt(e['deliveries_per_s'])} deliveries/s (publishing {fmt(e['publish_messages_per_s'])} msg/s; "
           f"{fmt(e['deliveries_per_s_while_publishing'])} deliveries/s while publishing; "
           f"drained {fmt(e['total_seconds'], 1)} s after publishing started"
@@ -328,47 +485,69 @@ def render(s):
     sus = s.get("sustained", {})
     for x in sus.get("runs", []):
         w(f"| sustained, 1 worker, fan-out 10, publishing {fmt(x['rate_msg_per_s'])} msg/s "
-          f"({fmt(x['offered_deliveries_per_s'])} deliveries/s offered) | "
+          f"({fmt(x['offered_deliveries_per_s'])} deliveries/s offered){mark(sus)} | "
           f"{fmt(x['delivered_per_s_while_publishing'])} deliveries/s while publishing; "
           f"{'kept up' if x['kept_up'] else 'fell behind'} (queue empty {fmt(x['drained_after_s'], 2)} s after "
           f"the last publish); latency p50 {fmt(x['p50_ms'], 2)} ms, p99 {fmt(x['p99_ms'], 2)} ms"
           f"{'; ' + str(x['refused'] + x['errors']) + ' publishes refused or failed' if x['refused'] + x['errors'] else ''} |")
     lat = s.get("latency")
     if lat and lat.get("runs"):
-        w(f"| delivery latency at {fmt(st['rate'])} msg/s, 1 worker, fan-out 1 | "
+        rate = (lat.get("from_run") or {}).get("rate") or st["rate"]
+        w(f"| delivery latency at {fmt(rate)} msg/s, 1 worker, fan-out 1{mark(lat)} | "
           f"p50 {fmt(lat['p50_ms'], 2)} ms, p99 {fmt(lat['p99_ms'], 2)} ms, p99.9 {fmt(lat['p999_ms'], 2)} ms "
           f"(max {fmt(lat['max_ms'], 1)} ms; {fmt(lat['samples'])} samples; publish answer p50 "
           f"{fmt(lat['publish_p50_ms'], 2)} ms, p99 {fmt(lat['publish_p99_ms'], 2)} ms"
           f"{'; TIMED OUT' if lat['timed_out'] else ''}) |")
     b = s.get("backlog")
     if b:
-        w(f"| backlog enqueued | {fmt(b['queued'])} jobs at {fmt(b['fill_jobs_per_s'])} jobs/s; "
+        bm = mark(b)
+        w(f"| backlog enqueued{bm} | {fmt(b['queued'])} jobs at {fmt(b['fill_jobs_per_s'])} jobs/s; "
           f"Redis {fmt(b['redis_used_memory_mb'])} MB ({fmt(b['redis_bytes_per_job'])} B/job) |")
-        w(f"| backlog drain, first 10 % | {fmt(b['first_10pct_jobs_per_s'])} jobs/s |")
-        w(f"| backlog drain, middle 10 % | {fmt(b['middle_10pct_jobs_per_s'])} jobs/s |")
-        w(f"| backlog drain, last 10 % | {fmt(b['last_10pct_jobs_per_s'])} jobs/s |")
-        w(f"| backlog drain, overall | {fmt(b['overall_jobs_per_s'])} jobs/s over "
+        w(f"| backlog drain, first 10 %{bm} | {fmt(b['first_10pct_jobs_per_s'])} jobs/s |")
+        w(f"| backlog drain, middle 10 %{bm} | {fmt(b['middle_10pct_jobs_per_s'])} jobs/s |")
+        w(f"| backlog drain, last 10 %{bm} | {fmt(b['last_10pct_jobs_per_s'])} jobs/s |")
+        w(f"| backlog drain, overall{bm} | {fmt(b['overall_jobs_per_s'])} jobs/s over "
           f"{fmt(b['drain_seconds'], 1)} s (first delivery {fmt(b['first_delivery_after_s'], 2)} s "
           f"after the worker was started){'; TIMED OUT' if b['timed_out'] else ''} |")
-        w(f"| worker WARN/ERROR log lines during the drain | {b['worker_warn_error_lines']} |")
+        w(f"| worker WARN/ERROR log lines during the drain{bm} | {b['worker_warn_error_lines']} |")
     fc = s.get("filter_cost")
     if fc:
-        w(f"| filter cost, {fmt(fc['subscribers'])} subscribers, exact topic | "
+        fm = mark(fc)
+        w(f"| filter cost, {fmt(fc['subscribers'])} subscribers, exact topic{fm} | "
           f"{fmt(fc['ns_per_subscriber'], 1)} ns/subscriber ({fmt(fc['us_per_publish'], 1)} µs per publish, "
           f"{fmt(fc['matched'])} matched) |")
-        w(f"| filter cost, same subscribers on `{fc['wildcard_pattern']}` | "
+        w(f"| filter cost, same subscribers on `{fc['wildcard_pattern']}`{fm} | "
           f"{fmt(fc['wildcard_ns_per_subscriber'], 1)} ns/subscriber |")
-        w(f"| matching without filters (lookup only) | {fmt(fc['unfiltered_ns_per_subscriber'], 1)} ns/subscriber |")
+        w(f"| matching without filters (lookup only){fm} | {fmt(fc['unfiltered_ns_per_subscriber'], 1)} ns/subscriber |")
     mem = s.get("memory")
     if mem:
-        w(f"| peak RSS, server | {fmt(mem['server_peak_rss_mb'], 1)} MB |")
-        w(f"| peak RSS, worker (after the backlog) | {fmt(mem['worker_peak_rss_mb'], 1)} MB |")
-        w(f"| Redis peak memory (whole instance, since it started) | {fmt(mem['redis_peak_mb'])} MB |")
+        mm = mark(mem)
+        w(f"| peak RSS, server{mm} | {fmt(mem['server_peak_rss_mb'], 1)} MB |")
+        w(f"| peak RSS, worker (after the backlog){mm} | {fmt(mem['worker_peak_rss_mb'], 1)} MB |")
+        w(f"| Redis peak memory (whole instance, since it started){mm} | {fmt(mem['redis_peak_mb'])} MB |")
+    iso = s.get("isolation")
+    if iso:
+        target = (f"no more than {iso['target_drop_pct']} % lower: "
+                  f"{'met' if iso['target_met'] else 'NOT MET'}")
+        w(f"| isolation, 1 worker, fan-out 101, healthy deliveries/s with a subscriber hanging "
+          f"{((iso.get('from_run') or {}).get('hang_ms') or st.get('hang_ms', 10000)) / 1000:g} s vs "
+          f"without{mark(iso)} | {fmt(iso['hang_healthy_per_s'])} with it (100 healthy + 1 hanging) vs "
+          f"{fmt(iso['base_healthy_per_s'])} without (101 healthy): "
+          f"{fmt(iso['ratio'], 3)} × ({'−' if (iso['drop_pct'] or 0) >= 0 else '+'}"
+          f"{fmt(abs(iso['drop_pct'] or 0), 1)} %; target {target}); the hanging endpoint got "
+          f"{fmt(iso['hang_requests'])} requests, {fmt(iso['parked_at_end'])} of its jobs parked at "
+          f"the end of the window{'; BACKLOG RAN OUT before the window ended' if iso['backlog_ran_out'] else ''} |")
     logs = s.get("logs")
     if logs:
         w(f"| WARN/ERROR log lines over the whole run | server {logs['server_warn_error_lines']}, "
           f"workers {logs['worker_warn_error_lines']} (logs: server {fmt(logs['server_log_bytes'] / 1048576)} MB, "
           f"workers {fmt(logs['worker_log_bytes'] / 1048576)} MB) |")
+    for i, prov in enumerate(earlier, 1):
+        w(f"\n[{i}] From the run of {prov.get('date')} on commit {prov.get('commit')} "
+          f"(median of {prov.get('runs')} run(s) of {prov.get('seconds')} s; backlog "
+          f"{fmt(prov.get('backlog'))} jobs).")
+    if s.get("before_after"):
+        render_compare(s["before_after"], w)
     if b and b["worker_problem_examples"]:
         w("\nLast WARN/ERROR lines of the worker logs:\n")
         w("```")
@@ -377,6 +556,114 @@ def render(s):
         w("```")
     w("")
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------- before/after
+
+def spread(xs):
+    xs = [x for x in xs if x is not None]
+    if len(xs) < 2:
+        return ""
+    digits = 2 if max(xs) < 100 else 0
+    return f" ({fmt(min(xs), digits)}–{fmt(max(xs), digits)})"
+
+
+def compare_rows(before, after):
+    """(name, unit, before median, after median, before runs, after runs, higher is better)."""
+    rows = []
+
+    def fresh(item):
+        return item and not item.get("from_run")
+
+    for f in sorted(set(before.get("publish", {})) & set(after.get("publish", {})), key=int):
+        b, a = before["publish"][f], after["publish"][f]
+        if fresh(b) and fresh(a):
+            rows.append((f"publish, fan-out {f}, no worker", "msg/s", b["messages_per_s"],
+                         a["messages_per_s"], [x["messages_per_s"] for x in b["runs"]],
+                         [x["messages_per_s"] for x in a["runs"]], True))
+    for n in sorted(set(before.get("end_to_end", {})) & set(after.get("end_to_end", {})), key=int):
+        b, a = before["end_to_end"][n], after["end_to_end"][n]
+        if fresh(b) and fresh(a):
+            rows.append((f"end-to-end, {n} worker{'s' if n != '1' else ''}, fan-out 10", "deliveries/s",
+                         b["deliveries_per_s"], a["deliveries_per_s"],
+                         [x["deliveries_per_s"] for x in b["runs"]],
+                         [x["deliveries_per_s"] for x in a["runs"]], True))
+    b, a = before.get("latency"), after.get("latency")
+    if fresh(b) and fresh(a) and b.get("runs") and a.get("runs"):
+        for k, name in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+            rows.append((f"delivery latency {name}, {fmt(before['settings']['rate'])} msg/s, fan-out 1",
+                         "ms", b[k], a[k], [x[k] for x in b["runs"]], [x[k] for x in a["runs"]], False))
+    b, a = before.get("backlog"), after.get("backlog")
+    if fresh(b) and fresh(a):
+        for k, name in (("overall_jobs_per_s", "overall"), ("first_10pct_jobs_per_s", "first 10 %"),
+                        ("middle_10pct_jobs_per_s", "middle 10 %"), ("last_10pct_jobs_per_s", "last 10 %")):
+            rows.append((f"backlog drain of {fmt(a['queued'])} jobs, fan-out 100, {name}", "jobs/s",
+                         b[k], a[k], [x[k] for x in b.get("runs", [b])], [x[k] for x in a.get("runs", [a])],
+                         True))
+    b, a = before.get("isolation"), after.get("isolation")
+    if fresh(b) and fresh(a):
+        for part, name in (("base", "without a hanging subscriber (101 healthy)"),
+                           ("hang", "with one (100 healthy + 1 hanging)")):
+            rows.append((f"isolation: healthy deliveries/s {name}", "deliveries/s",
+                         b[f"{part}_healthy_per_s"], a[f"{part}_healthy_per_s"],
+                         [x["healthy_per_s"] for x in b["runs"] if x["part"] == part],
+                         [x["healthy_per_s"] for x in a["runs"] if x["part"] == part], True))
+        rows.append(("isolation: with ÷ without", "", b["ratio"], a["ratio"], [], [], True))
+    return rows
+
+
+def compare_main(args):
+    note = None
+    if "--note" in args:
+        i = args.index("--note")
+        note = args[i + 1]
+        args = args[:i] + args[i + 2:]
+    if len(args) != 2:
+        sys.exit(__doc__)
+    before_dir, after_dir = args
+    with open(os.path.join(before_dir, "results.json")) as f:
+        before = json.load(f)
+    with open(os.path.join(after_dir, "results.json")) as f:
+        after = json.load(f)
+    rows = compare_rows(before, after)
+    after["before_after"] = {
+        "before": {"commit": before["machine"]["commit"], "date": before["machine"]["date"],
+                   "date_end": before["machine"].get("date_end"), "settings": before["settings"]},
+        "after": {"commit": after["machine"]["commit"], "date": after["machine"]["date"],
+                  "date_end": after["machine"].get("date_end"), "settings": after["settings"]},
+        "machine": {k: after["machine"].get(k) for k in ("nproc", "cpu_model", "redis", "kernel")},
+        "note": note,
+        "rows": [{"measurement": n, "unit": u, "before": b, "after": a,
+                  "after_over_before": (a / b) if a is not None and b else None,
+                  "before_runs": br, "after_runs": ar, "higher_is_better": hb}
+                 for n, u, b, a, br, ar, hb in rows],
+    }
+    write(after, after_dir)
+
+
+def render_compare(c, w):
+    bs, as_ = c["before"], c["after"]
+    m = c["machine"]
+    st = as_["settings"]
+    w("\n## Isolation and before/after\n")
+    redis = (m.get("redis") or "").split(" sha=")[0]
+    w(f"Before: commit {bs['commit']}; after: {as_['commit']}. Same machine and sitting "
+      f"({bs['date']} to {as_.get('date_end') or as_['date']}): {m.get('nproc')} cores, "
+      f"{m.get('cpu_model')}, {redis}. Each cell is the median over "
+      f"{st['runs']} run(s) of {st['seconds']} s (isolation: {st.get('isolation_seconds')} s windows), "
+      "range in brackets; the two builds alternated"
+      + (f" in {st['rounds']} rounds" if st.get("rounds") else "") + ", the same `bench/run.sh` and "
+      "`switch-bench` driving both.\n")
+    if c.get("note"):
+        w(c["note"] + "\n")
+    w("| measurement | before | after | after ÷ before |\n| --- | --- | --- | --- |")
+    for r in c["rows"]:
+        digits = 3 if not r["unit"] else (2 if r["unit"] == "ms" else 0)
+        unit = f" {r['unit']}" if r["unit"] else ""
+        ratio = r["after_over_before"]
+        w(f"| {r['measurement']} | {fmt(r['before'], digits)}{unit}{spread(r['before_runs'])} | "
+          f"{fmt(r['after'], digits)}{unit}{spread(r['after_runs'])} | "
+          f"{fmt(ratio, 2) if ratio is not None else 'n/a'} |")
 
 
 if __name__ == "__main__":

@@ -7,17 +7,40 @@
 #   d. draining a backlog: jobs/s at the start, middle and end
 #   e. filter cost per subscriber at publish time
 #   f. peak RSS of the server and the worker
-# Writes bench/results/results.json and bench/results/results.md and prints the latter.
+#   g. isolation: healthy deliveries/s of one worker with and without a
+#      subscriber whose endpoint hangs
+# Writes bench/results/results.json and bench/results/results.md and prints the latter;
+# what a run did not measure (BENCH_ONLY) is kept from the previous results.json,
+# marked with the run it comes from.
 #
 # Settings (environment):
+#   BENCH_ONLY="receiver publish e2e sustained latency backlog filter isolation"
+#                           sections to run (default all): receiver capacity, a, b, b2,
+#                           c, d (with f), e, g
 #   BENCH_SECONDS=10        length of each timed run
 #   BENCH_RUNS=3            runs per figure; the median is reported
+#   BENCH_PUBLISH_FANOUTS="1 10 100"
+#                           fan-outs of the publish throughput runs
+#   BENCH_E2E_WORKERS="1 2" worker counts of the end-to-end runs
 #   BENCH_BACKLOG=1000000   jobs enqueued for the backlog drain
 #   BENCH_RATE=1000         publishes/s of the latency run
 #   BENCH_SUSTAIN_RATES="600 900 1200 1500 1800"
 #                           publishes/s (fan-out 10) of the sustained-rate runs
 #   BENCH_SAMPLE_SECONDS=1  sampling period of the backlog drain
 #   BENCH_DRAIN_TIMEOUT=900 longest wait for a queue to drain, seconds
+#   BENCH_ISOLATION_SECONDS=20
+#                           window over which healthy deliveries are counted (g)
+#   BENCH_ISOLATION_MESSAGES=400*window
+#                           messages (fan-out 101) enqueued before each part of g
+#   BENCH_HANG_MS=10000     how long the hanging endpoint takes to answer (g)
+#   BENCH_BIN_DIR=target/release
+#                           where switch-server and switch-worker are taken from
+#                           (another build, to compare; switch-bench always comes
+#                           from BENCH_TOOL_DIR, default target/release)
+#   BENCH_COMMIT            what the report names as the commit measured (default:
+#                           this tree's HEAD, or BENCH_BIN_DIR when that is set)
+#   BENCH_RESULTS_DIR=bench/results
+#                           where results.{md,json}, drain.tsv and raw.jsonl go
 #   BENCH_KEEP_LOGS=1       keep the temporary directory with every log
 #   SWITCH_REDIS_URL        Redis to use (default redis://127.0.0.1:6379)
 set -euo pipefail
@@ -32,6 +55,15 @@ RATE="${BENCH_RATE:-1000}"
 SUSTAIN_RATES="${BENCH_SUSTAIN_RATES:-600 900 1200 1500 1800}"
 SAMPLE="${BENCH_SAMPLE_SECONDS:-1}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-900}"
+ALL_SECTIONS="receiver publish e2e sustained latency backlog filter isolation"
+ONLY="${BENCH_ONLY:-$ALL_SECTIONS}"
+PUBLISH_FANOUTS="${BENCH_PUBLISH_FANOUTS:-1 10 100}"
+E2E_WORKERS="${BENCH_E2E_WORKERS:-1 2}"
+ISO_SECONDS="${BENCH_ISOLATION_SECONDS:-20}"
+ISO_MESSAGES="${BENCH_ISOLATION_MESSAGES:-}"
+HANG_MS="${BENCH_HANG_MS:-10000}"
+# The hanging endpoint answers within the delivery timeout: it is slow, not failing.
+ISO_DELIVERY_TIMEOUT=15s
 SERVER_PORT=18480
 RECEIVER_PORT=18481
 METRICS_PORTS=(18482 18483)
@@ -39,8 +71,9 @@ CONNECTIONS=32
 THREADS=2
 WORKER_CONCURRENCY=64
 REDIS_URL="${SWITCH_REDIS_URL:-redis://127.0.0.1:6379}"
-bin="$root/target/release"
-results_dir="$root/bench/results"
+bin="${BENCH_BIN_DIR:-$root/target/release}"
+bench_bin="${BENCH_TOOL_DIR:-$root/target/release}/switch-bench"
+results_dir="${BENCH_RESULTS_DIR:-$root/bench/results}"
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
@@ -51,6 +84,21 @@ is_uint "$BACKLOG" || die "BENCH_BACKLOG must be a positive integer"
 is_uint "$RATE" || die "BENCH_RATE must be a positive integer"
 is_uint "$DRAIN_TIMEOUT" || die "BENCH_DRAIN_TIMEOUT must be a positive integer"
 [[ "$SAMPLE" =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_SAMPLE_SECONDS must be a positive number"
+is_uint "$ISO_SECONDS" || die "BENCH_ISOLATION_SECONDS must be a positive integer"
+[ -n "$ISO_MESSAGES" ] || ISO_MESSAGES=$((400 * ISO_SECONDS))
+is_uint "$ISO_MESSAGES" || die "BENCH_ISOLATION_MESSAGES must be a positive integer"
+is_uint "$HANG_MS" || die "BENCH_HANG_MS must be a positive integer"
+for section in $ONLY; do
+  [[ " $ALL_SECTIONS " == *" $section "* ]] || die "BENCH_ONLY: unknown section \`$section\` (known: $ALL_SECTIONS)"
+done
+[ -n "${ONLY// /}" ] || die "BENCH_ONLY names no section"
+for n in $PUBLISH_FANOUTS; do
+  [[ " 1 10 100 " == *" $n "* ]] || die "BENCH_PUBLISH_FANOUTS: fan-outs are 1, 10 or 100, not $n"
+done
+for n in $E2E_WORKERS; do
+  [[ " 1 2 " == *" $n "* ]] || die "BENCH_E2E_WORKERS: worker counts are 1 or 2, not $n"
+done
+runs_section() { [[ " $ONLY " == *" $1 "* ]]; }
 
 # ------------------------------------------------------------------ tools
 
@@ -64,7 +112,8 @@ fi
 for tool in wrk curl redis-cli python3; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
-if [ ! -x "$bin/switch-server" ] || [ ! -x "$bin/switch-worker" ] || [ ! -x "$bin/switch-bench" ]; then
+if [ ! -x "$bin/switch-server" ] || [ ! -x "$bin/switch-worker" ] || [ ! -x "$bench_bin" ]; then
+  [ -z "${BENCH_BIN_DIR:-}${BENCH_TOOL_DIR:-}" ] || die "no switch-server, switch-worker or switch-bench in $bin or $bench_bin"
   log "building release binaries"
   cargo build --release
 fi
@@ -84,6 +133,8 @@ raw="$work/raw.jsonl"
 receiver_pid=""
 server_pid=""
 worker_pids=()
+# Extra environment of the next worker started (NAME=value...).
+worker_env=()
 
 stop_pid() { # pid [grace seconds]
   local pid="$1" grace="${2:-10}" i
@@ -130,6 +181,7 @@ base="http://127.0.0.1:$SERVER_PORT"
 receiver="http://127.0.0.1:$RECEIVER_PORT"
 stream="{$ns}:jobs"
 delayed="{$ns}:delayed"
+parked="{$ns}:parked"
 
 wait_http() { # url seconds
   local i
@@ -142,7 +194,7 @@ wait_http() { # url seconds
 
 start_worker() { # index log-name
   local i="$1" logf="$work/$2.log"
-  SWITCH_WORKER_METRICS_ADDR="127.0.0.1:${METRICS_PORTS[$i]}" \
+  env "${worker_env[@]}" SWITCH_WORKER_METRICS_ADDR="127.0.0.1:${METRICS_PORTS[$i]}" \
     "$bin/switch-worker" >>"$logf" 2>&1 &
   worker_pids+=($!)
   wait_http "http://127.0.0.1:${METRICS_PORTS[$i]}/health" 30 ||
@@ -166,10 +218,22 @@ recv_count() { recv_stats | grep -o '"count":[0-9]*' | cut -d: -f2; }
 json_get() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 record() { echo "$1" >>"$raw"; }
 
-# Empties the queue of this namespace and recreates the consumer group.
+# Empties the queue of this namespace (the stream, the retry set and the jobs
+# parked per subscriber) and recreates the consumer group.
 reset_queue() {
-  rcli DEL "$stream" "$delayed" >/dev/null
+  rcli DEL "$stream" "$delayed" "$parked" >/dev/null
+  rcli --scan --pattern "$parked:*" | while read -r key; do
+    rcli DEL "$key" >/dev/null
+  done
   rcli XGROUP CREATE "$stream" workers 0 MKSTREAM >/dev/null
+}
+# Jobs parked for subscribers at their in-flight limit.
+parked_jobs() {
+  local n=0 key
+  while read -r key; do
+    [ -n "$key" ] && n=$((n + $(rcli LLEN "$key")))
+  done < <(rcli --scan --pattern "$parked:*")
+  echo "$n"
 }
 
 # Runs wrk against /publish on TOPIC for RUN_SECONDS; prints wrk's JSON summary.
@@ -231,30 +295,41 @@ with open(sys.argv[1], "a") as f:
         "redis": """$redis_version""",
         "rustc": sh("rustc --version"),
         "wrk": sh("wrk -v 2>&1 | head -1"),
-        "commit": sh("git rev-parse --short HEAD") + (" (with local changes)" if sh("git status --porcelain --untracked-files=no") else ""),
+        "commit": """${BENCH_COMMIT:-}""" or (
+            ("binaries of " + """${BENCH_BIN_DIR:-}""") if """${BENCH_BIN_DIR:-}""" else
+            sh("git rev-parse --short HEAD") + (" (with local changes)" if sh("git status --porcelain --untracked-files=no") else "")),
+        "binaries": """$bin""",
         "date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
         "settings": {"seconds": $RUN_SECONDS, "runs": $RUNS, "backlog": $BACKLOG, "rate": $RATE,
+                     "only": "$ONLY".split(),
+                     "publish_fanouts": [int(x) for x in "$PUBLISH_FANOUTS".split()],
+                     "e2e_workers": [int(x) for x in "$E2E_WORKERS".split()],
                      "sustain_rates": [int(x) for x in "$SUSTAIN_RATES".split()],
                      "sample_seconds": $SAMPLE, "wrk_threads": $THREADS, "wrk_connections": $CONNECTIONS,
                      "worker_concurrency": $WORKER_CONCURRENCY, "database": "SQLite (temporary file)",
+                     "isolation_seconds": $ISO_SECONDS, "isolation_messages": $ISO_MESSAGES,
+                     "hang_ms": $HANG_MS, "isolation_delivery_timeout": "$ISO_DELIVERY_TIMEOUT",
+                     "subscriber_concurrency": """${SWITCH_SUBSCRIBER_CONCURRENCY:-8 (default)}""",
                      "log_level": """${RUST_LOG:-info (default)}"""}}) + "\n")
 EOF
 
 # ------------------------------------------------------------------ receiver
 
-"$bin/switch-bench" receiver --addr "127.0.0.1:$RECEIVER_PORT" --workers 2 >"$work/receiver.log" 2>&1 &
+"$bench_bin" receiver --addr "127.0.0.1:$RECEIVER_PORT" --workers 2 --hang-ms "$HANG_MS" >"$work/receiver.log" 2>&1 &
 receiver_pid=$!
 wait_http "$receiver/__stats" 10 || die "receiver did not start; see $work/receiver.log"
-cat >"$work/hook.lua" <<'EOF'
+if runs_section receiver; then
+  cat >"$work/hook.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = '{"n": 1}'
 wrk.headers["Content-Type"] = "application/json"
 EOF
-log "receiver capacity (wrk -t$THREADS -c$CONNECTIONS -d5s)"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d5s -s "$work/hook.lua" "$receiver/hook" >"$work/wrk-receiver.out" 2>&1
-receiver_rps="$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk-receiver.out")"
-record "{\"kind\": \"receiver\", \"requests_per_s\": ${receiver_rps:-0}}"
-log "receiver: ${receiver_rps} requests/s"
+  log "receiver capacity (wrk -t$THREADS -c$CONNECTIONS -d5s)"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d5s -s "$work/hook.lua" "$receiver/hook" >"$work/wrk-receiver.out" 2>&1
+  receiver_rps="$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk-receiver.out")"
+  record "{\"kind\": \"receiver\", \"requests_per_s\": ${receiver_rps:-0}}"
+  log "receiver: ${receiver_rps} requests/s"
+fi
 
 # ------------------------------------------------------------------ server and subscribers
 
@@ -263,30 +338,37 @@ token="$("$bin/switch-server" --print-dev-token)"
 server_pid=$!
 wait_http "$base/health" 30 || die "server did not start; see $work/server.log"
 
+# bench.f1, bench.f10, bench.f100: 1, 10, 100 subscribers. For the isolation
+# runs, bench.iso.base: 101 healthy subscribers; bench.iso.hang: 100 healthy and
+# one whose endpoint hangs (the receiver's /__hang), subscribed first.
 python3 - "$work/switch.db" "$receiver" <<'EOF'
 import sqlite3, sys
 db, receiver = sys.argv[1], sys.argv[2]
 con = sqlite3.connect(db, timeout=30)
+rows = []
+for n in (1, 10, 100):
+    rows += [(f"bench.f{n}", f"{receiver}/hook/f{n}/{i}") for i in range(n)]
+rows += [("bench.iso.base", f"{receiver}/hook/iso-base/{i}") for i in range(101)]
+rows += [("bench.iso.hang", f"{receiver}/__hang/iso")]
+rows += [("bench.iso.hang", f"{receiver}/hook/iso-hang/{i}") for i in range(100)]
 with con:
-    for n in (1, 10, 100):
-        con.executemany(
-            "INSERT INTO subscribers (topic, target_url, filter_expression) VALUES (?, ?, NULL)",
-            [(f"bench.f{n}", f"{receiver}/hook/f{n}/{i}") for i in range(n)],
-        )
+    con.executemany(
+        "INSERT INTO subscribers (topic, target_url, filter_expression) VALUES (?, ?, NULL)", rows)
 con.close()
 EOF
 subs="$(curl -fsS -X POST -H "Authorization: Bearer $token" "$base/refresh")"
-[ "$(json_get "$subs" subscribers)" = "111" ] || die "expected 111 subscribers after /refresh, got $subs"
-for n in 1 10 100; do
+[ "$(json_get "$subs" subscribers)" = "313" ] || die "expected 313 subscribers after /refresh, got $subs"
+for topic in bench.f1:1 bench.f10:10 bench.f100:100 bench.iso.base:101 bench.iso.hang:101; do
   got="$(curl -fsS -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -d "{\"topic\": \"bench.f$n\", \"body\": {\"probe\": true}}" "$base/publish")"
-  [ "$(json_get "$got" matched)" = "$n" ] || die "publishing on bench.f$n matched $got"
+    -d "{\"topic\": \"${topic%:*}\", \"body\": {\"probe\": true}}" "$base/publish")"
+  [ "$(json_get "$got" matched)" = "${topic#*:}" ] || die "publishing on ${topic%:*} matched $got"
 done
 reset_queue
 
 # ------------------------------------------------------------------ a. publish throughput
 
-for fanout in 1 10 100; do
+runs_section publish || PUBLISH_FANOUTS=""
+for fanout in $PUBLISH_FANOUTS; do
   for ((run = 1; run <= RUNS; run++)); do
     reset_queue
     log "a. publish, no worker, fan-out $fanout, run $run/$RUNS (${RUN_SECONDS}s)"
@@ -299,7 +381,8 @@ reset_queue
 
 # ------------------------------------------------------------------ b. end-to-end deliveries
 
-for workers in 1 2; do
+runs_section e2e || E2E_WORKERS=""
+for workers in $E2E_WORKERS; do
   reset_queue
   for ((i = 0; i < workers; i++)); do start_worker "$i" "worker-e2e-$workers-$i"; done
   for ((run = 1; run <= RUNS; run++)); do
@@ -326,99 +409,151 @@ done
 
 # Publishing at fixed rates (fan-out 10) while one worker delivers: the highest
 # rate whose deliveries keep up is what the hub sustains with both at once.
-reset_queue
-start_worker 0 worker-sustained
-for rate in $SUSTAIN_RATES; do
-  recv_reset
-  log "b2. sustained, 1 worker, fan-out 10, $rate msg/s = $((rate * 10)) deliveries/s offered (${RUN_SECONDS}s)"
-  t0="$(now_ns)"
-  l="$("$bin/switch-bench" latency --url "$base" --token "$token" --topic bench.f10 --rate "$rate" --seconds "$RUN_SECONDS")"
-  publish_seconds="$(secs_since "$t0")"
-  during="$(recv_count)"
-  backlog_at_end="$(rcli XLEN "$stream")"
-  expected=$(($(json_get "$l" accepted) * 10))
-  read -r waited timed_out <<<"$(wait_drained "$expected")"
-  s="$(recv_stats)"
-  record "{\"kind\": \"sustained\", \"rate\": $rate, \"publisher\": $l, \"receiver\": $s, \
+if runs_section sustained; then
+  reset_queue
+  start_worker 0 worker-sustained
+  for rate in $SUSTAIN_RATES; do
+    recv_reset
+    log "b2. sustained, 1 worker, fan-out 10, $rate msg/s = $((rate * 10)) deliveries/s offered (${RUN_SECONDS}s)"
+    t0="$(now_ns)"
+    l="$("$bench_bin" latency --url "$base" --token "$token" --topic bench.f10 --rate "$rate" --seconds "$RUN_SECONDS")"
+    publish_seconds="$(secs_since "$t0")"
+    during="$(recv_count)"
+    backlog_at_end="$(rcli XLEN "$stream")"
+    expected=$(($(json_get "$l" accepted) * 10))
+    read -r waited timed_out <<<"$(wait_drained "$expected")"
+    s="$(recv_stats)"
+    record "{\"kind\": \"sustained\", \"rate\": $rate, \"publisher\": $l, \"receiver\": $s, \
 \"publish_seconds\": $publish_seconds, \"delivered_while_publishing\": $during, \
 \"stream_at_publish_end\": $backlog_at_end, \"expected\": $expected, \"drained_after_s\": $waited, \
 \"timed_out\": $([ "$timed_out" = 1 ] && echo true || echo false)}"
-done
-stop_workers
+  done
+  stop_workers
+fi
 
 # ------------------------------------------------------------------ c. latency
 
-reset_queue
-start_worker 0 worker-latency
-for ((run = 1; run <= RUNS; run++)); do
-  recv_reset
-  log "c. latency, 1 worker, fan-out 1, $RATE msg/s, run $run/$RUNS (${RUN_SECONDS}s)"
-  l="$("$bin/switch-bench" latency --url "$base" --token "$token" --topic bench.f1 --rate "$RATE" --seconds "$RUN_SECONDS")"
-  read -r waited timed_out <<<"$(wait_drained "$(json_get "$l" accepted)")"
-  s="$(recv_stats)"
-  record "{\"kind\": \"latency\", \"run\": $run, \"publisher\": $l, \"receiver\": $s, \"timed_out\": $([ "$timed_out" = 1 ] && echo true || echo false)}"
-done
-stop_workers
+if runs_section latency; then
+  reset_queue
+  start_worker 0 worker-latency
+  for ((run = 1; run <= RUNS; run++)); do
+    recv_reset
+    log "c. latency, 1 worker, fan-out 1, $RATE msg/s, run $run/$RUNS (${RUN_SECONDS}s)"
+    l="$("$bench_bin" latency --url "$base" --token "$token" --topic bench.f1 --rate "$RATE" --seconds "$RUN_SECONDS")"
+    read -r waited timed_out <<<"$(wait_drained "$(json_get "$l" accepted)")"
+    s="$(recv_stats)"
+    record "{\"kind\": \"latency\", \"run\": $run, \"publisher\": $l, \"receiver\": $s, \"timed_out\": $([ "$timed_out" = 1 ] && echo true || echo false)}"
+  done
+  stop_workers
+fi
 
 # ------------------------------------------------------------------ d. backlog drain
 
-reset_queue
-recv_reset
-messages=$(((BACKLOG + 99) / 100))
-log "d. backlog: enqueueing $((messages * 100)) jobs ($messages messages at fan-out 100, no worker)"
-fill_started="$(now_ns)"
-f="$("$bin/switch-bench" fill --url "$base" --token "$token" --topic bench.f100 --messages "$messages" \
-  --concurrency "$CONNECTIONS" --max-seconds "$DRAIN_TIMEOUT")"
-fill_seconds="$(secs_since "$fill_started")"
-queued="$(rcli XLEN "$stream")"
-[ "$queued" -gt 0 ] || die "backlog fill enqueued nothing: $f"
-redis_mem="$(rcli INFO memory | grep '^used_memory:' | cut -d: -f2 | tr -d '\r')"
-log "d. $queued jobs queued (Redis used_memory $((redis_mem / 1048576)) MB); draining with 1 worker"
-samples="$work/drain.tsv"
-t0="$(now_ns)"
-echo "0.000000 0 $queued" >"$samples"
-start_worker 0 worker-backlog
-worker_started_s="$(secs_since "$t0")"
-deadline=$(($(date +%s) + DRAIN_TIMEOUT))
-drain_timed_out=false
-while :; do
-  sleep "$SAMPLE"
-  count="$(recv_count)"
-  xlen="$(rcli XLEN "$stream")"
-  zcard="$(rcli ZCARD "$delayed")"
-  echo "$(secs_since "$t0") $count $xlen" >>"$samples"
-  if [ "$xlen" -eq 0 ] && [ "$zcard" -eq 0 ] && [ "$count" -ge "$queued" ]; then break; fi
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    drain_timed_out=true
-    log "d. backlog not drained after ${DRAIN_TIMEOUT}s"
-    break
-  fi
-done
-curl -fsS "$receiver/__progress" >"$work/progress.json"
-log "d. drain over: $count delivered, stream $xlen, retries $zcard"
-problems="$(problem_lines "$work/worker-backlog.log" | wc -l | tr -d ' ')"
-problem_examples="$(problem_lines "$work/worker-backlog.log" | tail -5 |
-  python3 -c 'import json,sys; print(json.dumps([l.rstrip()[:300] for l in sys.stdin]))')"
+samples=""
+if runs_section backlog; then
+  reset_queue
+  recv_reset
+  messages=$(((BACKLOG + 99) / 100))
+  log "d. backlog: enqueueing $((messages * 100)) jobs ($messages messages at fan-out 100, no worker)"
+  fill_started="$(now_ns)"
+  f="$("$bench_bin" fill --url "$base" --token "$token" --topic bench.f100 --messages "$messages" \
+    --concurrency "$CONNECTIONS" --max-seconds "$DRAIN_TIMEOUT")"
+  fill_seconds="$(secs_since "$fill_started")"
+  queued="$(rcli XLEN "$stream")"
+  [ "$queued" -gt 0 ] || die "backlog fill enqueued nothing: $f"
+  redis_mem="$(rcli INFO memory | grep '^used_memory:' | cut -d: -f2 | tr -d '\r')"
+  log "d. $queued jobs queued (Redis used_memory $((redis_mem / 1048576)) MB); draining with 1 worker"
+  samples="$work/drain.tsv"
+  t0="$(now_ns)"
+  echo "0.000000 0 $queued" >"$samples"
+  start_worker 0 worker-backlog
+  worker_started_s="$(secs_since "$t0")"
+  deadline=$(($(date +%s) + DRAIN_TIMEOUT))
+  drain_timed_out=false
+  while :; do
+    sleep "$SAMPLE"
+    count="$(recv_count)"
+    xlen="$(rcli XLEN "$stream")"
+    zcard="$(rcli ZCARD "$delayed")"
+    echo "$(secs_since "$t0") $count $xlen" >>"$samples"
+    if [ "$xlen" -eq 0 ] && [ "$zcard" -eq 0 ] && [ "$count" -ge "$queued" ]; then break; fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      drain_timed_out=true
+      log "d. backlog not drained after ${DRAIN_TIMEOUT}s"
+      break
+    fi
+  done
+  curl -fsS "$receiver/__progress" >"$work/progress.json"
+  log "d. drain over: $count delivered, stream $xlen, retries $zcard"
+  problems="$(problem_lines "$work/worker-backlog.log" | wc -l | tr -d ' ')"
+  problem_examples="$(problem_lines "$work/worker-backlog.log" | tail -5 |
+    python3 -c 'import json,sys; print(json.dumps([l.rstrip()[:300] for l in sys.stdin]))')"
 
-# ------------------------------------------------------------------ f. peak memory
+  # ---------------------------------------------------------------- f. peak memory
 
-server_rss="$("$bin/switch-bench" rss --pid "$server_pid")"
-worker_rss="$("$bin/switch-bench" rss --pid "${worker_pids[0]}")"
-redis_peak="$(rcli INFO memory | grep '^used_memory_peak:' | cut -d: -f2 | tr -d '\r')"
-record "{\"kind\": \"backlog\", \"fill\": $f, \"fill_seconds\": $fill_seconds, \"queued\": $queued, \
+  server_rss="$("$bench_bin" rss --pid "$server_pid")"
+  worker_rss="$("$bench_bin" rss --pid "${worker_pids[0]}")"
+  redis_peak="$(rcli INFO memory | grep '^used_memory_peak:' | cut -d: -f2 | tr -d '\r')"
+  record "{\"kind\": \"backlog\", \"fill\": $f, \"fill_seconds\": $fill_seconds, \"queued\": $queued, \
 \"redis_used_memory_bytes\": $redis_mem, \"samples_file\": \"drain.tsv\", \"timed_out\": $drain_timed_out, \
 \"start_ns\": $t0, \"worker_healthy_s\": $worker_started_s, \"progress_file\": \"$work/progress.json\", \
 \"worker_warn_error_lines\": $problems, \"worker_problem_examples\": $problem_examples}"
-record "{\"kind\": \"rss\", \"server\": $server_rss, \"worker\": $worker_rss, \"redis_used_memory_peak_bytes\": $redis_peak}"
-stop_workers
+  record "{\"kind\": \"rss\", \"server\": $server_rss, \"worker\": $worker_rss, \"redis_used_memory_peak_bytes\": $redis_peak}"
+  stop_workers
+fi
+
+# ------------------------------------------------------------------ g. isolation
+
+# One worker and a backlog of ISO_MESSAGES messages at fan-out 101, in two parts
+# that alternate: bench.iso.base (101 healthy subscribers) and bench.iso.hang
+# (100 healthy and one whose endpoint answers only after HANG_MS). Deliveries to
+# the healthy subscribers are counted over a fixed window of ISO_SECONDS,
+# starting 1 s after the worker is up, so a worker that stalls still finishes.
+# The queue (stream, retries, parked jobs) is emptied before each part.
+if runs_section isolation; then
+  for ((run = 1; run <= RUNS; run++)); do
+    for part in base hang; do
+      reset_queue
+      recv_reset
+      healthy_subs=101
+      [ "$part" = hang ] && healthy_subs=100
+      log "g. isolation, $part ($healthy_subs healthy$([ "$part" = hang ] && echo ", 1 answering after ${HANG_MS} ms")), run $run/$RUNS: enqueueing $ISO_MESSAGES messages at fan-out 101"
+      f="$("$bench_bin" fill --url "$base" --token "$token" --topic "bench.iso.$part" --messages "$ISO_MESSAGES" \
+        --concurrency "$CONNECTIONS" --max-seconds "$DRAIN_TIMEOUT")"
+      queued="$(rcli XLEN "$stream")"
+      [ "$queued" -gt 0 ] || die "isolation fill enqueued nothing: $f"
+      worker_env=("SWITCH_DELIVERY_TIMEOUT=$ISO_DELIVERY_TIMEOUT")
+      start_worker 0 "worker-isolation-$part-$run"
+      worker_env=()
+      sleep 1
+      c0="$(recv_count)"
+      t0="$(now_ns)"
+      sleep "$ISO_SECONDS"
+      c1="$(recv_count)"
+      window="$(secs_since "$t0")"
+      s="$(recv_stats)"
+      xlen="$(rcli XLEN "$stream")"
+      parked_now="$(parked_jobs)"
+      log "g. isolation, $part: $((c1 - c0)) healthy deliveries in ${window}s; stream $xlen, parked $parked_now; stopping the worker"
+      stop_workers
+      record "{\"kind\": \"isolation\", \"part\": \"$part\", \"run\": $run, \"messages\": $ISO_MESSAGES, \
+\"queued\": $queued, \"fill\": $f, \"healthy_subscribers\": $healthy_subs, \"window_s\": $window, \
+\"healthy_at_start\": $c0, \"healthy_at_end\": $c1, \"healthy_expected\": $((ISO_MESSAGES * healthy_subs)), \
+\"receiver\": $s, \"stream_at_end\": $xlen, \"parked_at_end\": $parked_now}"
+    done
+  done
+  reset_queue
+fi
 stop_pid "$server_pid" 10
 server_pid=""
 
 # ------------------------------------------------------------------ e. filter cost
 
-log "e. filter cost (1,000 subscribers, median of 5 runs)"
-fc="$("$bin/switch-bench" filter-cost --subscribers 1000 --runs 5)"
-record "{\"kind\": \"filter_cost\", \"result\": $fc}"
+if runs_section filter; then
+  log "e. filter cost (1,000 subscribers, median of 5 runs)"
+  fc="$("$bench_bin" filter-cost --subscribers 1000 --runs 5)"
+  record "{\"kind\": \"filter_cost\", \"result\": $fc}"
+fi
 
 stop_pid "$receiver_pid" 5
 receiver_pid=""
@@ -431,5 +566,6 @@ record "{\"kind\": \"logs\", \"server_warn_error_lines\": $(problem_lines "$work
 # ------------------------------------------------------------------ report
 
 mkdir -p "$results_dir"
-cp "$samples" "$results_dir/drain.tsv"
+[ -z "$samples" ] || cp "$samples" "$results_dir/drain.tsv"
+cp "$raw" "$results_dir/raw.jsonl"
 python3 "$root/bench/report.py" "$raw" "$results_dir"

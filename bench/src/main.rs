@@ -1,8 +1,9 @@
 //! `switch-bench`: the load tools behind `bench/run.sh`.
 //!
 //! ```text
-//! switch-bench receiver --addr 127.0.0.1:18481 [--workers 2]
-//!     any request -> 200; GET /__stats, GET /__progress, POST /__reset
+//! switch-bench receiver --addr 127.0.0.1:18481 [--workers 2] [--hang-ms 10000]
+//!     any request -> 200; requests under /__hang -> 200 after --hang-ms
+//!     (counted apart); GET /__stats, GET /__progress, POST /__reset
 //! switch-bench latency --url BASE --token T --topic X [--rate 1000] [--seconds 10]
 //! switch-bench fill --url BASE --token T --topic X --messages N [--concurrency 32] [--max-seconds 600]
 //! switch-bench filter-cost [--subscribers 1000] [--runs 5] [--min-ms 300]
@@ -22,7 +23,7 @@ use serde_json::json;
 use switch_bench::{median, percentile, unix_micros};
 
 const USAGE: &str = "usage: switch-bench <receiver|latency|fill|filter-cost|rss> [--option value]...
-  receiver    --addr 127.0.0.1:PORT [--workers 2]
+  receiver    --addr 127.0.0.1:PORT [--workers 2] [--hang-ms 10000]
   latency     --url BASE --token JWT --topic TOPIC [--rate 1000] [--seconds 10]
   fill        --url BASE --token JWT --topic TOPIC --messages N [--concurrency 32] [--max-seconds 600]
   filter-cost [--subscribers 1000] [--runs 5] [--min-ms 300]
@@ -112,6 +113,14 @@ struct Recv {
     last_us: AtomicU64,
     /// `(n, unix µs)`: when request number `n` (a multiple of [`MARK_EVERY`]) arrived.
     marks: Mutex<Vec<(u64, u64)>>,
+    /// How long requests under `/__hang` wait before they are answered.
+    hang: Duration,
+    /// Requests under `/__hang` arrived and answered since the last reset;
+    /// they are not in `count`.
+    hang_arrived: AtomicU64,
+    hang_answered: AtomicU64,
+    /// Requests under `/__hang` waiting now (not reset).
+    hang_waiting: AtomicU64,
 }
 
 impl Default for Recv {
@@ -122,6 +131,10 @@ impl Default for Recv {
             first_us: AtomicU64::new(u64::MAX),
             last_us: AtomicU64::new(0),
             marks: Mutex::new(Vec::new()),
+            hang: Duration::from_secs(10),
+            hang_arrived: AtomicU64::new(0),
+            hang_answered: AtomicU64::new(0),
+            hang_waiting: AtomicU64::new(0),
         }
     }
 }
@@ -156,6 +169,25 @@ async fn hook(body: web::Bytes, state: web::Data<Recv>) -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 
+/// An endpoint that hangs: answers 200 only after `--hang-ms`. The wait is a
+/// timer, so the receiver's other requests go on meanwhile.
+async fn hang(_body: web::Bytes, state: web::Data<Recv>) -> HttpResponse {
+    state.hang_arrived.fetch_add(1, Ordering::Relaxed);
+    state.hang_waiting.fetch_add(1, Ordering::Relaxed);
+    /// Counts the request as no longer waiting even when the client gives up
+    /// first and the handler is dropped mid-sleep.
+    struct Waiting<'a>(&'a AtomicU64);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _waiting = Waiting(&state.hang_waiting);
+    tokio::time::sleep(state.hang).await;
+    state.hang_answered.fetch_add(1, Ordering::Relaxed);
+    HttpResponse::Ok().finish()
+}
+
 async fn stats(state: web::Data<Recv>) -> HttpResponse {
     let mut sorted: Vec<u64> = state
         .samples
@@ -172,6 +204,9 @@ async fn stats(state: web::Data<Recv>) -> HttpResponse {
         "p99_us": percentile(&sorted, 99.0),
         "p999_us": percentile(&sorted, 99.9),
         "max_us": sorted.last().copied().unwrap_or(0),
+        "hang_arrived": state.hang_arrived.load(Ordering::Relaxed),
+        "hang_answered": state.hang_answered.load(Ordering::Relaxed),
+        "hang_waiting": state.hang_waiting.load(Ordering::Relaxed),
     }))
 }
 
@@ -206,6 +241,8 @@ async fn reset(state: web::Data<Recv>) -> HttpResponse {
     state.count.store(0, Ordering::Relaxed);
     state.first_us.store(u64::MAX, Ordering::Relaxed);
     state.last_us.store(0, Ordering::Relaxed);
+    state.hang_arrived.store(0, Ordering::Relaxed);
+    state.hang_answered.store(0, Ordering::Relaxed);
     state
         .marks
         .lock()
@@ -224,7 +261,14 @@ async fn not_a_hook(_req: HttpRequest) -> HttpResponse {
 fn receiver(args: &Args) -> Result<(), String> {
     let addr = args.str("addr")?;
     let workers: usize = args.num("workers", Some(2))?;
-    let state = web::Data::new(Recv::default());
+    let hang_ms: u64 = args.num("hang-ms", Some(10_000))?;
+    if hang_ms > 3_600_000 {
+        return Err("--hang-ms must be at most 3600000 (one hour)".into());
+    }
+    let state = web::Data::new(Recv {
+        hang: Duration::from_millis(hang_ms),
+        ..Recv::default()
+    });
     actix_web::rt::System::new()
         .block_on(async move {
             let server = HttpServer::new(move || {
@@ -239,6 +283,8 @@ fn receiver(args: &Args) -> Result<(), String> {
                     .route("/__progress", web::route().to(not_a_hook))
                     .route("/__reset", web::post().to(reset))
                     .route("/__reset", web::route().to(not_a_hook))
+                    .route("/__hang", web::route().to(hang))
+                    .route("/__hang/{tail:.*}", web::route().to(hang))
                     .default_service(web::to(hook))
             })
             .workers(workers)
@@ -247,7 +293,9 @@ fn receiver(args: &Args) -> Result<(), String> {
             .disable_signals()
             .bind(&addr)?
             .run();
-            eprintln!("switch-bench receiver on http://{addr} ({workers} workers)");
+            eprintln!(
+                "switch-bench receiver on http://{addr} ({workers} workers; /__hang answers after {hang_ms} ms)"
+            );
             let handle = server.handle();
             tokio::spawn(async move {
                 let mut term =

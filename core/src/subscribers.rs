@@ -179,10 +179,6 @@ impl Cache {
     /// together, so a snapshot is never older than the version noted with it.
     async fn reload_as_of(self: &Arc<Self>, version: i64) -> anyhow::Result<usize> {
         let _one_at_a_time = self.reloading.lock().await;
-        if self.version.load(Ordering::Acquire) == version {
-            // A reload that began after `version` was announced has finished.
-            return Ok(self.current().len());
-        }
         let n = self.reload_blocking().await?;
         self.version.store(version, Ordering::Release);
         Ok(n)

@@ -161,8 +161,18 @@ pub fn is_body_timeout(e: &PayloadError) -> bool {
 /// Makes the request's body fail once `limit` has passed. Returns, when the
 /// request has a body, a flag set when it timed out: whatever a handler or
 /// extractor makes of the failed read, the answer is then a `408` that
-/// closes the connection.
+/// closes the connection. A WebSocket handshake is left alone: its "body" is
+/// the stream of frames, which lasts as long as the socket.
 fn limit_body_time(req: &mut ServiceRequest, limit: Duration) -> Option<Arc<AtomicBool>> {
+    let websocket = req.method() == actix_web::http::Method::GET
+        && req
+            .headers()
+            .get(actix_web::http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if websocket {
+        return None;
+    }
     let inner = req.take_payload();
     if matches!(inner, Payload::None) {
         return None;

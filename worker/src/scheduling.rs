@@ -191,8 +191,8 @@ impl Scheduler {
     ) -> redis::RedisResult<()> {
         let disabled = self.cache.current().get(id).is_none_or(|l| !l.row.enabled);
         match self.circuits.load().get(&id) {
-            // Jobs of a disabled or deleted subscriber go through at once (to
-            // their dead letter), whatever its circuit.
+            // Jobs of a disabled subscriber go through at once (to their
+            // dead letters), whatever its circuit.
             Some(c) if c.state != CircuitState::Closed && !disabled => {
                 let due = match c.state {
                     CircuitState::Open => c.probe_at_ms.is_none_or(|at| at <= now_ms),
@@ -243,12 +243,12 @@ impl Gate for Scheduler {
         let id = job.subscriber_id;
         // A poison job is dead-lettered at once.
         let poison = entry.deliveries > POISON_DELIVERIES;
-        let enabled = self.cache.current().get(id).is_some_and(|l| l.row.enabled);
+        let disabled = self.cache.current().get(id).is_some_and(|l| !l.row.enabled);
         let mut lanes = self.lanes();
         let lane = lanes.entry(id).or_insert_with(|| self.new_lane(id));
         lane.in_transit = lane.in_transit.saturating_sub(1);
-        // A disabled or deleted subscriber's jobs finish at once, without a request.
-        let admit = !enabled
+        // A disabled subscriber's jobs finish at once, without a request.
+        let admit = disabled
             || poison
             || entry.probe
             || (self.circuit(id) == CircuitState::Closed && lane.in_flight < lane.limit);
@@ -270,5 +270,92 @@ impl Gate for Scheduler {
                 .or_insert_with(|| self.new_lane(id))
                 .in_flight += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switch_core::config::DatabaseUrl;
+    use switch_core::job::Job;
+
+    fn scheduler(cap: usize) -> Arc<Scheduler> {
+        let pool = switch_core::db::pool(&DatabaseUrl::Sqlite(":memory:".into()), 1);
+        Scheduler::new(Arc::new(Cache::new(pool)), cap)
+    }
+
+    fn entry(n: usize, subscriber_id: i64) -> Entry {
+        let job = Job::new(subscriber_id, 1, Arc::from("{}"));
+        Entry {
+            id: format!("{n}-0"),
+            raw: job.encode(),
+            job: Ok(job),
+            probe: false,
+            deliveries: 1,
+        }
+    }
+
+    #[test]
+    fn a_subscriber_at_its_limit_is_parked_others_are_not() {
+        let s = scheduler(2);
+        assert!(s.admit(&entry(1, 7)));
+        assert!(s.admit(&entry(2, 7)));
+        assert!(!s.admit(&entry(3, 7)), "third job of 7 waits");
+        assert!(s.parked().contains(&7));
+        assert!(s.admit(&entry(4, 8)), "another subscriber is not held up");
+        s.finished(7, true, false);
+        assert!(s.admit(&entry(5, 7)), "a freed slot is used again");
+        assert_eq!(s.in_flight(7), 2);
+    }
+
+    #[test]
+    fn throttling_halves_the_limit_and_successes_raise_it_again() {
+        let s = scheduler(8);
+        for i in 0..8 {
+            assert!(s.admit(&entry(i, 1)));
+        }
+        s.finished(1, false, true);
+        assert_eq!(s.limit(1), 4, "429: halved");
+        s.finished(1, false, true);
+        s.finished(1, false, true);
+        s.finished(1, false, true);
+        assert_eq!(s.limit(1), 1, "never below one");
+        assert_eq!(s.in_flight(1), 4);
+        assert!(!s.admit(&entry(20, 1)), "over the lowered limit");
+        s.finished(1, true, false);
+        assert_eq!(s.limit(1), 2, "+1 per success");
+        for _ in 0..20 {
+            assert!(s.admit(&entry(30, 1)) || s.in_flight(1) >= s.limit(1));
+            s.finished(1, true, false);
+        }
+        assert_eq!(s.limit(1), 8, "back to the cap, not above");
+    }
+
+    #[test]
+    fn open_circuits_hold_jobs_but_let_probes_and_poison_through() {
+        let s = scheduler(8);
+        s.note_circuit(
+            3,
+            Some(Circuit {
+                state: CircuitState::Open,
+                failures: 10,
+                failing_since_ms: Some(0),
+                probe_at_ms: Some(i64::MAX),
+            }),
+        );
+        assert!(!s.admit(&entry(1, 3)));
+        let mut probe = entry(2, 3);
+        probe.probe = true;
+        assert!(s.admit(&probe), "the probe goes");
+        let mut poison = entry(3, 3);
+        poison.deliveries = POISON_DELIVERIES + 1;
+        assert!(s.admit(&poison), "a poison job is dead-lettered at once");
+        let unreadable = Entry {
+            job: Err("bad".into()),
+            ..entry(4, 3)
+        };
+        assert!(s.admit(&unreadable));
+        s.note_circuit(3, None);
+        assert!(s.admit(&entry(5, 3)), "closed again");
     }
 }

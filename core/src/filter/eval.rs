@@ -149,27 +149,53 @@ fn walk<'a>(root: &'a Json, path: Option<&str>) -> V<'a> {
     from_json(cur)
 }
 
+/// An operator with two operands, evaluated by [`Evaluator::chain`].
+fn is_binary(node: &Node<DefaultNumericTypes>) -> bool {
+    node.children().len() == 2
+        && matches!(
+            node.operator(),
+            Operator::And
+                | Operator::Or
+                | Operator::Eq
+                | Operator::Neq
+                | Operator::Gt
+                | Operator::Lt
+                | Operator::Geq
+                | Operator::Leq
+                | Operator::Add
+                | Operator::Sub
+                | Operator::Mul
+                | Operator::Div
+                | Operator::Mod
+                | Operator::Exp
+        )
+}
+
 /// `http_method` compares without regard to case: the original SDKs send
 /// `post`, and filters written for them say `data["http_method"] == "post"`.
 fn is_method(node: &Node<DefaultNumericTypes>) -> bool {
     matches!(node.operator(), Operator::VariableIdentifierRead { identifier } if identifier == "http_method")
 }
 
-/// Units of work one evaluation may spend. A unit is about one byte compared,
-/// scanned or copied; visiting a tree node costs one unit and visiting a JSON
-/// value [`JSON_VALUE_COST`]. 4 Mi units let a filter read every string of the
-/// largest message (1 MiB) four times over, or search it for a substring, and
-/// take a few milliseconds at worst.
+/// Units of work one evaluation may spend. A unit is one byte compared,
+/// counted or copied, or one tree node visited; slower steps cost more
+/// ([`SEARCH_BYTE_COST`], [`JSON_VALUE_COST`]). 4 Mi units let a filter read
+/// the largest message (1 MiB) four times over, or search it for a substring
+/// twice, and hold a thread for a few milliseconds at worst.
 pub const WORK_LIMIT: u64 = 4 << 20;
+
+/// Work units per byte a `contains` searches: a substring search can take
+/// over a nanosecond per byte, where comparing or copying takes far less.
+pub const SEARCH_BYTE_COST: u64 = 2;
 
 /// Bytes of strings (`+`, `lower`, `upper`) one evaluation may build. 2 MiB lets
 /// a filter lower-case or concatenate any string the largest message can hold,
 /// while no filter can hold more than that in memory per evaluation.
 pub const BUILT_LIMIT: u64 = 2 << 20;
 
-/// Work units charged per JSON value visited by an equality or `contains`:
-/// walking a value costs a few nanoseconds, several times a byte compared.
-pub const JSON_VALUE_COST: u64 = 4;
+/// Work units per JSON value visited by an equality or `contains`: walking a
+/// value takes several nanoseconds, like a substring search over 8 bytes.
+pub const JSON_VALUE_COST: u64 = 8;
 
 /// What an evaluation may spend, or (in an [`Outcome`]) what it spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,33 +302,119 @@ impl<'m> Evaluator<'m> {
 
     /// The boolean verdict of a node.
     pub fn truthy(&self, node: &'m Node<DefaultNumericTypes>) -> bool {
+        self.value(node).truthy()
+    }
+
+    /// The value of a node; anything that cannot be computed is `Missing`.
+    pub fn value(&self, node: &'m Node<DefaultNumericTypes>) -> V<'m> {
         if !self.charge(1) {
-            return false;
+            return V::Missing;
         }
+        let children = node.children();
         match node.operator() {
-            Operator::RootNode => node.children().first().is_some_and(|c| self.truthy(c)),
-            Operator::And => node.children().iter().all(|c| self.truthy(c)),
-            Operator::Or => node.children().iter().any(|c| self.truthy(c)),
-            Operator::Not => node.children().first().is_some_and(|c| !self.truthy(c)),
+            _ if is_binary(node) => self.chain(node),
+            Operator::RootNode => children.first().map(|c| self.value(c)).unwrap_or(V::Null),
+            Operator::Const { value } => from_const(value),
+            Operator::VariableIdentifierRead { identifier } => {
+                // A lookup walks the dotted path and, for headers, every header.
+                let cost = identifier.len() + self.message.headers.len();
+                if !self.charge(cost as u64) {
+                    return V::Missing;
+                }
+                resolve(self.message, identifier)
+            }
+            Operator::Not => V::Bool(children.first().is_some_and(|c| !self.truthy(c))),
+            Operator::Neg => match children.first().map(|c| self.value(c)) {
+                Some(V::Int(i)) => i.checked_neg().map(V::Int).unwrap_or(V::Missing),
+                Some(V::Float(f)) => V::Float(-f),
+                _ => V::Missing,
+            },
+            Operator::FunctionIdentifier { identifier } => self.call(identifier, children.first()),
+            _ => V::Missing,
+        }
+    }
+
+    /// Evaluates a binary operator and the chain of binary operators down its
+    /// left side (`a - b - c` is `(a - b) - c`) in a loop: a 4 KiB chain is two
+    /// thousand levels deep, and recursing once per level would need more stack
+    /// than a request thread can be sure to have.
+    fn chain(&self, top: &'m Node<DefaultNumericTypes>) -> V<'m> {
+        if let [left, right] = top.children() {
+            if !is_binary(left) {
+                // The usual case, `a == 1`: no chain to keep.
+                let a = self.value(left);
+                return self.binary(top.operator(), (left, a), right);
+            }
+        }
+        let mut spine = Vec::new();
+        let mut node = top;
+        while let [left, _] = node.children() {
+            if !is_binary(node) {
+                break;
+            }
+            spine.push(node);
+            node = left;
+        }
+        let mut left = node;
+        let mut acc = self.value(left);
+        for &node in spine.iter().rev() {
+            if !self.charge(1) {
+                return V::Missing;
+            }
+            let [_, right] = node.children() else {
+                return V::Missing;
+            };
+            acc = self.binary(node.operator(), (left, acc), right);
+            left = node;
+        }
+        acc
+    }
+
+    /// One binary operation: `l` is the left operand with its value, `r` the
+    /// right operand, evaluated only when needed (`&&`, `||` short-circuit).
+    fn binary(
+        &self,
+        op: &Operator<DefaultNumericTypes>,
+        (l, a): (&'m Node<DefaultNumericTypes>, V<'m>),
+        r: &'m Node<DefaultNumericTypes>,
+    ) -> V<'m> {
+        match op {
+            Operator::And => V::Bool(a.truthy() && self.truthy(r)),
+            Operator::Or => V::Bool(a.truthy() || self.truthy(r)),
             Operator::Eq
             | Operator::Neq
             | Operator::Gt
             | Operator::Lt
             | Operator::Geq
-            | Operator::Leq => self.compare(node),
-            _ => self.value(node).truthy(),
+            | Operator::Leq => {
+                let b = self.value(r);
+                V::Bool(self.compare(op, (l, a), (r, b)))
+            }
+            _ => {
+                let b = self.value(r);
+                if let (Operator::Add, V::Str(x), V::Str(y)) = (op, &a, &b) {
+                    if !self.charge_built(x.len() + y.len()) {
+                        return V::Missing;
+                    }
+                    let mut joined = String::with_capacity(x.len() + y.len());
+                    joined.push_str(x);
+                    joined.push_str(y);
+                    return V::Str(Cow::Owned(joined));
+                }
+                arithmetic(op, a, b)
+            }
         }
     }
 
-    fn compare(&self, node: &'m Node<DefaultNumericTypes>) -> bool {
-        let [l, r] = node.children() else {
-            return false;
-        };
-        let (a, b) = (self.value(l), self.value(r));
+    fn compare(
+        &self,
+        op: &Operator<DefaultNumericTypes>,
+        (l, a): (&Node<DefaultNumericTypes>, V<'m>),
+        (r, b): (&Node<DefaultNumericTypes>, V<'m>),
+    ) -> bool {
         if matches!(a, V::Missing) || matches!(b, V::Missing) {
             return false;
         }
-        let op = node.operator();
         if matches!(op, Operator::Eq | Operator::Neq) {
             let equal = match (&a, &b) {
                 (V::Str(x), V::Str(y)) if is_method(l) || is_method(r) => {
@@ -342,62 +454,6 @@ impl<'m> Evaluator<'m> {
         self.charge(if x.len() == y.len() { x.len() as u64 } else { 1 })
     }
 
-    /// The value of a node; anything that cannot be computed is `Missing`.
-    pub fn value(&self, node: &'m Node<DefaultNumericTypes>) -> V<'m> {
-        if !self.charge(1) {
-            return V::Missing;
-        }
-        let children = node.children();
-        match node.operator() {
-            Operator::RootNode => children.first().map(|c| self.value(c)).unwrap_or(V::Null),
-            Operator::Const { value } => from_const(value),
-            Operator::VariableIdentifierRead { identifier } => {
-                // A lookup walks the dotted path and, for headers, every header.
-                let cost = identifier.len() + self.message.headers.len();
-                if !self.charge(cost as u64) {
-                    return V::Missing;
-                }
-                resolve(self.message, identifier)
-            }
-            Operator::And
-            | Operator::Or
-            | Operator::Not
-            | Operator::Eq
-            | Operator::Neq
-            | Operator::Gt
-            | Operator::Lt
-            | Operator::Geq
-            | Operator::Leq => V::Bool(self.truthy(node)),
-            Operator::Neg => match children.first().map(|c| self.value(c)) {
-                Some(V::Int(i)) => i.checked_neg().map(V::Int).unwrap_or(V::Missing),
-                Some(V::Float(f)) => V::Float(-f),
-                _ => V::Missing,
-            },
-            Operator::Add
-            | Operator::Sub
-            | Operator::Mul
-            | Operator::Div
-            | Operator::Mod
-            | Operator::Exp => {
-                let [l, r] = children else { return V::Missing };
-                let (a, b) = (self.value(l), self.value(r));
-                if let (Operator::Add, V::Str(x), V::Str(y)) = (node.operator(), &a, &b) {
-                    if !self.charge_built(x.len() + y.len()) {
-                        return V::Missing;
-                    }
-                    let mut joined = String::with_capacity(x.len() + y.len());
-                    joined.push_str(x);
-                    joined.push_str(y);
-                    return V::Str(Cow::Owned(joined));
-                }
-                arithmetic(node.operator(), a, b)
-            }
-            Operator::Tuple => V::Missing,
-            Operator::FunctionIdentifier { identifier } => self.call(identifier, children.first()),
-            _ => V::Missing,
-        }
-    }
-
     fn args(&self, arg: Option<&'m Node<DefaultNumericTypes>>) -> Vec<V<'m>> {
         let arg = match arg {
             // A parenthesised argument list is a root node around the tuple.
@@ -432,10 +488,14 @@ impl<'m> Evaluator<'m> {
             ("ends_with", [V::Str(s), V::Str(p)]) => {
                 self.scan(p.len().min(s.len()), || V::Bool(s.ends_with(p.as_ref())))
             }
-            // A substring search reads the haystack (and the needle) once.
+            // A needle longer than the haystack is not in it, whatever their sizes.
             ("contains", [V::Str(s), V::Str(p)]) if p.len() > s.len() => V::Bool(false),
             ("contains", [V::Str(s), V::Str(p)]) => {
-                self.scan(s.len() + p.len(), || V::Bool(s.contains(p.as_ref())))
+                let cost = (s.len() + p.len()) as u64 * SEARCH_BYTE_COST;
+                if !self.charge(cost) {
+                    return V::Missing;
+                }
+                V::Bool(s.contains(p.as_ref()))
             }
             ("contains", [V::Json(Json::Array(a)), needle]) => {
                 for item in a {

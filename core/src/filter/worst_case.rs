@@ -178,6 +178,10 @@ fn deep_filters() {
                 ")-1".repeat(MAX_NESTING)
             ),
         ),
+        (
+            "right_nested",
+            nest("body.z||body.s&&body.s==body.s+body.s*body.s^len(", "body.s", MAX_NESTING),
+        ),
         ("exp_chain", fill("", "2", "^", "")),
         ("eq_chain", fill("", "1", "==", "")),
         ("function_chain", fill("", "len", " ", " \"x\"")),

@@ -184,7 +184,7 @@ async fn subscriber_bad_input_table(backend: Backend) {
             None,
             Some(json!({"topic": "a", "target_url": "ftp://h/x"})),
             400,
-            "invalid_request",
+            "target_not_allowed",
         ),
         (
             "uncompilable filter",
