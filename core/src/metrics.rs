@@ -24,6 +24,7 @@ pub fn render(registry: &Registry) -> String {
 pub struct QueueGauges {
     ready: IntGauge,
     delayed: IntGauge,
+    parked: IntGauge,
     oldest_pending: Gauge,
 }
 
@@ -37,6 +38,11 @@ impl QueueGauges {
             .expect("valid metric"),
             delayed: IntGauge::new("switch_queue_delayed", "Retries waiting for their due time")
                 .expect("valid metric"),
+            parked: IntGauge::new(
+                "switch_queue_parked",
+                "Jobs held for subscribers at their in-flight limit or with an open circuit",
+            )
+            .expect("valid metric"),
             oldest_pending: Gauge::new(
                 "switch_queue_oldest_pending_age_seconds",
                 "Age of the oldest job in the stream",
@@ -48,6 +54,7 @@ impl QueueGauges {
             vec![
                 Box::new(g.ready.clone()),
                 Box::new(g.delayed.clone()),
+                Box::new(g.parked.clone()),
                 Box::new(g.oldest_pending.clone()),
             ],
         );
@@ -61,6 +68,11 @@ impl QueueGauges {
         {
             self.ready.set(ready as i64);
             self.delayed.set(delayed as i64);
+        }
+        if let Ok(Ok(parked)) =
+            tokio::time::timeout(Duration::from_secs(1), queue.parked_total()).await
+        {
+            self.parked.set(parked as i64);
         }
         let now = chrono::Utc::now().timestamp_millis();
         if let Ok(Ok(age)) =

@@ -108,12 +108,18 @@ impl Queue {
             .await
     }
 
-    /// Jobs parked for one subscriber.
-    pub async fn parked_count(&self, subscriber_id: i64) -> RedisResult<u64> {
+    /// Jobs parked for every subscriber.
+    pub async fn parked_total(&self) -> RedisResult<u64> {
+        let ids = self.parked_subscribers().await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let mut conn = self.redis().get().await?;
-        redis::cmd("LLEN")
-            .arg(self.keys.parked_jobs(subscriber_id))
-            .query_async(&mut conn)
-            .await
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("LLEN").arg(self.keys.parked_jobs(id));
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(lens.iter().sum())
     }
 }
