@@ -102,6 +102,13 @@ fn parse_with<T>(
     parse(&value).map_err(|message| ConfigError { var, message })
 }
 
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0".into()),
+        d => Ok(d),
+    }
+}
+
 fn positive_int(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -218,26 +225,20 @@ impl Settings {
             var: "SWITCH_RETRY_SCHEDULE".into(),
             message,
         })?;
-        let delivery_timeout = parse_with(lookup, &["SWITCH_DELIVERY_TIMEOUT"], "15s", |s| {
-            parse_duration(s).and_then(|d| {
-                if d.is_zero() {
-                    Err("must be more than 0".into())
-                } else {
-                    Ok(d)
-                }
-            })
-        })?;
+        let delivery_timeout = parse_with(
+            lookup,
+            &["SWITCH_DELIVERY_TIMEOUT"],
+            "15s",
+            positive_duration,
+        )?;
         let max_body_bytes =
             parse_with(lookup, &["SWITCH_MAX_BODY_BYTES"], "1048576", positive_int)?;
-        let refresh_interval = parse_with(lookup, &["SWITCH_REFRESH_INTERVAL"], "5s", |s| {
-            parse_duration(s).and_then(|d| {
-                if d.is_zero() {
-                    Err("must be more than 0".into())
-                } else {
-                    Ok(d)
-                }
-            })
-        })?;
+        let refresh_interval = parse_with(
+            lookup,
+            &["SWITCH_REFRESH_INTERVAL"],
+            "5s",
+            positive_duration,
+        )?;
         let worker_metrics_addr = parse_with(
             lookup,
             &["SWITCH_WORKER_METRICS_ADDR"],
@@ -258,15 +259,12 @@ impl Settings {
         let circuit_failures = parse_with(lookup, &["SWITCH_CIRCUIT_FAILURES"], "10", |s| {
             positive_int(s).map(|n| n.min(u32::MAX as usize) as u32)
         })?;
-        let circuit_cooldown = parse_with(lookup, &["SWITCH_CIRCUIT_COOLDOWN"], "30s", |s| {
-            parse_duration(s).and_then(|d| {
-                if d.is_zero() {
-                    Err("must be more than 0".into())
-                } else {
-                    Ok(d)
-                }
-            })
-        })?;
+        let circuit_cooldown = parse_with(
+            lookup,
+            &["SWITCH_CIRCUIT_COOLDOWN"],
+            "30s",
+            positive_duration,
+        )?;
         let auto_disable_after = parse_with(lookup, &["SWITCH_AUTO_DISABLE_AFTER"], "5d", |s| {
             if s.trim().eq_ignore_ascii_case("none") {
                 return Ok(None);

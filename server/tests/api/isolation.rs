@@ -102,6 +102,23 @@ async fn dead_letters(app: &TestApp, sid: i64) -> Vec<Value> {
     body["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// Waits for the dead letter of message `mid` and checks its `last_error` says `says`.
+async fn dead_letter_says(app: &TestApp, sid: i64, mid: &str, says: &str) {
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            !dead_letters(app, sid).await.is_empty()
+        })
+        .await,
+        "dead-lettered"
+    );
+    let letter = &dead_letters(app, sid).await[0];
+    assert_eq!(letter["message_id"], mid);
+    assert!(
+        letter["last_error"].as_str().unwrap().contains(says),
+        "{letter}"
+    );
+}
+
 /// The head-of-line experiment: A's endpoint hangs 10 s, B's answers at once;
 /// 200 messages to A, then 100 to B. B's p99 stays under twice its p99 alone.
 async fn slow_subscriber_does_not_delay_others(backend: Backend) {
@@ -497,19 +514,7 @@ async fn job_taken_over_too_often_is_a_dead_letter(backend: Backend) {
         .await
         .unwrap();
     let worker = InProcessWorker::start(app.settings.clone());
-    assert!(
-        wait_until(Duration::from_secs(15), || async {
-            !dead_letters(&app, sid).await.is_empty()
-        })
-        .await,
-        "dead-lettered"
-    );
-    let letter = &dead_letters(&app, sid).await[0];
-    assert_eq!(letter["message_id"], mid.as_str());
-    assert!(
-        letter["last_error"].as_str().unwrap().contains("poison"),
-        "{letter}"
-    );
+    dead_letter_says(&app, sid, &mid, "poison").await;
     assert!(
         receiver.captured().is_empty(),
         "not delivered a seventh time"
@@ -529,19 +534,7 @@ async fn panicking_delivery_is_a_dead_letter(backend: Backend) {
     let worker = InProcessWorker::start(app.settings.clone());
     let (_, body) = app.publish(json!({"topic": "fault.panic"})).await;
     let mid = body["message_id"].as_str().unwrap().to_string();
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            !dead_letters(&app, sid).await.is_empty()
-        })
-        .await,
-        "dead-lettered"
-    );
-    let letter = &dead_letters(&app, sid).await[0];
-    assert_eq!(letter["message_id"], mid.as_str());
-    assert!(
-        letter["last_error"].as_str().unwrap().contains("crashed"),
-        "{letter}"
-    );
+    dead_letter_says(&app, sid, &mid, "crashed").await;
     assert_eq!(app.stream_len().await, 0, "finished, not left pending");
     // The worker goes on delivering.
     app.publish(json!({"topic": "fault.fine"})).await;
