@@ -55,6 +55,8 @@ pub struct Settings {
     pub target_deny: Vec<ipnet::IpNet>,
     /// Target networks always allowed, checked first.
     pub target_allow: Vec<ipnet::IpNet>,
+    /// How long messages, attempts and replayed dead letters are kept (`None`: for ever).
+    pub message_retention: Option<Duration>,
 }
 
 /// Cloud metadata and link-local addresses: never a webhook target by default.
@@ -284,7 +286,15 @@ impl Settings {
             parse_cidrs,
         )?;
         let target_allow = parse_with(lookup, &["SWITCH_TARGET_ALLOW"], "", parse_cidrs)?;
+        let message_retention = parse_with(lookup, &["SWITCH_MESSAGE_RETENTION"], "7d", |s| {
+            if s.trim().eq_ignore_ascii_case("none") {
+                Ok(None)
+            } else {
+                positive_duration(s).map(Some)
+            }
+        })?;
         Ok(Settings {
+            message_retention,
             subscriber_concurrency,
             circuit_failures,
             circuit_cooldown,
@@ -341,6 +351,9 @@ mod tests {
         assert!(s.target_allow.is_empty());
         let off = settings(&[("SWITCH_AUTO_DISABLE_AFTER", "none")]).unwrap();
         assert_eq!(off.auto_disable_after, None);
+        assert_eq!(s.message_retention, Some(Duration::from_secs(7 * 86_400)));
+        let keep = settings(&[("SWITCH_MESSAGE_RETENTION", "none")]).unwrap();
+        assert_eq!(keep.message_retention, None);
     }
 
     #[test]
@@ -381,6 +394,7 @@ mod tests {
             ("SWITCH_AUTO_DISABLE_AFTER", "soon"),
             ("SWITCH_TARGET_DENY", "10.0.0.0/33"),
             ("SWITCH_TARGET_ALLOW", "example.com"),
+            ("SWITCH_MESSAGE_RETENTION", "forever"),
         ];
         for (var, value) in cases {
             let err = settings(&[(var, value)]).expect_err(var);

@@ -229,6 +229,11 @@ impl PublishRequest {
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, PublishError> {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| PublishError(format!("the body is not valid JSON: {e}")))?;
+        Self::from_value(value)
+    }
+
+    /// Parses either form from JSON already read (an item of a batch).
+    pub fn from_value(value: Value) -> Result<Self, PublishError> {
         let Value::Object(obj) = value else {
             return err("the body must be a JSON object");
         };

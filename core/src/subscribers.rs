@@ -129,6 +129,60 @@ impl Index {
     }
 }
 
+/// Why a subscriber whose pattern matches a topic would, or would not, get a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    pub id: i64,
+    pub matched: bool,
+    /// `matched`, `filter_false`, `filter_error` or `disabled`.
+    pub reason: &'static str,
+    /// Variables its filter reads that the message does not have.
+    pub missing: Vec<String>,
+}
+
+impl Index {
+    /// For every subscriber whose pattern matches `topic`: whether it would get
+    /// `message`, and why (the explain view of a dry-run publish).
+    pub fn explain(&self, topic: &Topic, message: &Message) -> Vec<Explained> {
+        let words: Vec<&str> = topic.as_str().split('.').collect();
+        let mut out: Vec<Explained> = self
+            .by_id
+            .values()
+            .filter(|l| l.pattern.as_ref().is_ok_and(|p| p.matches_words(&words)))
+            .map(|l| {
+                let missing: Vec<String> = match &l.filter {
+                    Ok(f) => f
+                        .variables()
+                        .into_iter()
+                        .filter(|v| {
+                            matches!(
+                                crate::filter::eval::resolve(message, v),
+                                crate::filter::eval::V::Missing
+                            )
+                        })
+                        .map(str::to_string)
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                let (matched, reason) = match &l.filter {
+                    _ if !l.row.enabled => (false, "disabled"),
+                    Err(_) => (false, "filter_error"),
+                    Ok(f) if f.matches(message) => (true, "matched"),
+                    Ok(_) => (false, "filter_false"),
+                };
+                Explained {
+                    id: l.row.id,
+                    matched,
+                    reason,
+                    missing,
+                }
+            })
+            .collect();
+        out.sort_by_key(|e| e.id);
+        out
+    }
+}
+
 /// The live cache, swapped atomically on each reload.
 pub struct Cache {
     pool: DbPool,

@@ -33,6 +33,10 @@ pub enum ApiError {
     Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+    /// An error about one item of a batch: answered as the item's error,
+    /// with `error.index` naming the item (from 0).
+    #[error("messages[{index}]: {inner}")]
+    AtItem { index: usize, inner: Box<ApiError> },
 }
 
 impl ApiError {
@@ -43,8 +47,17 @@ impl ApiError {
         }
     }
 
+    /// The same error, about item `index` of a batch.
+    pub fn at_item(self, index: usize) -> Self {
+        ApiError::AtItem {
+            index,
+            inner: Box::new(self),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
+            ApiError::AtItem { inner, .. } => inner.code(),
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::InvalidRequest { .. } => "invalid_request",
@@ -111,6 +124,7 @@ impl From<actix_web::error::BlockingError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            ApiError::AtItem { inner, .. } => inner.status_code(),
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
@@ -138,6 +152,9 @@ impl ResponseError for ApiError {
         } = self
         {
             error["position"] = json!(p);
+        }
+        if let ApiError::AtItem { index, .. } = self {
+            error["index"] = json!(index);
         }
         let mut resp = HttpResponse::build(self.status_code());
         match self {

@@ -114,6 +114,7 @@ impl Application {
                     .configure(routes::filters::config)
                     .configure(routes::deliveries::config)
                     .configure(routes::dead_letters::config)
+                    .configure(routes::messages::config)
                     .default_service(web::to(|| async {
                         Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound(
                             "no such endpoint".into(),

@@ -3,6 +3,7 @@
 //! starts when; [`deliver`] makes one attempt and [`decide`] (pure) says what
 //! it means; [`settle`] applies that to the queue and the database.
 
+pub mod archiver;
 pub mod decide;
 pub mod deliver;
 pub mod metrics;

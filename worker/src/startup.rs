@@ -115,10 +115,23 @@ impl Worker {
                 auto_disable_after: settings.auto_disable_after,
             },
         });
-        let background = vec![
+        let mut background = vec![
             refresh,
-            tokio::spawn(scheduler.run_releases(queue, circuit)),
+            tokio::spawn(crate::archiver::run(
+                Queue::new(&settings.namespace, redis.separate(Duration::from_secs(7))),
+                handler.settler.pool.clone(),
+                name.clone(),
+            )),
+            tokio::spawn(scheduler.run_releases(queue.clone(), circuit)),
         ];
+        if let Some(retention) = settings.message_retention {
+            background.push(tokio::spawn(crate::archiver::retain(
+                queue,
+                handler.settler.pool.clone(),
+                retention,
+                name.clone(),
+            )));
+        }
         tracing::info!(consumer = %name, concurrency, namespace = %settings.namespace, "switch-worker started");
         Ok(Worker {
             name,

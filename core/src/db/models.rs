@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::schema::{dead_letters, delivery_attempts, subscribers};
+use super::schema::{dead_letters, delivery_attempts, messages, subscribers};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Serialize)]
 pub struct Subscriber {
@@ -103,6 +103,27 @@ pub struct NewDeadLetter {
     pub request: String,
     pub last_error: String,
     pub attempts: i32,
+    pub created_at: NaiveDateTime,
+}
+
+/// A logged message; `body`, `headers` and the params are JSON text, and
+/// `log_seq` is its place in publish order (the `since` cursor).
+#[derive(Debug, Clone, PartialEq, Queryable, Insertable)]
+#[diesel(table_name = messages)]
+pub struct LoggedMessage {
+    pub id: String,
+    pub log_seq: i64,
+    pub topic: String,
+    pub author: Option<String>,
+    pub body: String,
+    pub headers: String,
+    pub query_params: String,
+    pub path_params: String,
+    pub http_method: String,
+    pub ordering_key: Option<String>,
+    pub matched: i32,
+    /// JSON array of the subscribers it was enqueued for.
+    pub subscriber_ids: String,
     pub created_at: NaiveDateTime,
 }
 

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use super::models::*;
-use super::schema::{dead_letters, delivery_attempts, subscribers};
+use super::schema::{dead_letters, delivery_attempts, messages, subscribers};
 use super::AnyConnection;
 
 type Result<T> = std::result::Result<T, DieselError>;
@@ -206,4 +206,136 @@ pub fn mark_replayed(conn: &mut AnyConnection, ids: &[i64]) -> Result<usize> {
     diesel::update(dead_letters::table.filter(dead_letters::id.eq_any(ids.to_vec())))
         .set(dead_letters::replayed_at.eq(Some(now())))
         .execute(conn)
+}
+
+/// Rows per multi-row INSERT of messages on PostgreSQL (13 binds each).
+const PG_MESSAGE_CHUNK: usize = 1000;
+
+/// Writes logged messages in one transaction; a message already there (its
+/// log entry archived twice after a crash) is left as it is. Returns how many
+/// rows were new.
+pub fn insert_messages(conn: &mut AnyConnection, rows: &[LoggedMessage]) -> Result<usize> {
+    match conn {
+        AnyConnection::Sqlite(c) => c.transaction(|c| {
+            let mut n = 0;
+            for row in rows {
+                n += diesel::insert_or_ignore_into(messages::table)
+                    .values(row)
+                    .execute(c)?;
+            }
+            Ok(n)
+        }),
+        AnyConnection::Postgresql(c) => c.transaction(|c| {
+            let mut n = 0;
+            for chunk in rows.chunks(PG_MESSAGE_CHUNK) {
+                n += diesel::insert_into(messages::table)
+                    .values(chunk)
+                    .on_conflict_do_nothing()
+                    .execute(c)?;
+            }
+            Ok(n)
+        }),
+    }
+}
+
+/// Which logged messages to list.
+#[derive(Debug, Default, Clone)]
+pub struct MessageQuery {
+    /// Only this topic.
+    pub topic: Option<String>,
+    /// Only topics starting with this (a pattern's literal prefix).
+    pub topic_prefix: Option<String>,
+    pub author: Option<String>,
+    pub after: Option<chrono::NaiveDateTime>,
+    pub before: Option<chrono::NaiveDateTime>,
+    /// Only after this place in publish order.
+    pub since: Option<i64>,
+    /// Only before this place: everything before it is committed.
+    pub horizon: Option<i64>,
+    pub limit: i64,
+}
+
+/// Escapes `%`, `_` and the escape character itself for a LIKE pattern.
+fn like_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+pub fn list_messages(conn: &mut AnyConnection, q: &MessageQuery) -> Result<Vec<LoggedMessage>> {
+    let mut query = messages::table.into_boxed();
+    if let Some(t) = &q.topic {
+        query = query.filter(messages::topic.eq(t.clone()));
+    }
+    if let Some(p) = &q.topic_prefix {
+        query = query.filter(messages::topic.like(like_prefix(p)).escape('\\'));
+    }
+    if let Some(a) = &q.author {
+        query = query.filter(messages::author.eq(a.clone()));
+    }
+    if let Some(t) = q.after {
+        query = query.filter(messages::created_at.gt(t));
+    }
+    if let Some(t) = q.before {
+        query = query.filter(messages::created_at.lt(t));
+    }
+    if let Some(s) = q.since {
+        query = query.filter(messages::log_seq.gt(s));
+    }
+    if let Some(h) = q.horizon {
+        query = query.filter(messages::log_seq.lt(h));
+    }
+    query
+        .order(messages::log_seq.asc())
+        .limit(q.limit)
+        .load(conn)
+}
+
+pub fn get_message(conn: &mut AnyConnection, id: &str) -> Result<Option<LoggedMessage>> {
+    messages::table.find(id.to_string()).first(conn).optional()
+}
+
+/// Every attempt of one message, oldest first.
+pub fn attempts_of_message(conn: &mut AnyConnection, id: &str) -> Result<Vec<DeliveryAttempt>> {
+    delivery_attempts::table
+        .filter(delivery_attempts::message_id.eq(id.to_string()))
+        .order(delivery_attempts::id.asc())
+        .load(conn)
+}
+
+/// Deletes up to `batch` of each: messages, attempts, and replayed dead
+/// letters older than `cutoff`, each in a statement of its own so that no
+/// lock is held for long. Returns how many rows went.
+pub fn delete_older_than(
+    conn: &mut AnyConnection,
+    cutoff: chrono::NaiveDateTime,
+    batch: i64,
+) -> Result<usize> {
+    let old: Vec<String> = messages::table
+        .select(messages::id)
+        .filter(messages::created_at.lt(cutoff))
+        .limit(batch)
+        .load(conn)?;
+    let mut n = diesel::delete(messages::table.filter(messages::id.eq_any(old))).execute(conn)?;
+    let old: Vec<i64> = delivery_attempts::table
+        .select(delivery_attempts::id)
+        .filter(delivery_attempts::created_at.lt(cutoff))
+        .limit(batch)
+        .load(conn)?;
+    n += diesel::delete(delivery_attempts::table.filter(delivery_attempts::id.eq_any(old)))
+        .execute(conn)?;
+    let old: Vec<i64> = dead_letters::table
+        .select(dead_letters::id)
+        .filter(dead_letters::replayed_at.is_not_null())
+        .filter(dead_letters::created_at.lt(cutoff))
+        .limit(batch)
+        .load(conn)?;
+    n += diesel::delete(dead_letters::table.filter(dead_letters::id.eq_any(old))).execute(conn)?;
+    Ok(n)
 }

@@ -46,3 +46,21 @@ diesel::table! {
         replayed_at -> Nullable<Timestamp>,
     }
 }
+
+diesel::table! {
+    messages (id) {
+        id -> Text,
+        log_seq -> BigInt,
+        topic -> Text,
+        author -> Nullable<Text>,
+        body -> Text,
+        headers -> Text,
+        query_params -> Text,
+        path_params -> Text,
+        http_method -> Text,
+        ordering_key -> Nullable<Text>,
+        matched -> Integer,
+        subscriber_ids -> Text,
+        created_at -> Timestamp,
+    }
+}

@@ -8,6 +8,8 @@
 //! - `{ns}:delayed`: a sorted set of retries by due time (ms); moved back into
 //!   the stream in bounded chunks by a script.
 //! - `{ns}:idem:<author>:<key>`: idempotency records, 24 h.
+//! - `{ns}:log`: every published message, added in the script that enqueues
+//!   its jobs and removed once the archiver has it in the database (see [`log`]).
 //! - `{ns}:parked:<subscriber>`: jobs of a subscriber that is at its in-flight
 //!   limit or whose circuit is open, moved out of the stream (see [`parking`])
 //!   so that they hold no worker; `{ns}:parked` is the set of such subscribers.
@@ -21,6 +23,7 @@
 pub mod circuit;
 mod connection;
 pub mod consumer;
+pub mod log;
 pub mod parking;
 mod stats;
 
@@ -38,20 +41,32 @@ pub const GROUP: &str = "workers";
 pub const CLAIM_IDLE: Duration = Duration::from_secs(15);
 pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
 
-// KEYS: stream, stats[, idempotency key]. ARGV: record, ttl, 1 when this is
-// a publish (counted in the hub's totals), then the jobs.
+// KEYS: stream, stats, message log[, idempotency key]. ARGV: record, ttl,
+// '1' when these are publishes (counted in the hub's totals), the number of
+// messages, then per message: its log text ('' for none), its subscriber ids,
+// its job count, and its jobs. All of it lands, or none.
 const ENQUEUE: &str = r#"
-if #KEYS == 3 then
-  local prev = redis.call('GET', KEYS[3])
+if #KEYS == 4 then
+  local prev = redis.call('GET', KEYS[4])
   if prev then return prev end
-  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[2])
 end
-for i = 4, #ARGV do
-  redis.call('XADD', KEYS[1], '*', 'j', ARGV[i])
+local i = 5
+local jobs = 0
+for m = 1, tonumber(ARGV[4]) do
+  local n = tonumber(ARGV[i + 2])
+  if ARGV[i] ~= '' then
+    redis.call('XADD', KEYS[3], '*', 'm', ARGV[i], 's', ARGV[i + 1])
+  end
+  for j = i + 3, i + 2 + n do
+    redis.call('XADD', KEYS[1], '*', 'j', ARGV[j])
+  end
+  i = i + 3 + n
+  jobs = jobs + n
 end
 if ARGV[3] == '1' then
-  redis.call('HINCRBY', KEYS[2], 'published', 1)
-  redis.call('HINCRBY', KEYS[2], 'matched', #ARGV - 3)
+  redis.call('HINCRBY', KEYS[2], 'published', tonumber(ARGV[4]))
+  redis.call('HINCRBY', KEYS[2], 'matched', jobs)
 end
 return false
 "#;
@@ -77,6 +92,8 @@ pub struct Keys {
     /// A hash of hub-wide totals (publishes, matches, delivery outcomes and
     /// durations), so every server and worker can show the whole hub's figures.
     pub stats: String,
+    /// The message log on its way to the database (see [`log`]).
+    pub log: String,
     /// Subscribers with parked jobs.
     pub parked: String,
     /// Subscribers with a circuit record (at least one failure since their last success).
@@ -92,6 +109,7 @@ impl Keys {
             delayed: format!("{{{namespace}}}:delayed"),
             subscribers_version: format!("{{{namespace}}}:subscribers:version"),
             stats: format!("{{{namespace}}}:stats"),
+            log: format!("{{{namespace}}}:log"),
             parked: format!("{{{namespace}}}:parked"),
             circuits: format!("{{{namespace}}}:circuits"),
             idem_prefix: format!("{{{namespace}}}:idem:"),
@@ -102,6 +120,11 @@ impl Keys {
     /// Parked jobs of one subscriber, oldest first.
     pub fn parked_jobs(&self, subscriber_id: i64) -> String {
         format!("{}parked:{subscriber_id}", self.prefix)
+    }
+
+    /// Held by the process deleting old rows, so one does it at a time.
+    pub fn retention_lock(&self) -> String {
+        format!("{}retention", self.prefix)
     }
 
     /// The circuit breaker of one subscriber.
@@ -141,6 +164,16 @@ pub struct Promoted {
     pub next_due_ms: Option<i64>,
 }
 
+/// One message to publish: its JSON (logged) and its jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    pub message_json: &'a str,
+    pub jobs: &'a [Job],
+}
+
+static ENQUEUE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(ENQUEUE));
+
 /// What a publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {
@@ -153,7 +186,6 @@ pub enum Enqueued {
 pub struct Queue {
     pub keys: Keys,
     redis: RedisHandle,
-    enqueue: redis::Script,
     promote: redis::Script,
 }
 
@@ -162,7 +194,6 @@ impl Queue {
         Queue {
             keys: Keys::new(namespace),
             redis,
-            enqueue: redis::Script::new(ENQUEUE),
             promote: redis::Script::new(PROMOTE),
         }
     }
@@ -171,26 +202,36 @@ impl Queue {
         &self.redis
     }
 
-    /// Puts every job of one message into the stream in one atomic script: all
-    /// or none. With an idempotency key, a second call stores nothing and returns
-    /// the first call's `record`.
+    /// Puts every job of one message into the stream, and the message into
+    /// the log, in one atomic script: all or none. With an idempotency key, a
+    /// second call stores nothing and returns the first call's `record`.
     pub async fn enqueue(
         &self,
+        message_json: &str,
         jobs: &[Job],
         idempotency: Option<(&str, &str)>,
     ) -> RedisResult<Enqueued> {
-        self.enqueue_counted(jobs, idempotency, true).await
+        self.run_enqueue(&[Publish { message_json, jobs }], idempotency, true)
+            .await
     }
 
-    async fn enqueue_counted(
+    /// Publishes several messages at once: every job and log entry of all of
+    /// them, or nothing.
+    pub async fn enqueue_batch(&self, publishes: &[Publish<'_>]) -> RedisResult<()> {
+        self.run_enqueue(publishes, None, true).await.map(|_| ())
+    }
+
+    async fn run_enqueue(
         &self,
-        jobs: &[Job],
+        publishes: &[Publish<'_>],
         idempotency: Option<(&str, &str)>,
         is_publish: bool,
     ) -> RedisResult<Enqueued> {
         let mut conn = self.redis.get().await?;
-        let mut inv = self.enqueue.prepare_invoke();
-        inv.key(&self.keys.stream).key(&self.keys.stats);
+        let mut inv = ENQUEUE_SCRIPT.prepare_invoke();
+        inv.key(&self.keys.stream)
+            .key(&self.keys.stats)
+            .key(&self.keys.log);
         match idempotency {
             Some((key, record)) => {
                 inv.key(key).arg(record).arg(IDEMPOTENCY_TTL_SECS);
@@ -199,9 +240,17 @@ impl Queue {
                 inv.arg("").arg(0);
             }
         }
-        inv.arg(if is_publish { "1" } else { "0" });
-        for job in jobs {
-            inv.arg(job.encode());
+        inv.arg(if is_publish { "1" } else { "0" })
+            .arg(publishes.len());
+        for p in publishes {
+            let subscribers: Vec<String> =
+                p.jobs.iter().map(|j| j.subscriber_id.to_string()).collect();
+            inv.arg(p.message_json)
+                .arg(subscribers.join(","))
+                .arg(p.jobs.len());
+            for job in p.jobs {
+                inv.arg(job.encode());
+            }
         }
         let prev: Option<String> = inv.invoke_async(&mut conn).await?;
         Ok(match prev {
@@ -323,9 +372,14 @@ impl Queue {
         })
     }
 
-    /// Adds jobs straight to the stream (replays: not counted as publishes).
+    /// Adds jobs straight to the stream (replays: neither counted as
+    /// publishes nor logged again).
     pub async fn push(&self, jobs: &[Job]) -> RedisResult<()> {
-        self.enqueue_counted(jobs, None, false).await.map(|_| ())
+        let p = Publish {
+            message_json: "",
+            jobs,
+        };
+        self.run_enqueue(&[p], None, false).await.map(|_| ())
     }
 
     /// Adds a worker's finished attempts to the hub-wide totals.
@@ -485,7 +539,7 @@ fn pending_deliveries(v: &Value) -> Option<u32> {
     }
 }
 
-fn value_string(v: &Value) -> Option<String> {
+pub(crate) fn value_string(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),

@@ -2,6 +2,7 @@ pub mod dead_letters;
 pub mod deliveries;
 pub mod filters;
 pub mod health;
+pub mod messages;
 #[cfg(test)]
 mod openapi_check;
 pub mod publish;

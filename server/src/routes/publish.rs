@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use switch_core::job::Job;
 use switch_core::message::{check_author, new_message_id, PublishRequest};
-use switch_core::queue::Enqueued;
+use switch_core::queue::{Enqueued, Publish};
 use tracing::Instrument;
 
 use super::State;
@@ -16,6 +16,7 @@ use crate::error::ApiError;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/publish", web::post().to(publish))
+        .route("/publish/batch", web::post().to(publish_batch))
         .route("/refresh", web::post().to(refresh))
         .route("/refresh", web::get().to(refresh));
 }
@@ -99,6 +100,9 @@ async fn publish_inner(
     let body = read_limited(req, payload, state.settings.max_body_bytes).await?;
     let parsed = PublishRequest::from_json_bytes(&body).map_err(|e| ApiError::invalid(e.0))?;
     principal.require_topic(&parsed.topic)?;
+    if dry_run(req)? {
+        return Ok(explain(state, parsed, principal.author.clone()));
+    }
     let idempotency_key = match req.headers().get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -148,7 +152,11 @@ async fn publish_inner(
     let started = Instant::now();
     let outcome = state
         .queue
-        .enqueue(&jobs, idem.as_ref().map(|(k, r)| (k.as_str(), r.as_str())))
+        .enqueue(
+            &message_json,
+            &jobs,
+            idem.as_ref().map(|(k, r)| (k.as_str(), r.as_str())),
+        )
         .await?;
     state
         .metrics
@@ -177,6 +185,141 @@ async fn publish_inner(
                 .json(json!({"message_id": first_id, "matched": first_matched, "duplicate": true})))
         }
     }
+}
+
+/// `?dry_run=true`: explain instead of publishing.
+fn dry_run(req: &HttpRequest) -> Result<bool, ApiError> {
+    let value = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "dry_run")
+        .map(|(_, v)| v.into_owned());
+    match value.as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::invalid(format!(
+            "`dry_run` must be true or false, not `{}`",
+            other.escape_debug()
+        ))),
+    }
+}
+
+/// Which subscribers a message would reach, and why each does or does not:
+/// nothing is enqueued or logged.
+fn explain(state: &State, parsed: PublishRequest, author: Option<String>) -> HttpResponse {
+    let topic = parsed.topic.clone();
+    let message = parsed.into_message(
+        String::new(),
+        author,
+        None,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let explained = state.cache.current().explain(&topic, &message);
+    let matched: Vec<i64> = explained
+        .iter()
+        .filter(|e| e.matched)
+        .map(|e| e.id)
+        .collect();
+    let subscribers: Vec<serde_json::Value> = explained
+        .iter()
+        .map(|e| {
+            let mut v = json!({"id": e.id, "matched": e.matched, "reason": e.reason});
+            if !e.missing.is_empty() {
+                v["missing"] = json!(e.missing);
+            }
+            v
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"matched": matched, "subscribers": subscribers}))
+}
+
+/// Most messages in one batch.
+const MAX_BATCH: usize = 1000;
+
+/// `POST /publish/batch`: 1 to 1,000 messages, enqueued (and logged) all
+/// together or not at all.
+async fn publish_batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let principal = state.auth.authenticate(&req)?;
+    principal.require_publish()?;
+    if let Some(author) = &principal.author {
+        check_author(author).map_err(|e| ApiError::invalid(e.0))?;
+    }
+    let body = read_limited(&req, payload, state.settings.max_body_bytes).await?;
+    let items = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut m)) => match m.remove("messages") {
+            Some(serde_json::Value::Array(items)) => items,
+            _ => return Err(ApiError::invalid("`messages` must be a list of messages")),
+        },
+        Ok(_) => return Err(ApiError::invalid("the body must be a JSON object")),
+        Err(e) => {
+            return Err(ApiError::invalid(format!(
+                "the body is not valid JSON: {e}"
+            )))
+        }
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::invalid(format!(
+            "`messages` must hold 1 to {MAX_BATCH} messages, not {}",
+            items.len()
+        )));
+    }
+    let mut parsed = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let p = PublishRequest::from_value(item).map_err(|e| ApiError::invalid(e.0).at_item(i))?;
+        principal
+            .require_topic(&p.topic)
+            .map_err(|e| e.at_item(i))?;
+        parsed.push(p);
+    }
+    if !state.freshness.is_fresh() {
+        return Err(ApiError::Unavailable(
+            "the database cannot be reached; try again shortly".into(),
+        ));
+    }
+    let request_id = request_id(&req);
+    let now = chrono::Utc::now().timestamp_millis();
+    let index = state.cache.current();
+    let mut prepared: Vec<(String, Arc<str>, Vec<Job>)> = Vec::with_capacity(parsed.len());
+    for p in parsed {
+        let topic = p.topic.clone();
+        let id = new_message_id();
+        let message = p.into_message(
+            id.clone(),
+            principal.author.clone(),
+            Some(request_id.clone()),
+            now,
+        );
+        let matched = index.matching(&topic, &message);
+        let json: Arc<str> =
+            Arc::from(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
+        let jobs = matched
+            .iter()
+            .map(|sid| Job::new(*sid, 1, json.clone()))
+            .collect();
+        prepared.push((id, json, jobs));
+    }
+    let publishes: Vec<Publish> = prepared
+        .iter()
+        .map(|(_, json, jobs)| Publish {
+            message_json: json,
+            jobs,
+        })
+        .collect();
+    state.queue.enqueue_batch(&publishes).await?;
+    let matched: usize = prepared.iter().map(|(_, _, j)| j.len()).sum();
+    state
+        .metrics
+        .publishes
+        .with_label_values(&["accepted"])
+        .inc_by(prepared.len() as u64);
+    state.metrics.matches.inc_by(matched as u64);
+    let items: Vec<serde_json::Value> = prepared
+        .iter()
+        .map(|(id, _, jobs)| json!({"message_id": id, "matched": jobs.len()}))
+        .collect();
+    Ok(HttpResponse::Accepted().json(json!({ "items": items })))
 }
 
 /// The message id an idempotency record (`<message id>|<matched>`) names.

@@ -9,3 +9,4 @@ mod publish;
 mod queue;
 mod resilience;
 mod isolation;
+mod messages;

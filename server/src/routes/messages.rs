@@ -1,0 +1,374 @@
+//! Admin: the message log — list with a `since` cursor that never skips, one
+//! message with its deliveries, and range replay (backfill).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use switch_core::db::models::{DeliveryAttempt, LoggedMessage};
+use switch_core::db::repo::{self, MessageQuery};
+use switch_core::job::Job;
+use switch_core::message::{HttpMethod, Message};
+use switch_core::topic::{Topic, TopicPattern};
+
+use super::deliveries::{int_param, text_param};
+use super::{admin, db, ts, State};
+use crate::error::ApiError;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/messages", web::get().to(list))
+        .route("/messages/replay", web::post().to(replay))
+        .route("/messages/{id}", web::get().to(get));
+}
+
+/// Rows read per database query while filtering by a topic pattern.
+const SCAN_PAGE: i64 = 1000;
+/// Pages scanned by one list call before it answers with what it has.
+const MAX_SCAN_PAGES: usize = 20;
+/// Messages replayed per round trip to Redis.
+const REPLAY_PAGE: i64 = 500;
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+/// The API shape of a logged message.
+pub fn to_json(m: &LoggedMessage) -> Value {
+    json!({
+        "id": m.id,
+        "topic": m.topic,
+        "author": m.author,
+        "body": parse_json(&m.body),
+        "headers": parse_json(&m.headers),
+        "query_params": parse_json(&m.query_params),
+        "path_params": parse_json(&m.path_params),
+        "http_method": m.http_method,
+        "ordering_key": m.ordering_key,
+        "matched": m.matched,
+        "created_at": ts(m.created_at),
+    })
+}
+
+/// The message a logged row was published as (for replays).
+fn to_message(m: &LoggedMessage) -> Message {
+    let map =
+        |text: &str| -> BTreeMap<String, String> { serde_json::from_str(text).unwrap_or_default() };
+    Message {
+        id: m.id.clone(),
+        topic: m.topic.clone(),
+        author: m.author.clone(),
+        body: parse_json(&m.body),
+        headers: map(&m.headers),
+        query_params: map(&m.query_params),
+        path_params: map(&m.path_params),
+        http_method: HttpMethod::parse(&m.http_method).unwrap_or_default(),
+        request_id: None,
+        published_at_ms: m.created_at.and_utc().timestamp_millis(),
+        extra: Map::new(),
+    }
+}
+
+fn time_param(name: &str, v: Option<&str>) -> Result<Option<chrono::NaiveDateTime>, ApiError> {
+    match v.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.naive_utc()))
+            .map_err(|_| ApiError::invalid(format!("`{name}` must be an RFC 3339 time"))),
+    }
+}
+
+/// A topic pattern, and what of it the database can select on: the exact
+/// topic, or the literal start of the topics it can match.
+struct TopicFilter {
+    pattern: TopicPattern,
+    exact: Option<String>,
+    prefix: Option<String>,
+}
+
+impl TopicFilter {
+    fn parse(src: &str) -> Result<Self, ApiError> {
+        let pattern =
+            TopicPattern::parse(src).map_err(|e| ApiError::invalid(format!("topic: {}", e.0)))?;
+        if pattern.is_exact() {
+            return Ok(TopicFilter {
+                exact: Some(pattern.as_str().to_string()),
+                prefix: None,
+                pattern,
+            });
+        }
+        let literal: Vec<&str> = pattern
+            .as_str()
+            .split('.')
+            .take_while(|w| *w != "*" && *w != "#")
+            .collect();
+        let prefix = (!literal.is_empty()).then(|| literal.join("."));
+        Ok(TopicFilter {
+            exact: None,
+            prefix,
+            pattern,
+        })
+    }
+
+    fn matches(&self, topic: &str) -> bool {
+        Topic::parse(topic).is_ok_and(|t| self.pattern.matches(&t))
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    topic: Option<String>,
+    author: Option<String>,
+    after: Option<String>,
+    before: Option<String>,
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /messages`: ascending by publish order, only messages below the log's
+/// horizon (every message before it is committed), so a poller following
+/// `next_since` sees each message once and never passes one that commits late.
+async fn list(
+    req: HttpRequest,
+    state: State,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let q = q.into_inner();
+    let topic = text_param("topic", q.topic)?
+        .filter(|t| !t.is_empty())
+        .map(|t| TopicFilter::parse(&t))
+        .transpose()?;
+    let limit = int_param("limit", q.limit.as_deref())?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("`limit` must be between 1 and 1000"));
+    }
+    let since = int_param("since", q.since.as_deref())?;
+    let horizon = state.queue.log_horizon().await?;
+    let base = MessageQuery {
+        topic: topic.as_ref().and_then(|t| t.exact.clone()),
+        topic_prefix: topic.as_ref().and_then(|t| t.prefix.clone()),
+        author: text_param("author", q.author)?,
+        after: time_param("after", q.after.as_deref())?,
+        before: time_param("before", q.before.as_deref())?,
+        since,
+        horizon: Some(horizon),
+        limit,
+    };
+    let (items, next_since) = db(&state, move |c| {
+        let mut items: Vec<LoggedMessage> = Vec::new();
+        let mut cursor = base.since;
+        let Some(filter) = topic.filter(|t| t.exact.is_none()) else {
+            let rows = repo::list_messages(c, &base)?;
+            let next = rows.last().map(|r| r.log_seq).or(cursor);
+            return Ok((rows, next));
+        };
+        // A pattern: rows the database selects may not match; read on
+        // until the page is full or the log is exhausted.
+        for _ in 0..MAX_SCAN_PAGES {
+            let page = MessageQuery {
+                since: cursor,
+                limit: SCAN_PAGE,
+                ..base.clone()
+            };
+            let rows = repo::list_messages(c, &page)?;
+            let exhausted = (rows.len() as i64) < SCAN_PAGE;
+            for row in rows {
+                cursor = Some(row.log_seq);
+                if filter.matches(&row.topic) {
+                    items.push(row);
+                    if items.len() as i64 == limit {
+                        return Ok((items, cursor));
+                    }
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok((items, cursor))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "items": items.iter().map(to_json).collect::<Vec<_>>(),
+        "next_since": next_since.map(|s| s.to_string()),
+    })))
+}
+
+/// The delivery state of one subscriber from its attempts at one message.
+fn delivery_state(subscriber_id: i64, attempts: &[&DeliveryAttempt]) -> Value {
+    let last = attempts.last();
+    let state = match last.map(|a| a.outcome.as_str()) {
+        None => "pending",
+        Some("delivered") => "delivered",
+        Some("dead") => "dead",
+        Some(_) => "failed",
+    };
+    json!({
+        "subscriber_id": subscriber_id,
+        "state": state,
+        "attempts": attempts.len(),
+        "last_http_status": last.and_then(|a| a.http_status),
+    })
+}
+
+async fn get(
+    req: HttpRequest,
+    state: State,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let id = id.into_inner();
+    if id.contains('\0') {
+        return Err(ApiError::NotFound(format!(
+            "no message {}",
+            id.escape_debug()
+        )));
+    }
+    let key = id.clone();
+    let (message, attempts) = db(&state, move |c| {
+        let m = repo::get_message(c, &key)?;
+        let a = match &m {
+            Some(_) => repo::attempts_of_message(c, &key)?,
+            None => Vec::new(),
+        };
+        Ok((m, a))
+    })
+    .await?;
+    let message = message.ok_or_else(|| ApiError::NotFound(format!("no message {id}")))?;
+    let mut subscribers: Vec<i64> =
+        serde_json::from_str(&message.subscriber_ids).unwrap_or_default();
+    // Replays and backfills add subscribers the publish did not match.
+    for a in &attempts {
+        if !subscribers.contains(&a.subscriber_id) {
+            subscribers.push(a.subscriber_id);
+        }
+    }
+    let deliveries: Vec<Value> = subscribers
+        .iter()
+        .map(|sid| {
+            let mine: Vec<&DeliveryAttempt> = attempts
+                .iter()
+                .filter(|a| a.subscriber_id == *sid)
+                .collect();
+            delivery_state(*sid, &mine)
+        })
+        .collect();
+    let mut body = to_json(&message);
+    body["deliveries"] = Value::Array(deliveries);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `POST /messages/replay`: every logged message in the range, matched again
+/// against today's enabled subscribers (or only the one named, with its
+/// filter), enqueued as new jobs with the original message id.
+async fn replay(
+    req: HttpRequest,
+    state: State,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let m: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(ApiError::invalid("the body must be a JSON object")),
+        Err(e) => {
+            return Err(ApiError::invalid(format!(
+                "the body is not valid JSON: {e}"
+            )))
+        }
+    };
+    const FIELDS: [&str; 5] = ["topic", "after", "before", "subscriber_id", "dry_run"];
+    if let Some(k) = m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::invalid(format!(
+            "unknown field `{k}`; expected {}",
+            FIELDS.join(", ")
+        )));
+    }
+    let text = |k: &str| -> Result<Option<String>, ApiError> {
+        match m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => text_param(k, Some(s.clone())),
+            Some(_) => Err(ApiError::invalid(format!("`{k}` must be a string"))),
+        }
+    };
+    let topic = text("topic")?.map(|t| TopicFilter::parse(&t)).transpose()?;
+    let after = time_param("after", text("after")?.as_deref())?;
+    let before = time_param("before", text("before")?.as_deref())?;
+    let only = match m.get("subscriber_id") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| ApiError::invalid("`subscriber_id` must be an integer"))?,
+        ),
+    };
+    let dry_run = match m.get("dry_run") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("`dry_run` must be true or false")),
+    };
+    let index = state.cache.current();
+    if let Some(sid) = only {
+        if index.get(sid).is_none() {
+            return Err(ApiError::NotFound(format!("no subscriber {sid}")));
+        }
+    }
+    let mut cursor = None;
+    let (mut messages, mut jobs) = (0usize, 0usize);
+    loop {
+        let page = MessageQuery {
+            topic: topic.as_ref().and_then(|t| t.exact.clone()),
+            topic_prefix: topic.as_ref().and_then(|t| t.prefix.clone()),
+            after,
+            before,
+            since: cursor,
+            limit: REPLAY_PAGE,
+            ..Default::default()
+        };
+        let rows = db(&state, move |c| Ok(repo::list_messages(c, &page)?)).await?;
+        let exhausted = (rows.len() as i64) < REPLAY_PAGE;
+        let mut batch: Vec<Job> = Vec::new();
+        for row in &rows {
+            cursor = Some(row.log_seq);
+            if topic.as_ref().is_some_and(|t| !t.matches(&row.topic)) {
+                continue;
+            }
+            messages += 1;
+            let message = to_message(row);
+            let Ok(t) = Topic::parse(&message.topic) else {
+                continue;
+            };
+            let targets: Vec<i64> = match only {
+                Some(sid) => index
+                    .get(sid)
+                    .filter(|l| l.row.enabled)
+                    .filter(|l| l.pattern.as_ref().is_ok_and(|p| p.matches(&t)))
+                    .filter(|l| l.filter.as_ref().is_ok_and(|f| f.matches(&message)))
+                    .map(|l| vec![l.row.id])
+                    .unwrap_or_default(),
+                None => index.matching(&t, &message),
+            };
+            if targets.is_empty() {
+                continue;
+            }
+            jobs += targets.len();
+            if !dry_run {
+                let json: Arc<str> =
+                    Arc::from(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
+                batch.extend(
+                    targets
+                        .into_iter()
+                        .map(|sid| Job::new(sid, 1, json.clone())),
+                );
+            }
+        }
+        if !batch.is_empty() {
+            state.queue.push(&batch).await?;
+        }
+        if exhausted {
+            break;
+        }
+    }
+    tracing::info!(messages, jobs, dry_run, "message log replayed");
+    Ok(HttpResponse::Ok().json(json!({"messages": messages, "jobs": jobs, "dry_run": dry_run})))
+}
