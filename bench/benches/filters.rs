@@ -40,6 +40,57 @@ fn filters(c: &mut Criterion) {
     });
 }
 
+/// The most expensive filters known, against the largest bodies a publisher
+/// can send (1 MiB): each evaluation stops when its budget is spent, so these
+/// bound what one filter can cost.
+fn worst_filters(c: &mut Criterion) {
+    const LIMIT: usize = 1 << 20;
+    let with_body = |body: serde_json::Value| {
+        let mut message = switch_bench::message();
+        message.body = body;
+        message
+    };
+    let fill = |part: &str, sep: &str| {
+        let mut out = part.to_string();
+        while out.len() + sep.len() + part.len() <= switch_core::filter::MAX_FILTER_BYTES {
+            out.push_str(sep);
+            out.push_str(part);
+        }
+        out
+    };
+    let needle = format!("{}y{}", "x".repeat(200), "x".repeat(200));
+    let cases = [
+        (
+            "concat_580_100k",
+            format!("body.s{}", "+body.s".repeat(580)),
+            with_body(serde_json::json!({ "s": "x".repeat(100_000) })),
+        ),
+        (
+            "contains_chain_1m",
+            fill("!contains(body.s,body.n)", "&&"),
+            with_body(serde_json::json!({ "s": "x".repeat(LIMIT - 1000), "n": needle })),
+        ),
+        (
+            "json_eq_chain_1m",
+            fill("body.a==body.a", "&&"),
+            with_body(serde_json::json!({ "a": vec![0; LIMIT / 2 - 100] })),
+        ),
+        (
+            "lower_sigma_chain",
+            fill("len(lower(body.s))<1", "||"),
+            with_body(serde_json::json!({ "s": "\u{3a3}".repeat(15_000) })),
+        ),
+    ];
+    let mut group = c.benchmark_group("filter_worst");
+    for (name, src, message) in cases {
+        let filter = CompiledFilter::compile(Some(&src)).expect("worst-case filters compile");
+        group.bench_with_input(BenchmarkId::from_parameter(name), &filter, |b, f| {
+            b.iter(|| black_box(f).matches(black_box(&message)))
+        });
+    }
+    group.finish();
+}
+
 fn topics(c: &mut Criterion) {
     let mut group = c.benchmark_group("topic_pattern_matches");
     let cases = [
@@ -77,5 +128,5 @@ fn index(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, filters, topics, index);
+criterion_group!(benches, filters, worst_filters, topics, index);
 criterion_main!(benches);

@@ -1318,7 +1318,13 @@ mod tests {
             vec!["a\tbA\u{e9}\u{1F600}A\u{1}\\q".to_string()]
         );
         // PostgreSQL text cannot hold a NUL, however it is written.
-        for nul in [r#""a\0""#, r#""a\x00""#, r#""a\u0000""#, r#""a\U00000000""#, r#""a\000""#] {
+        for nul in [
+            r#""a\0""#,
+            r#""a\x00""#,
+            r#""a\u0000""#,
+            r#""a\U00000000""#,
+            r#""a\000""#,
+        ] {
             assert_err_at(nul, 2, "NUL");
         }
         assert_eq!(tr(r#"r"\d+\"""#), r#""\\d+\\\"""#);
@@ -1529,11 +1535,7 @@ mod tests {
     #[test]
     fn repeated_operands_cannot_blow_up() {
         // Each level repeats its middle operand: 2^60 copies without a limit.
-        let nested = format!(
-            "{}data[\"x\"]{}",
-            "1 < (".repeat(60),
-            ") < 1".repeat(60)
-        );
+        let nested = format!("{}data[\"x\"]{}", "1 < (".repeat(60), ") < 1".repeat(60));
         let started = std::time::Instant::now();
         assert_err_at(&nested, 0, "more than 1048576 bytes");
         let e = translate_within(&nested, 4096).unwrap_err();

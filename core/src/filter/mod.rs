@@ -247,6 +247,7 @@ fn prescan(src: &str) -> Result<(), FilterError> {
     Ok(())
 }
 
+/// The error for a prefix beyond [`MAX_PREFIXES`], at byte `at`.
 fn too_many_prefixes(at: usize) -> FilterError {
     FilterError::at(
         format!("more than {MAX_PREFIXES} `!`, `-` or function calls apply to one operand"),
@@ -256,7 +257,7 @@ fn too_many_prefixes(at: usize) -> FilterError {
 
 /// Bytes of prefixes [`locate_parse_error`] parses one after another before it
 /// switches to a binary search: trying every prefix of a 4 KiB expression
-/// would parse about 8 MB and hold a request thread for a good part of a second.
+/// parses megabytes and holds a request thread for almost half a second.
 const LOCATE_LINEAR_BYTES: usize = 16 * 1024;
 
 /// evalexpr does not report positions: find the shortest prefix that fails the same way.

@@ -23,9 +23,16 @@ fn message() -> Message {
 }
 
 fn check(src: &str) -> bool {
-    CompiledFilter::compile(Some(src))
+    let outcome = CompiledFilter::compile(Some(src))
         .unwrap_or_else(|e| panic!("{src}: {e:?}"))
-        .matches(&message())
+        .evaluate(&message(), Budget::PER_EVALUATION);
+    // Ordinary filters use a small part of the budget.
+    assert!(!outcome.exhausted, "{src}: {outcome:?}");
+    assert!(
+        outcome.spent.work < eval::WORK_LIMIT / 1000,
+        "{src}: {outcome:?}"
+    );
+    outcome.matched
 }
 
 #[test]
@@ -221,4 +228,216 @@ fn errors_carry_positions() {
         let e = CompiledFilter::compile(Some(src)).unwrap_err();
         assert_eq!(e.position, Some(at), "{src}: {e:?}");
     }
+}
+
+fn with_body(body: serde_json::Value) -> Message {
+    let mut m = message();
+    m.body = body;
+    m
+}
+
+fn compiled(src: &str) -> CompiledFilter {
+    CompiledFilter::compile(Some(src)).unwrap_or_else(|e| panic!("{src}: {e:?}"))
+}
+
+#[test]
+fn a_quadratic_concatenation_runs_out_of_budget() {
+    // 580 concatenations of a 100 KB string would copy about 17 GB.
+    let src = format!("body.s{}", "+body.s".repeat(580));
+    assert!(src.len() <= MAX_FILTER_BYTES);
+    let m = with_body(json!({ "s": "x".repeat(100_000) }));
+    let outcome = compiled(&src).evaluate(&m, Budget::PER_EVALUATION);
+    assert!(outcome.exhausted, "{outcome:?}");
+    assert!(!outcome.matched);
+    assert!(outcome.spent.built <= eval::BUILT_LIMIT, "{outcome:?}");
+    assert!(outcome.spent.work <= eval::WORK_LIMIT, "{outcome:?}");
+    // Nothing turns a spent budget into a match, not even a negation.
+    let inner = format!("body.s{}", "+body.s".repeat(570));
+    for wrapped in [
+        format!("!({inner} == \"x\")"),
+        format!("({inner} == \"x\") || false"),
+        format!("len({inner}) > 0"),
+        format!("body.missing == 1 || !contains({inner}, \"y\")"),
+    ] {
+        let f = compiled(&wrapped);
+        let outcome = f.evaluate(&m, Budget::PER_EVALUATION);
+        assert!(outcome.exhausted && !outcome.matched, "{outcome:?}");
+        assert!(!f.matches(&m));
+    }
+    // The same filter against a short string is an ordinary filter.
+    let short = with_body(json!({ "s": "ab" }));
+    let f = compiled(&format!("len({src}) == 1162"));
+    let outcome = f.evaluate(&short, Budget::PER_EVALUATION);
+    assert!(outcome.matched && !outcome.exhausted, "{outcome:?}");
+}
+
+#[test]
+fn every_kind_of_work_is_charged() {
+    let big = "x".repeat(10_000);
+    let mut other = big.clone();
+    other.pop();
+    other.push('y');
+    let m = with_body(json!({
+        "s": big,
+        "t": other,
+        "wide": "\u{3a3}".repeat(1_000),
+        "a": vec![0; 1_000],
+        "b": vec![0; 1_000],
+    }));
+    let small = Budget {
+        work: 5_000,
+        built: 1 << 20,
+    };
+    for src in [
+        "body.s == body.t",
+        "body.s < body.t",
+        "len(body.s) > 0",
+        "starts_with(body.s, body.t)",
+        "contains(body.s, \"y\")",
+        "body.s + \"\" != \"\"",
+        "lower(body.s) != \"\"",
+        "lower(body.wide) != \"\"",
+        "body.a == body.b",
+        "contains(body.a, 1)",
+    ] {
+        let f = compiled(src);
+        let cheap = f.evaluate(&m, small);
+        assert!(cheap.exhausted && !cheap.matched, "{src}: {cheap:?}");
+        let full = f.evaluate(&m, Budget::PER_EVALUATION);
+        assert!(!full.exhausted, "{src}: {full:?}");
+        assert!(full.spent.work > small.work, "{src}: {full:?}");
+    }
+    // Building is limited on its own, to bound memory.
+    let f = compiled("lower(body.s) != \"\"");
+    let tight = Budget {
+        work: eval::WORK_LIMIT,
+        built: 9_999,
+    };
+    assert!(f.evaluate(&m, tight).exhausted);
+    let fits = Budget {
+        built: 10_000,
+        ..tight
+    };
+    assert!(f.evaluate(&m, fits).matched);
+}
+
+#[test]
+fn the_budget_fits_ordinary_work_on_the_largest_messages() {
+    // A message may be 1 MiB: reading, searching or lower-casing its longest
+    // string once, or scanning a long array, must still work.
+    let text = format!("{}needle", "hay ".repeat(250_000));
+    let m = with_body(json!({ "text": text, "ids": (0..100_000).collect::<Vec<_>>() }));
+    for src in [
+        "contains(body.text, \"needle\")",
+        "contains(lower(body.text), \"needle\") && ends_with(body.text, \"needle\")",
+        "upper(body.text) != body.text",
+        "len(body.text) == 1000006",
+        "contains(body.ids, 99999)",
+        "body.text + body.text != body.text",
+    ] {
+        let outcome = compiled(src).evaluate(&m, Budget::PER_EVALUATION);
+        assert!(outcome.matched && !outcome.exhausted, "{src}: {outcome:?}");
+    }
+}
+
+#[test]
+fn a_nul_is_refused() {
+    for (src, at) in [
+        ("body.x == \"a\u{0}b\"", 12),
+        ("\u{0}", 0),
+        ("true\u{0}", 4),
+        ("data[\"x\"] == \"a\u{0}\"", 15),
+    ] {
+        let e = CompiledFilter::compile(Some(src)).expect_err(src);
+        assert!(e.message.contains("NUL"), "{src:?}: {e:?}");
+        assert_eq!(e.position, Some(at), "{src:?}");
+    }
+    // Nor can a legacy escape smuggle one into the stored translation.
+    for src in [
+        r#"data["x"] == "\0""#,
+        r#"data["x"] == "\x00""#,
+        r#"data["x"] == '\u0000'"#,
+    ] {
+        let e = CompiledFilter::compile(Some(src)).expect_err(src);
+        assert!(e.message.contains("NUL"), "{src:?}: {e:?}");
+        assert_eq!(e.position, Some(14), "{src:?}");
+    }
+}
+
+#[test]
+fn deep_trees_are_refused_or_evaluated_without_deep_recursion() {
+    let fill = |part: &str, sep: &str| {
+        let mut out = part.to_string();
+        while out.len() + sep.len() + part.len() <= MAX_FILTER_BYTES {
+            out.push_str(sep);
+            out.push_str(part);
+        }
+        out
+    };
+    // Chains of binary operators fill 4 KiB two thousand levels deep; they
+    // are evaluated in a loop.
+    for (src, expected) in [
+        (fill("1", "-"), true),
+        (fill("1", "=="), false),
+        (fill("body.total", "&&"), true),
+        (fill("body.missing", "||"), false),
+        (fill("2", "^"), true),
+        (fill("\"a\"", "+"), true),
+    ] {
+        let outcome = compiled(&src).evaluate(&message(), Budget::PER_EVALUATION);
+        assert_eq!(outcome.matched, expected, "{}", &src[..20]);
+        assert!(!outcome.exhausted, "{}", &src[..20]);
+    }
+    // Prefixes recurse in evalexpr's parser as well: they are limited.
+    let most = format!("{}true", "!".repeat(MAX_PREFIXES));
+    assert!(check(&most));
+    for src in [
+        format!("{}true", "!".repeat(MAX_PREFIXES + 1)),
+        format!("{}true", "!".repeat(MAX_FILTER_BYTES - 4)),
+        format!("{}1", "-".repeat(MAX_FILTER_BYTES - 1)),
+        format!("{}\"x\"", "len ".repeat(MAX_PREFIXES + 1)),
+        format!(
+            "{}true{}",
+            "!(".repeat(MAX_PREFIXES + 1),
+            ")".repeat(MAX_PREFIXES + 1)
+        ),
+        format!("1 - {}1", "- ".repeat(MAX_PREFIXES + 1)),
+    ] {
+        let e = CompiledFilter::compile(Some(&src)).expect_err(&src[..10]);
+        assert!(e.message.contains("apply to one operand"), "{e:?}");
+    }
+    // Prefixes of separate operands do not add up.
+    let separate = vec!["!!!!!!!!!body.missing"; 100].join(" && ");
+    assert!(separate.len() <= MAX_FILTER_BYTES);
+    assert!(check(&separate));
+    assert!(check(
+        "-1 < 0 && 1 - -1 == 2 && body.total - 50 == 100 && 2 ^ -1 == 0.5"
+    ));
+}
+
+#[test]
+fn legacy_translations_must_fit_the_limit() {
+    // Chained comparisons repeat operands; nested, the copies multiply.
+    let nested = format!("{}data[\"x\"]{}", "1 < (".repeat(60), ") < 1".repeat(60));
+    let e = CompiledFilter::compile(Some(&nested)).unwrap_err();
+    assert!(e.message.contains("more than 4096 bytes"), "{e:?}");
+    let f = compiled(r#"1 < (2 < data["body"]["total"] < 3) < 4"#);
+    assert!(f.source().len() <= MAX_FILTER_BYTES);
+    // The deepest legacy nesting still compiles once translated.
+    let nots = compiled(&format!("{}data[\"body\"][\"total\"]", "not ".repeat(64)));
+    assert!(nots.matches(&message()));
+    let negations = compiled(&format!("{}data[\"body\"][\"total\"] > 0", "-".repeat(64)));
+    assert!(negations.matches(&message()));
+}
+
+#[test]
+fn a_late_syntax_error_is_located_without_parsing_every_prefix() {
+    // Every prefix ending at a space parses; only the last `1` is wrong.
+    let mut src = "1".to_string();
+    while src.len() + 5 <= MAX_FILTER_BYTES {
+        src.push_str(" +1");
+    }
+    src.push_str(" 1");
+    let e = CompiledFilter::compile(Some(&src)).unwrap_err();
+    assert_eq!(e.position, Some(src.len() - 1), "{e:?}");
 }
