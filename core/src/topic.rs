@@ -116,6 +116,14 @@ impl TopicPattern {
     }
 
     /// Matches a topic already split at its dots (split once per publish, not per pattern).
+    /// Whether every topic `other` can match is matched by this pattern (a
+    /// token limited to this pattern may watch `other`).
+    pub fn covers(&self, other: &TopicPattern) -> bool {
+        let mine: Vec<&str> = self.as_str().split('.').collect();
+        let theirs: Vec<&str> = other.as_str().split('.').collect();
+        covers(&mine, &theirs)
+    }
+
     pub fn matches_words(&self, words: &[&str]) -> bool {
         match_segments(&self.segments, words)
     }
@@ -236,6 +244,69 @@ mod tests {
         #[test]
         fn hash_matches_everything(t in "[a-z]{1,5}(\\.[a-z]{1,5}){0,5}") {
             prop_assert!(TopicPattern::parse("#").unwrap().matches(&Topic::parse(&t).unwrap()));
+        }
+    }
+}
+
+/// Pattern `c` covers pattern `p`: every topic `p` matches, `c` matches.
+fn covers(c: &[&str], p: &[&str]) -> bool {
+    match (c.first(), p.first()) {
+        (None, None) => true,
+        // `c` has run out: `p` still needs at least one segment (even `#`
+        // matches a longer topic), which `c` cannot match.
+        (None, Some(_)) => false,
+        (Some(&"#"), _) => {
+            // `c`'s `#` takes nothing, or one more of `p`'s segments
+            // (`p`'s own `#` included, for any number of them).
+            covers(&c[1..], p) || (!p.is_empty() && covers(c, &p[1..]))
+        }
+        // `p` matches the empty rest only where `c` is all `#`, handled above.
+        (Some(_), None) => false,
+        (Some(cw), Some(&"#")) => {
+            // `p`'s `#` matching no segment, and matching one or more.
+            *cw == "*" && covers(c, &p[1..]) && covers(&c[1..], p)
+        }
+        (Some(cw), Some(&"*")) => *cw == "*" && covers(&c[1..], &p[1..]),
+        (Some(cw), Some(pw)) => (*cw == "*" || cw == pw) && covers(&c[1..], &p[1..]),
+    }
+}
+
+#[cfg(test)]
+mod covers_tests {
+    use super::*;
+
+    fn cov(c: &str, p: &str) -> bool {
+        TopicPattern::parse(c)
+            .unwrap()
+            .covers(&TopicPattern::parse(p).unwrap())
+    }
+
+    #[test]
+    fn a_pattern_covers_what_it_always_matches() {
+        for (c, p) in [
+            ("#", "#"),
+            ("#", "orders.*"),
+            ("orders.#", "orders.#"),
+            ("orders.#", "orders.*"),
+            ("orders.#", "orders.eu.#"),
+            ("orders.*", "orders.created"),
+            ("orders.*", "orders.*"),
+            ("*.created", "orders.created"),
+            ("#.created", "orders.*.created"),
+            ("orders.created", "orders.created"),
+        ] {
+            assert!(cov(c, p), "{c} covers {p}");
+        }
+        for (c, p) in [
+            ("orders.*", "orders.#"),
+            ("orders.*", "#"),
+            ("orders.#", "#"),
+            ("orders.#", "billing.x"),
+            ("orders.created", "orders.*"),
+            ("*.created", "#.created"),
+            ("orders.*.x", "orders.*"),
+        ] {
+            assert!(!cov(c, p), "{c} does not cover {p}");
         }
     }
 }

@@ -44,6 +44,21 @@ impl Principal {
         }
     }
 
+    /// May watch every topic `pattern` can match: an admin, or a token
+    /// whose `topics` claim covers the pattern.
+    pub fn require_watch(&self, pattern: &TopicPattern) -> Result<(), ApiError> {
+        if self.has_scope("admin") {
+            return Ok(());
+        }
+        match &self.topics {
+            Some(claims) if claims.iter().any(|c| c.covers(pattern)) => Ok(()),
+            _ => Err(ApiError::Forbidden(format!(
+                "this token may not watch `{}`: it needs the `admin` scope or a `topics` claim covering it",
+                pattern.as_str()
+            ))),
+        }
+    }
+
     pub fn require_topic(&self, topic: &Topic) -> Result<(), ApiError> {
         match &self.topics {
             Some(patterns) if !patterns.iter().any(|p| p.matches(topic)) => Err(

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod live;
 pub mod metrics;
 pub mod routes;
 pub mod seed;

@@ -50,7 +50,11 @@ impl Application {
         }
         let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5))
             .context("SWITCH_REDIS_URL")?;
-        let queue = Queue::new(&settings.namespace, redis);
+        let queue = Queue::new(&settings.namespace, redis.clone());
+        let live = crate::live::LiveHub::start(
+            queue.clone(),
+            Queue::new(&settings.namespace, redis.separate(Duration::from_secs(7))),
+        );
         if let Err(e) = queue.ensure_group().await {
             tracing::warn!(error = %e, "Redis is not reachable yet; publishes answer 503 until it is");
         }
@@ -72,6 +76,7 @@ impl Application {
             queue,
             freshness,
             targets: switch_core::target::TargetPolicy::from_settings(&settings),
+            live,
         });
         spawn_refresh(state.clone(), settings.refresh_interval);
         crate::state::spawn_database_pinger(state.clone());
@@ -115,6 +120,7 @@ impl Application {
                     .configure(routes::deliveries::config)
                     .configure(routes::dead_letters::config)
                     .configure(routes::messages::config)
+                    .configure(routes::stream::config)
                     .default_service(web::to(|| async {
                         Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound(
                             "no such endpoint".into(),

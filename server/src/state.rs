@@ -19,6 +19,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub freshness: Freshness,
+    /// This server's live stream clients.
+    pub live: Arc<crate::live::LiveHub>,
     /// Which target URLs subscribers may have.
     pub targets: switch_core::target::TargetPolicy,
 }

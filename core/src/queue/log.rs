@@ -96,7 +96,7 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn parse_log_entries(v: Value) -> Vec<LogEntry> {
+pub(crate) fn parse_log_entries(v: Value) -> Vec<LogEntry> {
     let Value::Array(items) = v else {
         return Vec::new();
     };

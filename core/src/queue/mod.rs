@@ -23,6 +23,7 @@
 pub mod circuit;
 mod connection;
 pub mod consumer;
+pub mod live;
 pub mod log;
 pub mod parking;
 mod stats;
@@ -41,22 +42,29 @@ pub const GROUP: &str = "workers";
 pub const CLAIM_IDLE: Duration = Duration::from_secs(15);
 pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
 
-// KEYS: stream, stats, message log[, idempotency key]. ARGV: record, ttl,
+// KEYS: stream, stats, message log, live flag, live stream[, idempotency
+// key]. While the live flag exists (some server has stream clients), each
+// logged message is also added to the live stream under the same entry id,
+// so live readers and the log share one order. ARGV: record, ttl,
 // '1' when these are publishes (counted in the hub's totals), the number of
 // messages, then per message: its log text ('' for none), its subscriber ids,
 // its job count, and its jobs. All of it lands, or none.
 const ENQUEUE: &str = r#"
-if #KEYS == 4 then
-  local prev = redis.call('GET', KEYS[4])
+if #KEYS == 6 then
+  local prev = redis.call('GET', KEYS[6])
   if prev then return prev end
-  redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[6], ARGV[1], 'EX', ARGV[2])
 end
+local live = redis.call('EXISTS', KEYS[4]) == 1
 local i = 5
 local jobs = 0
 for m = 1, tonumber(ARGV[4]) do
   local n = tonumber(ARGV[i + 2])
   if ARGV[i] ~= '' then
-    redis.call('XADD', KEYS[3], '*', 'm', ARGV[i], 's', ARGV[i + 1])
+    local id = redis.call('XADD', KEYS[3], '*', 'm', ARGV[i], 's', ARGV[i + 1])
+    if live then
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', LIVE_KEEP, id, 'm', ARGV[i], 's', ARGV[i + 1])
+    end
   end
   for j = i + 3, i + 2 + n do
     redis.call('XADD', KEYS[1], '*', 'j', ARGV[j])
@@ -94,6 +102,9 @@ pub struct Keys {
     pub stats: String,
     /// The message log on its way to the database (see [`log`]).
     pub log: String,
+    /// Recent messages for live stream clients, while `live_on` exists (see [`live`]).
+    pub live: String,
+    pub live_on: String,
     /// Subscribers with parked jobs.
     pub parked: String,
     /// Subscribers with a circuit record (at least one failure since their last success).
@@ -110,6 +121,8 @@ impl Keys {
             subscribers_version: format!("{{{namespace}}}:subscribers:version"),
             stats: format!("{{{namespace}}}:stats"),
             log: format!("{{{namespace}}}:log"),
+            live: format!("{{{namespace}}}:live"),
+            live_on: format!("{{{namespace}}}:live:on"),
             parked: format!("{{{namespace}}}:parked"),
             circuits: format!("{{{namespace}}}:circuits"),
             idem_prefix: format!("{{{namespace}}}:idem:"),
@@ -171,8 +184,9 @@ pub struct Publish<'a> {
     pub jobs: &'a [Job],
 }
 
-static ENQUEUE_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(ENQUEUE));
+static ENQUEUE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(&ENQUEUE.replace("LIVE_KEEP", &live::LIVE_KEEP.to_string()))
+});
 
 /// What a publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,7 +245,9 @@ impl Queue {
         let mut inv = ENQUEUE_SCRIPT.prepare_invoke();
         inv.key(&self.keys.stream)
             .key(&self.keys.stats)
-            .key(&self.keys.log);
+            .key(&self.keys.log)
+            .key(&self.keys.live_on)
+            .key(&self.keys.live);
         match idempotency {
             Some((key, record)) => {
                 inv.key(key).arg(record).arg(IDEMPOTENCY_TTL_SECS);

@@ -52,7 +52,7 @@ pub fn to_json(m: &LoggedMessage) -> Value {
 }
 
 /// The message a logged row was published as (for replays).
-fn to_message(m: &LoggedMessage) -> Message {
+pub(crate) fn to_message(m: &LoggedMessage) -> Message {
     let map =
         |text: &str| -> BTreeMap<String, String> { serde_json::from_str(text).unwrap_or_default() };
     Message {

@@ -6,6 +6,7 @@ pub mod messages;
 #[cfg(test)]
 mod openapi_check;
 pub mod publish;
+pub mod stream;
 pub mod subscribers;
 
 use actix_web::{web, HttpRequest};

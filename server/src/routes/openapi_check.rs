@@ -11,13 +11,15 @@ use serde_json::Value;
 const DOCUMENT: &str = include_str!("../../openapi.json");
 
 /// Every route module, by name, with its source.
-const MODULES: [(&str, &str); 6] = [
+const MODULES: [(&str, &str); 8] = [
     ("health", include_str!("health.rs")),
     ("publish", include_str!("publish.rs")),
     ("subscribers", include_str!("subscribers.rs")),
     ("filters", include_str!("filters.rs")),
     ("deliveries", include_str!("deliveries.rs")),
     ("dead_letters", include_str!("dead_letters.rs")),
+    ("messages", include_str!("messages.rs")),
+    ("stream", include_str!("stream.rs")),
 ];
 
 const MOD_RS: &str = include_str!("mod.rs");

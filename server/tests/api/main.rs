@@ -10,3 +10,4 @@ mod messages;
 mod publish;
 mod queue;
 mod resilience;
+mod stream;

@@ -1,0 +1,294 @@
+//! Live stream: `GET /stream` (Server-Sent Events) and `GET /ws` (WebSocket).
+//! A client names a topic pattern and an optional filter (compiled once per
+//! connection, with the subscribers' evaluator and limits); with
+//! `Last-Event-ID` or `?since=` it first gets every logged message after that
+//! one, then goes live with no gap and no duplicate at the seam.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde::Deserialize;
+use switch_core::db::repo::{self, MessageQuery};
+use switch_core::filter::CompiledFilter;
+use switch_core::message::Message;
+use switch_core::topic::{Topic, TopicPattern};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::messages::{to_json, to_message};
+use super::{db, State};
+use crate::error::ApiError;
+use crate::live::Watch;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/stream", web::get().to(sse))
+        .route("/ws", web::get().to(ws));
+}
+
+/// A comment line at least this often keeps proxies from closing the stream.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Logged messages sent per database read while catching up.
+const CATCH_UP_PAGE: i64 = 500;
+/// How long a resume waits for its message to reach the log.
+const RESUME_WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    topic: Option<String>,
+    filter: Option<String>,
+    token: Option<String>,
+    since: Option<String>,
+}
+
+/// What a client watches.
+struct Interest {
+    pattern: TopicPattern,
+    filter: CompiledFilter,
+}
+
+impl Interest {
+    fn wants(&self, message: &Message) -> bool {
+        Topic::parse(&message.topic).is_ok_and(|t| self.pattern.matches(&t))
+            && self.filter.matches(message)
+    }
+}
+
+/// One thing to send.
+enum Item {
+    Message { id: String, json: String },
+    Heartbeat,
+    SlowConsumer,
+}
+
+/// A client's feed: catching up from the log, then live.
+struct Feed {
+    state: State,
+    watch: Watch,
+    interest: Interest,
+    /// Cursor of the last message sent (or skipped by the client's interest).
+    last: i64,
+    catching_up: bool,
+    heartbeat: tokio::time::Interval,
+    pending: std::collections::VecDeque<Item>,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            if self.catching_up {
+                self.catch_up().await;
+                continue;
+            }
+            tokio::select! {
+                _ = self.heartbeat.tick() => return Some(Item::Heartbeat),
+                event = self.watch.events.recv() => match event {
+                    Ok(e) => {
+                        if e.seq <= self.last {
+                            continue; // sent from the log already
+                        }
+                        self.last = e.seq;
+                        if self.interest.wants(&e.message) {
+                            return Some(Item::Message { id: e.message.id.clone(), json: e.json.clone() });
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => return Some(Item::SlowConsumer),
+                    Err(RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
+
+    /// One page of logged messages after `last`, below the horizon; done once
+    /// the log has everything from before the moment this client went live.
+    async fn catch_up(&mut self) {
+        let horizon = match self.state.queue.log_horizon().await {
+            Ok(h) => h,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return;
+            }
+        };
+        let q = MessageQuery {
+            since: Some(self.last),
+            horizon: Some(horizon),
+            limit: CATCH_UP_PAGE,
+            ..Default::default()
+        };
+        let rows = match db(&self.state, move |c| Ok(repo::list_messages(c, &q)?)).await {
+            Ok(rows) => rows,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return;
+            }
+        };
+        if rows.is_empty() {
+            if horizon > self.watch.live_from {
+                self.catching_up = false;
+            } else {
+                // The archiver has not reached the moment we went live yet.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return;
+        }
+        for row in rows {
+            self.last = row.log_seq;
+            if self.interest.wants(&to_message(&row)) {
+                self.pending.push_back(Item::Message {
+                    id: row.id.clone(),
+                    json: to_json(&row).to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Authenticates (header, or `?token=` for browsers), checks the client may
+/// watch the pattern, compiles its filter, finds where a resume starts, and
+/// joins the hub — all before anything is sent.
+async fn open(req: &HttpRequest, state: &State, q: StreamQuery) -> Result<Feed, ApiError> {
+    let principal = match (&q.token, req.headers().contains_key("authorization")) {
+        (Some(t), false) => state.auth.verify(t)?,
+        _ => state.auth.authenticate(req)?,
+    };
+    let pattern = TopicPattern::parse(q.topic.as_deref().filter(|t| !t.is_empty()).unwrap_or("#"))
+        .map_err(|e| ApiError::invalid(format!("topic: {}", e.0)))?;
+    principal.require_watch(&pattern)?;
+    let filter =
+        CompiledFilter::compile(q.filter.as_deref()).map_err(|e| ApiError::InvalidRequest {
+            message: format!("filter: {}", e.message),
+            position: e.position,
+        })?;
+    let resume = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(q.since)
+        .filter(|s| !s.trim().is_empty());
+    let from = match resume {
+        None => None,
+        Some(id) => Some(resume_cursor(state, id.trim().to_string()).await?),
+    };
+    let watch = state.live.watch().await?;
+    let last = from.unwrap_or(0);
+    Ok(Feed {
+        state: state.clone(),
+        catching_up: from.is_some(),
+        last: if from.is_some() {
+            last
+        } else {
+            watch.live_from
+        },
+        watch,
+        interest: Interest { pattern, filter },
+        heartbeat: {
+            let mut t = tokio::time::interval(HEARTBEAT);
+            t.reset();
+            t
+        },
+        pending: Default::default(),
+    })
+}
+
+/// The log cursor of message `id` (waiting a moment for it to be archived).
+async fn resume_cursor(state: &State, id: String) -> Result<i64, ApiError> {
+    if id.contains('\0') || id.len() > 128 {
+        return Err(ApiError::invalid("the resume id is not a message id"));
+    }
+    let started = tokio::time::Instant::now();
+    loop {
+        let key = id.clone();
+        if let Some(m) = db(state, move |c| Ok(repo::get_message(c, &key)?)).await? {
+            return Ok(m.log_seq);
+        }
+        if started.elapsed() > RESUME_WAIT {
+            return Err(ApiError::NotFound(format!(
+                "no logged message {id} to resume after"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sse(
+    req: HttpRequest,
+    state: State,
+    q: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let feed = open(&req, &state, q.into_inner()).await?;
+    let body = futures_util::stream::unfold(Some(feed), |feed| async move {
+        let mut feed = feed?;
+        let chunk = match feed.next().await? {
+            Item::Message { id, json } => format!("id: {id}\nevent: message\ndata: {json}\n\n"),
+            Item::Heartbeat => ": keep-alive\n\n".to_string(),
+            Item::SlowConsumer => {
+                let last = "event: error\ndata: {\"code\":\"slow_consumer\"}\n\n";
+                return Some((Ok::<_, actix_web::Error>(Bytes::from(last)), None));
+            }
+        };
+        Some((Ok(Bytes::from(chunk)), Some(feed)))
+    });
+    let opening = futures_util::stream::once(async { Ok(Bytes::from_static(b": live\n\n")) });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures_util::StreamExt::chain(opening, body)))
+}
+
+async fn ws(
+    req: HttpRequest,
+    body: web::Payload,
+    state: State,
+    q: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let mut feed = open(&req, &state, q.into_inner()).await?;
+    let (response, mut session, mut incoming) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::invalid(format!("not a WebSocket upgrade: {e}")))?;
+    actix_web::rt::spawn(async move {
+        use futures_util::StreamExt;
+        loop {
+            tokio::select! {
+                item = feed.next() => match item {
+                    Some(Item::Message { json, .. }) => {
+                        if session.text(json).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Item::Heartbeat) => {
+                        if session.ping(b"").await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Item::SlowConsumer) => {
+                        let _ = session.text(r#"{"error":{"code":"slow_consumer"}}"#).await;
+                        let _ = session
+                            .close(Some(actix_ws::CloseReason {
+                                code: actix_ws::CloseCode::Policy,
+                                description: Some("slow_consumer".into()),
+                            }))
+                            .await;
+                        return;
+                    }
+                    None => {
+                        let _ = session.close(None).await;
+                        return;
+                    }
+                },
+                msg = incoming.next() => match msg {
+                    Some(Ok(actix_ws::Message::Ping(p))) => {
+                        if session.pong(&p).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    });
+    Ok(response)
+}
