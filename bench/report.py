@@ -152,13 +152,15 @@ BACKLOG_MEDIANS = ("queued", "fill_messages_per_s", "fill_jobs_per_s", "redis_us
 
 def isolation(rows):
     """Healthy deliveries/s of one worker without (base) and with (hang) a
-    subscriber whose endpoint hangs."""
+    subscriber whose endpoint hangs. The ratio is the median of each run's
+    ratio, its two parts having run back to back, which other load on the
+    machine disturbs less than a ratio of medians."""
     runs = []
     for r in rows:
         rc = r["receiver"]
         delivered = r["healthy_at_end"] - r["healthy_at_start"]
         runs.append({
-            "part": r["part"], "run": r["run"],
+            "part": r["part"], "run": r["run"], "round": r.get("_round"),
             "healthy_subscribers": r["healthy_subscribers"],
             "healthy_per_s": delivered / r["window_s"] if r["window_s"] else None,
             "healthy_delivered": delivered, "window_s": r["window_s"],
@@ -169,11 +171,16 @@ def isolation(rows):
         })
     base = median([x["healthy_per_s"] for x in runs if x["part"] == "base"])
     hang = median([x["healthy_per_s"] for x in runs if x["part"] == "hang"])
-    ratio = hang / base if base and hang is not None else None
+    pairs = {}
+    for x in runs:
+        pairs.setdefault((x["round"], x["run"]), {})[x["part"]] = x["healthy_per_s"]
+    run_ratios = [p["hang"] / p["base"] for p in pairs.values() if p.get("base") and "hang" in p]
+    ratio = median(run_ratios)
     return {
         "base_healthy_per_s": base,
         "hang_healthy_per_s": hang,
         "ratio": ratio,
+        "run_ratios": run_ratios,
         "drop_pct": (1 - ratio) * 100 if ratio is not None else None,
         "target_drop_pct": 10,
         "target_met": ratio is not None and (1 - ratio) * 100 <= 10,
@@ -227,19 +234,21 @@ def main():
         sys.exit(__doc__)
     raw_paths, out_dir = args[:-1], args[-1]
     by = {}
+    # Each machine row starts the rows of one invocation of run.sh (a round).
+    rounds = 0
     for raw_path in raw_paths:
         raw_dir = os.path.dirname(os.path.abspath(raw_path))
         for line in open(raw_path):
             if line.strip():
                 r = json.loads(line)
-                r["_raw_dir"] = raw_dir
+                rounds += r["kind"] == "machine"
+                r["_raw_dir"], r["_round"] = raw_dir, rounds
                 by.setdefault(r["kind"], []).append(r)
-    machine = dict(by["machine"][0])
-    machine.pop("_raw_dir", None)
+    machine = {k: v for k, v in by["machine"][0].items() if not k.startswith("_")}
     settings = dict(machine["settings"])
-    if len(raw_paths) > 1:
+    if rounds > 1:
         settings["runs"] = sum(m["settings"]["runs"] for m in by["machine"])
-        settings["rounds"] = len(raw_paths)
+        settings["rounds"] = rounds
         machine["date_end"] = by["machine"][-1]["date"]
     summary = {"machine": {k: v for k, v in machine.items() if k not in ("kind", "settings")},
                "settings": settings}
@@ -364,7 +373,7 @@ def main():
 
     if by.get("logs"):
         summary["logs"] = {k: sum(r[k] for r in by["logs"])
-                           for k in by["logs"][0] if k not in ("kind", "_raw_dir")}
+                           for k in by["logs"][0] if k != "kind" and not k.startswith("_")}
 
     # e. filter cost
     if by.get("filter_cost"):
@@ -532,8 +541,8 @@ def render(s):
         w(f"| isolation, 1 worker, fan-out 101, healthy deliveries/s with a subscriber hanging "
           f"{((iso.get('from_run') or {}).get('hang_ms') or st.get('hang_ms', 10000)) / 1000:g} s vs "
           f"without{mark(iso)} | {fmt(iso['hang_healthy_per_s'])} with it (100 healthy + 1 hanging) vs "
-          f"{fmt(iso['base_healthy_per_s'])} without (101 healthy): "
-          f"{fmt(iso['ratio'], 3)} × ({'−' if (iso['drop_pct'] or 0) >= 0 else '+'}"
+          f"{fmt(iso['base_healthy_per_s'])} without (101 healthy); with ÷ without, median of the "
+          f"runs' ratios: {fmt(iso['ratio'], 3)}{spread(iso.get('run_ratios', []), 3)} ({'−' if (iso['drop_pct'] or 0) >= 0 else '+'}"
           f"{fmt(abs(iso['drop_pct'] or 0), 1)} %; target {target}); the hanging endpoint got "
           f"{fmt(iso['hang_requests'])} requests, {fmt(iso['parked_at_end'])} of its jobs parked at "
           f"the end of the window{'; BACKLOG RAN OUT before the window ended' if iso['backlog_ran_out'] else ''} |")
@@ -560,11 +569,12 @@ def render(s):
 
 # ---------------------------------------------------------------- before/after
 
-def spread(xs):
+def spread(xs, digits=None):
     xs = [x for x in xs if x is not None]
     if len(xs) < 2:
         return ""
-    digits = 2 if max(xs) < 100 else 0
+    if digits is None:
+        digits = 2 if max(xs) < 100 else 0
     return f" ({fmt(min(xs), digits)}–{fmt(max(xs), digits)})"
 
 
@@ -608,7 +618,8 @@ def compare_rows(before, after):
                          b[f"{part}_healthy_per_s"], a[f"{part}_healthy_per_s"],
                          [x["healthy_per_s"] for x in b["runs"] if x["part"] == part],
                          [x["healthy_per_s"] for x in a["runs"] if x["part"] == part], True))
-        rows.append(("isolation: with ÷ without", "", b["ratio"], a["ratio"], [], [], True))
+        rows.append(("isolation: with ÷ without (median of the runs' ratios)", "", b["ratio"], a["ratio"],
+                     b.get("run_ratios", []), a.get("run_ratios", []), True))
     return rows
 
 
@@ -661,8 +672,8 @@ def render_compare(c, w):
         digits = 3 if not r["unit"] else (2 if r["unit"] == "ms" else 0)
         unit = f" {r['unit']}" if r["unit"] else ""
         ratio = r["after_over_before"]
-        w(f"| {r['measurement']} | {fmt(r['before'], digits)}{unit}{spread(r['before_runs'])} | "
-          f"{fmt(r['after'], digits)}{unit}{spread(r['after_runs'])} | "
+        w(f"| {r['measurement']} | {fmt(r['before'], digits)}{unit}{spread(r['before_runs'], 3 if digits == 3 else None)} | "
+          f"{fmt(r['after'], digits)}{unit}{spread(r['after_runs'], 3 if digits == 3 else None)} | "
           f"{fmt(ratio, 2) if ratio is not None else 'n/a'} |")
 
 
