@@ -127,6 +127,145 @@ export interface DeadLetter {
   [key: string]: unknown;
 }
 
+/** Where one message stands with one subscriber it matched. */
+export type MessageDeliveryState = 'pending' | 'delivered' | 'failed' | 'dead';
+
+export interface MessageDelivery {
+  subscriberId: number | string;
+  /** `failed` means a retry is still to come; `dead` that the job is a dead letter. */
+  state: MessageDeliveryState;
+  /** Attempts made so far. */
+  attempts: number;
+  lastHttpStatus: number | null;
+  [key: string]: unknown;
+}
+
+/** A message of the hub's log; top-level keys in camelCase, `body`, `headers` and the params as published. */
+export interface LoggedMessage {
+  id: string;
+  topic: string;
+  author: string | null;
+  body: unknown;
+  headers: Record<string, string>;
+  queryParams: Record<string, string>;
+  pathParams: Record<string, string>;
+  httpMethod: HttpMethod;
+  orderingKey: string | null;
+  /** Delivery jobs the publish created. */
+  matched: number;
+  /** RFC 3339 with milliseconds. */
+  createdAt: string;
+  /** Only from `messages.get`. */
+  deliveries?: MessageDelivery[];
+  [key: string]: unknown;
+}
+
+/** What `messages.get` resolves to: the message and its delivery state per subscriber. */
+export interface LoggedMessageWithDeliveries extends LoggedMessage {
+  deliveries: MessageDelivery[];
+}
+
+export interface MessageQuery {
+  /** A topic pattern: `orders.*`, `orders.#`, `#`. */
+  topic?: string;
+  author?: string;
+  /** Exclusive lower bound on `createdAt`: an RFC 3339 string or a Date. */
+  after?: string | Date;
+  /** Exclusive upper bound on `createdAt`: an RFC 3339 string or a Date. */
+  before?: string | Date;
+  /** A cursor (a page's `nextSince`): only messages logged after it. */
+  since?: string | number | null;
+  /** Messages per page, 1 to 1000 (the hub's default is 100). */
+  limit?: number;
+}
+
+export interface MessagePage {
+  items: LoggedMessage[];
+  /** Pass as `since` to get only newer messages; null when the log was empty and no `since` was given. */
+  nextSince: string | null;
+}
+
+/** The async iterator of `messages.list`. */
+export declare class MessageIterator implements AsyncIterableIterator<LoggedMessage> {
+  /**
+   * The cursor to poll from later. It moves past a page once every message of the page has been
+   * yielded: stopping mid-page and resuming repeats the rest of that page, never skips it.
+   */
+  readonly nextSince: string | null;
+  next(): Promise<IteratorResult<LoggedMessage, undefined>>;
+  return(value?: unknown): Promise<IteratorResult<LoggedMessage, undefined>>;
+  [Symbol.asyncIterator](): MessageIterator;
+}
+
+export interface ReplayOptions {
+  /** A topic pattern. */
+  topic?: string;
+  /** Exclusive lower bound on `createdAt`. */
+  after?: string | Date;
+  /** Exclusive upper bound on `createdAt`. */
+  before?: string | Date;
+  /** Only this subscriber (its filter applies): a backfill. */
+  subscriberId?: number | string | null;
+  /** Count without enqueueing anything. */
+  dryRun?: boolean;
+}
+
+export interface ReplayResult {
+  /** Logged messages in the range. */
+  messages: number;
+  /** Jobs enqueued (or, with `dryRun`, that would be). */
+  jobs: number;
+  dryRun: boolean;
+}
+
+export declare class Messages {
+  /** Every logged message after `since`, oldest first, page after page until a page is empty. */
+  list(query?: MessageQuery): MessageIterator;
+  /** One page of `GET /messages`. */
+  page(query?: MessageQuery): Promise<MessagePage>;
+  /** One message with its delivery state per subscriber; `NotFoundError` for an unknown id. */
+  get(id: string): Promise<LoggedMessageWithDeliveries>;
+  /** Replays (or backfills) a range of the log. */
+  replay(options?: ReplayOptions): Promise<ReplayResult>;
+}
+
+export type ExplainReason = 'matched' | 'filter_false' | 'filter_error' | 'disabled';
+
+export interface ExplainedSubscriber {
+  id: number | string;
+  matched: boolean;
+  reason: ExplainReason;
+  /** Variables the subscriber's filter read that the message lacks, e.g. `['body.total']`; empty when none. */
+  missing: string[];
+  [key: string]: unknown;
+}
+
+/** The answer of a dry-run publish: nothing was enqueued or logged. */
+export interface Explanation {
+  /** The subscribers that would get a job. */
+  matched: Array<number | string>;
+  /** Every subscriber whose pattern matches the topic. */
+  subscribers: ExplainedSubscriber[];
+}
+
+export type ExplainOptions = Omit<PublishOptions, 'idempotencyKey'>;
+
+/** One message of a batch: a publish body, camelCase or snake_case keys. */
+export interface BatchMessage {
+  topic: string;
+  body?: unknown;
+  headers?: Record<string, string>;
+  queryParams?: Record<string, string>;
+  pathParams?: Record<string, string>;
+  httpMethod?: HttpMethod;
+  [key: string]: unknown;
+}
+
+export interface BatchPublishResult {
+  messageId: string;
+  matched: number;
+}
+
 export interface HealthStatus {
   /** `true` on `200`, `false` on `503`. */
   ok: boolean;
@@ -176,9 +315,17 @@ export declare class Switch {
   readonly subscribers: Subscribers;
   readonly deliveries: Deliveries;
   readonly deadLetters: DeadLetters;
+  readonly messages: Messages;
   /** The bearer token the next request will carry, or null. */
   token(): string | null;
-  publish(topic: string, options?: PublishOptions): Promise<PublishResult>;
+  publish(topic: string, options?: PublishOptions & { dryRun?: false }): Promise<PublishResult>;
+  /** With `dryRun: true` nothing is published: resolves to the answer of `explain`. */
+  publish(topic: string, options: PublishOptions & { dryRun: true }): Promise<Explanation>;
+  publish(topic: string, options?: PublishOptions & { dryRun?: boolean }): Promise<PublishResult | Explanation>;
+  /** Which subscribers a message would reach, and why (`POST /publish?dry_run=true`). */
+  explain(topic: string, options?: ExplainOptions): Promise<Explanation>;
+  /** Publishes 1 to 1000 messages, all or none; one result per message, in order. */
+  publishBatch(messages: BatchMessage[]): Promise<BatchPublishResult[]>;
   testFilter(filterExpression: string, message: FilterTestMessage): Promise<boolean>;
   refresh(): Promise<Record<string, unknown> | null>;
   health(): Promise<HealthStatus>;
@@ -233,7 +380,7 @@ export declare function createToken(
 export declare class SwitchError extends Error {
   constructor(
     message: string,
-    options?: { status?: number | null; code?: string; body?: unknown; cause?: unknown },
+    options?: { status?: number | null; code?: string; body?: unknown; cause?: unknown; index?: number | null },
   );
   /** HTTP status, or null when no answer came (NetworkError). */
   status: number | null;
@@ -242,6 +389,8 @@ export declare class SwitchError extends Error {
   code: string;
   /** The decoded answer body, when there was one. */
   body: unknown;
+  /** For `publishBatch`, the position (from 0) of the first message the hub refused; else null. */
+  index: number | null;
 }
 export declare class NetworkError extends SwitchError {
   constructor(message: string, options?: { code?: string; cause?: unknown });

@@ -1,4 +1,4 @@
-export { Switch } from './src/client.js';
+export { Switch, MessageIterator } from './src/client.js';
 export { signJwt, createToken } from './src/jwt.js';
 export { verifyWebhook, signWebhook } from './src/webhook.js';
 export {

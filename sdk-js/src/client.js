@@ -42,6 +42,40 @@ function pathId(id) {
   return encodeURIComponent(String(id));
 }
 
+/** A bound of the message log: a `Date` becomes RFC 3339; a string is sent as is. */
+function timeParam(name, value) {
+  if (value === undefined || value === null) return undefined;
+  if (value instanceof Date) {
+    if (Number.isNaN(value.getTime())) throw new TypeError(`${name} is an invalid Date`);
+    return value.toISOString();
+  }
+  if (typeof value === 'string' && value.trim() !== '') return value.trim();
+  throw new TypeError(`${name} must be an RFC 3339 string or a Date`);
+}
+
+/** Most messages in one page of `GET /messages` (and in one batch publish). */
+const MAX_MESSAGES = 1000;
+
+function checkLimit(limit) {
+  if (limit === undefined || limit === null) return;
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_MESSAGES) {
+    throw new RangeError(`limit must be an integer from 1 to ${MAX_MESSAGES}`);
+  }
+}
+
+/** A publish body in the hub's native form (snake_case keys). */
+function publishBody(topic, { body, headers, queryParams, pathParams, httpMethod } = {}) {
+  if (typeof topic !== 'string' || topic === '') throw new TypeError('topic must be a non-empty string');
+  return toServer({ topic, body, headers, queryParams, pathParams, httpMethod });
+}
+
+/** A logged message: top-level keys and each delivery state in camelCase; the body, headers and params as published. */
+function messageFromServer(data) {
+  const message = fromServer(data);
+  if (Array.isArray(message.deliveries)) message.deliveries = message.deliveries.map(fromServer);
+  return message;
+}
+
 /**
  * Client of a Switch hub.
  */
@@ -72,6 +106,7 @@ export class Switch {
     this.subscribers = new Subscribers(this);
     this.deliveries = new Deliveries(this);
     this.deadLetters = new DeadLetters(this);
+    this.messages = new Messages(this);
   }
 
   /** The bearer token sent with the next request, or null when the client has none. */
@@ -146,15 +181,16 @@ export class Switch {
   }
 
   /**
-   * Publishes a message to a topic.
+   * Publishes a message to a topic. With `dryRun: true` nothing is published: it resolves to the
+   * answer of `explain`.
    * @param {string} topic
    * @param {{ body?: unknown, headers?: Record<string, string>, queryParams?: Record<string, string>,
-   *   pathParams?: Record<string, string>, httpMethod?: string, idempotencyKey?: string }} [options]
+   *   pathParams?: Record<string, string>, httpMethod?: string, idempotencyKey?: string, dryRun?: boolean }} [options]
    * @returns {Promise<{ messageId: string, matched: number | null, duplicate: boolean }>}
    */
-  async publish(topic, { body, headers, queryParams, pathParams, httpMethod, idempotencyKey } = {}) {
-    if (typeof topic !== 'string' || topic === '') throw new TypeError('topic must be a non-empty string');
-    const payload = toServer({ topic, body, headers, queryParams, pathParams, httpMethod });
+  async publish(topic, { body, headers, queryParams, pathParams, httpMethod, idempotencyKey, dryRun } = {}) {
+    if (dryRun) return this.explain(topic, { body, headers, queryParams, pathParams, httpMethod });
+    const payload = publishBody(topic, { body, headers, queryParams, pathParams, httpMethod });
     const extra = {};
     if (idempotencyKey !== undefined && idempotencyKey !== null) extra['idempotency-key'] = String(idempotencyKey);
     const { data } = await this._request('POST', '/publish', { json: payload, headers: extra });
@@ -163,6 +199,51 @@ export class Switch {
       matched: typeof data?.matched === 'number' ? data.matched : null,
       duplicate: data?.duplicate === true,
     };
+  }
+
+  /**
+   * `POST /publish?dry_run=true`: which subscribers the message would reach, and why each whose
+   * pattern matches the topic would or would not. Nothing is enqueued or logged (scope `publish`).
+   * @param {string} topic
+   * @param {{ body?: unknown, headers?: Record<string, string>, queryParams?: Record<string, string>,
+   *   pathParams?: Record<string, string>, httpMethod?: string }} [options]
+   * @returns {Promise<{ matched: Array<number | string>, subscribers: Array<{ id: number | string,
+   *   matched: boolean, reason: string, missing: string[] }> }>}
+   */
+  async explain(topic, { body, headers, queryParams, pathParams, httpMethod } = {}) {
+    const payload = publishBody(topic, { body, headers, queryParams, pathParams, httpMethod });
+    const { data } = await this._request('POST', '/publish', { query: { dry_run: 'true' }, json: payload });
+    return {
+      matched: Array.isArray(data?.matched) ? data.matched : [],
+      subscribers: items(data?.subscribers).map((entry) => {
+        const out = fromServer(entry);
+        out.missing = Array.isArray(out.missing) ? out.missing : [];
+        return out;
+      }),
+    };
+  }
+
+  /**
+   * `POST /publish/batch`: publishes 1 to 1000 messages at once, all or none. Each message is a
+   * publish body (`topic`, and optionally `body`, `headers`, `queryParams`, `pathParams`,
+   * `httpMethod`; camelCase or snake_case keys). When the hub refuses one, the error's `index`
+   * names the first bad message (from 0) and nothing is published.
+   * @param {Array<object>} messages
+   * @returns {Promise<Array<{ messageId: string, matched: number }>>} one result per message, in order
+   */
+  async publishBatch(messages) {
+    if (!Array.isArray(messages)) throw new TypeError('messages must be an array of publish bodies');
+    const payload = messages.map((message, i) => {
+      if (message === null || typeof message !== 'object' || Array.isArray(message)) {
+        throw new TypeError(`messages[${i}] must be an object such as { topic: 'orders.created', body: {…} }`);
+      }
+      return toServer(message);
+    });
+    const { data } = await this._request('POST', '/publish/batch', { json: { messages: payload } });
+    return items(data).map((item) => ({
+      messageId: item?.message_id,
+      matched: typeof item?.matched === 'number' ? item.matched : 0,
+    }));
   }
 
   /**
@@ -318,5 +399,151 @@ class DeadLetters {
       query: toServer({ subscriberId }),
     });
     return data === undefined ? null : fromServer(data);
+  }
+}
+
+/**
+ * The async iterator of `messages.list`: every logged message after `since`, oldest first, page
+ * after page, until a page comes back empty. `nextSince` is the cursor to poll from later.
+ */
+export class MessageIterator {
+  constructor(fetchPage, since) {
+    /** @private */
+    this._fetch = fetchPage;
+    /** @private */
+    this._since = since === undefined || since === null ? null : String(since);
+    /** @private */
+    this._pending = null;
+    /** @private */
+    this._buffer = [];
+    /** @private */
+    this._done = false;
+    /** @private */
+    this._queue = Promise.resolve();
+  }
+
+  /**
+   * Where a later poll should start (`null` while the log has nothing to show and no `since` was
+   * given). It moves past a page once every message of the page has been yielded, so stopping in
+   * the middle of a page and resuming repeats the rest of that page rather than skipping it.
+   */
+  get nextSince() {
+    return this._since;
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  next() {
+    // One call at a time, like an async generator.
+    const result = this._queue.then(() => this._next());
+    this._queue = result.catch(() => {});
+    return result;
+  }
+
+  async return(value) {
+    this._done = true;
+    this._buffer = [];
+    return { done: true, value };
+  }
+
+  /** @private */
+  async _next() {
+    while (this._buffer.length === 0) {
+      if (this._done) return { done: true, value: undefined };
+      const page = await this._fetch(this._since);
+      const cursor = page.nextSince ?? this._since;
+      const moved = cursor !== this._since;
+      if (page.items.length === 0) {
+        // A topic pattern may scan past messages it does not match: an empty page whose cursor
+        // moved is not the end yet.
+        this._since = cursor;
+        if (!moved) this._done = true;
+        continue;
+      }
+      // A cursor that does not move would read the same page forever.
+      if (!moved) this._done = true;
+      this._pending = cursor;
+      this._buffer = page.items.slice();
+    }
+    const value = this._buffer.shift();
+    if (this._buffer.length === 0) this._since = this._pending;
+    return { done: false, value };
+  }
+}
+
+class Messages {
+  constructor(client) {
+    this._client = client;
+  }
+
+  /**
+   * `GET /messages`: one page of logged messages, oldest first, after the cursor `since` (all
+   * when none), at most `limit` (1 to 1000, default 100): `{ items, nextSince }`. `topic` is a
+   * pattern; `after` and `before` are exclusive bounds on `createdAt` (RFC 3339 strings or
+   * Dates). Pass `nextSince` as the next `since` to get only newer messages; an empty page means
+   * caught up.
+   */
+  async page({ topic, author, after, before, since, limit } = {}) {
+    checkLimit(limit);
+    const { data } = await this._client._request('GET', '/messages', {
+      query: {
+        topic,
+        author,
+        after: timeParam('after', after),
+        before: timeParam('before', before),
+        since,
+        limit,
+      },
+    });
+    const next = data && typeof data === 'object' ? data.next_since : null;
+    return {
+      items: items(data).map(messageFromServer),
+      nextSince: next === undefined || next === null ? null : String(next),
+    };
+  }
+
+  /**
+   * Every logged message after `since`, oldest first, following the cursor page by page
+   * (`limit` per request) until a page comes back empty: an async iterator (`for await`) whose
+   * `nextSince` is the cursor to poll from later.
+   * @returns {MessageIterator}
+   */
+  list({ topic, author, after, before, since, limit } = {}) {
+    checkLimit(limit);
+    timeParam('after', after);
+    timeParam('before', before);
+    return new MessageIterator((cursor) => this.page({ topic, author, after, before, since: cursor, limit }), since);
+  }
+
+  /**
+   * `GET /messages/{id}`: the message and, per subscriber it matched, `deliveries`:
+   * `{ subscriberId, state, attempts, lastHttpStatus }` (`NotFoundError` for an unknown id).
+   */
+  async get(id) {
+    const { data } = await this._client._request('GET', `/messages/${pathId(id)}`);
+    return messageFromServer(data);
+  }
+
+  /**
+   * `POST /messages/replay`: matches every logged message in the range again against today's
+   * enabled subscribers (or only `subscriberId`: a backfill) and enqueues new jobs with the
+   * original message ids. With `dryRun: true` nothing is enqueued; the counts are the same.
+   * @returns {Promise<{ messages: number, jobs: number, dryRun: boolean }>}
+   */
+  async replay({ topic, after, before, subscriberId, dryRun = false } = {}) {
+    // The hub takes the subscriber id as a JSON integer.
+    if (typeof subscriberId === 'string' && /^\d+$/.test(subscriberId.trim())) subscriberId = Number(subscriberId);
+    const { data } = await this._client._request('POST', '/messages/replay', {
+      json: toServer({
+        topic,
+        after: timeParam('after', after),
+        before: timeParam('before', before),
+        subscriberId: subscriberId ?? undefined,
+        dryRun: Boolean(dryRun),
+      }),
+    });
+    return fromServer(data);
   }
 }

@@ -6,9 +6,9 @@
 export class SwitchError extends Error {
   /**
    * @param {string} message
-   * @param {{ status?: number | null, code?: string, body?: unknown, cause?: unknown }} [options]
+   * @param {{ status?: number | null, code?: string, body?: unknown, cause?: unknown, index?: number | null }} [options]
    */
-  constructor(message, { status = null, code = 'error', body = undefined, cause = undefined } = {}) {
+  constructor(message, { status = null, code = 'error', body = undefined, cause = undefined, index = null } = {}) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = new.target.name;
     /** HTTP status of the answer, or null when there was no answer. */
@@ -17,6 +17,8 @@ export class SwitchError extends Error {
     this.code = code;
     /** The decoded answer body, when there was one. */
     this.body = body;
+    /** For a batch publish, the position (from 0) of the first message the hub refused; else null. */
+    this.index = index;
   }
 }
 
@@ -117,6 +119,7 @@ export function errorFromResponse(status, body, headers) {
   }
   const Cls = BY_STATUS.get(status) ?? SwitchError;
   const options = { status, code, body };
+  if (detail && Number.isInteger(detail.index)) options.index = detail.index;
   if (Cls === InvalidRequestError && detail && typeof detail.position === 'number') options.position = detail.position;
   if (Cls === UnavailableError) options.retryAfter = parseRetryAfter(headers?.get?.('retry-after') ?? null);
   return new Cls(message, options);

@@ -361,4 +361,174 @@ describe('against a running hub', { skip, concurrency: false }, () => {
     await admin.deadLetters.replayAll(s.id);
     await assert.rejects(admin.deadLetters.replay('0'), (err) => err instanceof NotFoundError || err instanceof InvalidRequestError);
   });
+  // Messages reach the log within about 2 s of their publish; allow for a slow machine.
+  const ARCHIVE_WAIT_MS = 10_000;
+
+  /** Every message `messages.list(query)` yields, once there are at least `count`. */
+  async function logged(count, query) {
+    return waitFor(
+      `${count} message(s) in the log`,
+      async () => {
+        const seen = [];
+        for await (const m of admin.messages.list(query)) seen.push(m);
+        return seen.length >= count && seen;
+      },
+      ARCHIVE_WAIT_MS,
+    );
+  }
+
+  test('message log: lists in publish order, pages, polls from nextSince', async () => {
+    const topic = topicFor('log.created');
+    const published = [];
+    for (let n = 0; n < 5; n++) published.push(await admin.publish(topic, { body: { n }, headers: { 'X-N': String(n) } }));
+    const messages = await logged(5, { topic, limit: 2 }); // three pages of at most 2
+    assert.deepEqual(messages.map((m) => m.id), published.map((p) => p.messageId));
+    messages.forEach((m, n) => {
+      assert.equal(m.topic, topic);
+      assert.deepEqual(m.body, { n });
+      assert.deepEqual(m.headers, { 'X-N': String(n) });
+      assert.equal(m.author, 'sdk-js-tests');
+      assert.equal(m.httpMethod, 'POST');
+      assert.equal(m.matched, 0);
+      assert.match(m.createdAt, /^\d{4}-\d\d-\d\dT.*Z$/);
+      assert.equal(m.deliveries, undefined);
+      assert.equal(m.created_at, undefined, 'fields are camelCase');
+    });
+
+    const byPattern = [];
+    for await (const m of admin.messages.list({ topic: `sdkjs.${RUN}.log.*`, author: 'sdk-js-tests' })) byPattern.push(m.id);
+    assert.deepEqual(byPattern, messages.map((m) => m.id));
+    const before = [];
+    for await (const m of admin.messages.list({ topic, before: messages[0].createdAt })) before.push(m);
+    assert.deepEqual(before, []);
+    const later = [];
+    for await (const m of admin.messages.list({ topic, after: new Date(messages[0].createdAt) })) later.push(m.id);
+    assert.deepEqual(later, messages.filter((m) => m.createdAt !== messages[0].createdAt).map((m) => m.id));
+
+    const it = admin.messages.list({ topic });
+    let count = 0;
+    for await (const m of it) count += m ? 1 : 0;
+    assert.equal(count, 5);
+    const cursor = it.nextSince;
+    assert.equal(typeof cursor, 'string');
+    assert.deepEqual(await admin.messages.page({ topic, since: cursor }), { items: [], nextSince: cursor });
+    const newer = await admin.publish(topic, { body: { n: 5 } });
+    const polled = await logged(1, { topic, since: cursor });
+    assert.deepEqual(polled.map((m) => m.id), [newer.messageId]);
+
+    const page = await admin.messages.page({ topic, limit: 2 });
+    assert.deepEqual(page.items.map((m) => m.id), messages.slice(0, 2).map((m) => m.id));
+    const rest = await admin.messages.page({ topic, since: page.nextSince, limit: 1000 });
+    assert.deepEqual(rest.items.map((m) => m.id), [...messages.slice(2).map((m) => m.id), newer.messageId]);
+  });
+
+  test('messages.get shows the delivery state per subscriber', async () => {
+    const topic = topicFor('log.delivered');
+    const s = await createSubscriber({ topic, targetUrl: `${receiver.url}/log/:id` });
+    const { messageId, matched } = await admin.publish(topic, { body: { total: 7 }, pathParams: { id: '7' } });
+    assert.equal(matched, 1);
+    const message = await waitFor(
+      'the delivered message in the log',
+      async () => {
+        const m = await admin.messages.get(messageId).catch((err) => {
+          if (err instanceof NotFoundError) return null;
+          throw err;
+        });
+        return m && m.deliveries.length === 1 && m.deliveries[0].state === 'delivered' && m;
+      },
+      ARCHIVE_WAIT_MS,
+    );
+    assert.equal(message.id, messageId);
+    assert.deepEqual(message.body, { total: 7 });
+    assert.deepEqual(message.pathParams, { id: '7' });
+    assert.equal(message.matched, 1);
+    assert.deepEqual(message.deliveries, [{ subscriberId: s.id, state: 'delivered', attempts: 1, lastHttpStatus: 204 }]);
+
+    const err = await admin.messages.get('msg_does_not_exist').catch((e) => e);
+    assert.ok(err instanceof NotFoundError, String(err));
+    assert.equal(err.status, 404);
+    assert.equal(err.code, 'not_found');
+  });
+
+  test('explain: a false filter reports the variables the message lacks', async () => {
+    const topic = topicFor('explain');
+    const every = await createSubscriber({ topic, targetUrl: 'http://127.0.0.1:9/every' });
+    const big = await createSubscriber({ topic, targetUrl: 'http://127.0.0.1:9/big', filterExpression: 'body.total > 100' });
+    const off = await createSubscriber({ topic, targetUrl: 'http://127.0.0.1:9/off', enabled: false });
+    await admin.refresh();
+
+    const answer = await admin.explain(topic, { body: { note: 'no total' } });
+    assert.deepEqual(answer.matched, [every.id]);
+    const byId = new Map(answer.subscribers.map((x) => [String(x.id), x]));
+    assert.equal(byId.size, 3);
+    assert.deepEqual(byId.get(String(every.id)), { id: every.id, matched: true, reason: 'matched', missing: [] });
+    assert.deepEqual(byId.get(String(big.id)), { id: big.id, matched: false, reason: 'filter_false', missing: ['body.total'] });
+    assert.equal(byId.get(String(off.id)).reason, 'disabled');
+
+    const dry = await admin.publish(topic, { body: { total: 150 }, dryRun: true });
+    assert.deepEqual([...dry.matched].sort(), [every.id, big.id].sort());
+
+    const publisher = new Switch({ baseUrl: BASE_URL, jwtSecret: JWT_SECRET, author: 'sdk-js-tests', scope: 'publish' });
+    assert.deepEqual((await publisher.explain(topic)).matched, [every.id], 'scope publish may explain');
+  });
+
+  test('publishBatch: all or nothing; a bad item is named by index', async () => {
+    const base = `sdkjs.${RUN}.batch`;
+    const err = await admin
+      .publishBatch([{ topic: `${base}.refused`, body: { n: 0 } }, { topic: 'not a topic!', body: { n: 1 } }, { topic: `${base}.refused` }])
+      .catch((e) => e);
+    assert.ok(err instanceof InvalidRequestError, String(err));
+    assert.equal(err.index, 1);
+    assert.equal(err.status, 400);
+    assert.equal(err.code, 'invalid_request');
+
+    await createSubscriber({ topic: `${base}.ok`, targetUrl: 'http://127.0.0.1:9/batch', filterExpression: 'body.n > 0' });
+    await admin.refresh();
+    const results = await admin.publishBatch([
+      { topic: `${base}.ok`, body: { n: 0 } },
+      { topic: `${base}.ok`, body: { n: 1 }, headers: { 'X-Trace': 'b' } },
+      { topic: `${base}.ok`, body: { n: 2 }, httpMethod: 'PUT' },
+    ]);
+    assert.deepEqual(results.map((r) => r.matched), [0, 1, 1]);
+    assert.equal(new Set(results.map((r) => r.messageId)).size, 3);
+
+    const messages = await logged(3, { topic: `${base}.#` });
+    assert.deepEqual(messages.map((m) => m.id), results.map((r) => r.messageId));
+    assert.deepEqual(messages.map((m) => m.body), [{ n: 0 }, { n: 1 }, { n: 2 }]);
+    assert.deepEqual(messages[1].headers, { 'X-Trace': 'b' });
+    assert.equal(messages[2].httpMethod, 'PUT');
+    assert.ok(messages.every((m) => m.topic === `${base}.ok`), 'the refused batch logged nothing');
+
+    const empty = await admin.publishBatch([]).catch((e) => e);
+    assert.ok(empty instanceof InvalidRequestError, String(empty));
+    assert.equal(empty.index, null);
+  });
+
+  test('messages.replay: dry-run counts, then a backfill of one subscriber', async () => {
+    const topic = topicFor('replay');
+    const published = [];
+    for (const total of [50, 150, 250]) published.push(await admin.publish(topic, { body: { total } }));
+    const messages = await logged(3, { topic });
+    assert.deepEqual(messages.map((m) => m.id), published.map((p) => p.messageId));
+
+    const every = await createSubscriber({ topic, targetUrl: `${receiver.url}/replay-every` });
+    const big = await createSubscriber({ topic, targetUrl: `${receiver.url}/replay-big`, filterExpression: 'body.total > 100' });
+    await admin.refresh();
+
+    assert.deepEqual(await admin.messages.replay({ topic, dryRun: true }), { messages: 3, jobs: 5, dryRun: true });
+    assert.deepEqual(await admin.messages.replay({ topic, subscriberId: big.id, dryRun: true }), { messages: 3, jobs: 2, dryRun: true });
+    const afterFirst = await admin.messages.replay({ topic, after: messages[0].createdAt, subscriberId: every.id, dryRun: true });
+    assert.equal(afterFirst.messages, messages.filter((m) => m.createdAt !== messages[0].createdAt).length);
+    assert.equal(afterFirst.jobs, afterFirst.messages);
+    assert.deepEqual(await admin.messages.replay({ topic: `${topic}.none`, dryRun: true }), { messages: 0, jobs: 0, dryRun: true });
+    await assert.rejects(admin.messages.replay({ topic, subscriberId: 999_999_999, dryRun: true }), NotFoundError);
+
+    assert.deepEqual(await admin.messages.replay({ topic, subscriberId: big.id }), { messages: 3, jobs: 2, dryRun: false });
+    const got = await waitFor('the backfilled webhooks', () => {
+      const hits = receiver.received.filter((r) => r.url === '/replay-big');
+      return hits.length >= 2 && hits;
+    });
+    assert.deepEqual(got.map((r) => r.headers['webhook-id']).sort(), published.slice(1).map((p) => p.messageId).sort());
+    assert.equal(receiver.received.filter((r) => r.url === '/replay-every').length, 0, 'dry runs enqueue nothing');
+  });
 });

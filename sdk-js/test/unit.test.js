@@ -5,6 +5,7 @@ import { createHmac } from 'node:crypto';
 
 import {
   Switch,
+  MessageIterator,
   signJwt,
   createToken,
   verifyWebhook,
@@ -553,6 +554,220 @@ describe('error mapping', () => {
     } finally {
       await slow.close();
     }
+  });
+});
+
+describe('message log, explain and batch publish', () => {
+  const message = (i) => ({
+    id: `msg_${i}`, topic: 'orders.created', author: 'a', body: { n: i, some_key: 1 },
+    headers: { 'X-Trace': 't' }, query_params: { a_b: 'c' }, path_params: { id: String(i) },
+    http_method: 'POST', ordering_key: null, matched: 1, created_at: `2024-01-01T00:00:0${i}.000Z`,
+  });
+  const explained = {
+    matched: [7],
+    subscribers: [
+      { id: 7, matched: true, reason: 'matched' },
+      { id: 8, matched: false, reason: 'filter_false', missing: ['body.total'] },
+    ],
+  };
+  // A log of five messages whose cursor is position × 10; `emptyMoved` first answers that many
+  // empty pages whose cursor moved (what a topic pattern scanning past other topics answers).
+  let emptyMoved = 0;
+  let server;
+  before(async () => {
+    server = await startServer((req, body, res) => {
+      const url = new URL(req.url, 'http://x');
+      const route = `${req.method} ${url.pathname}`;
+      switch (route) {
+        case 'GET /messages': {
+          const since = Number(url.searchParams.get('since') ?? 0);
+          const limit = Number(url.searchParams.get('limit') ?? 100);
+          if (emptyMoved > 0) {
+            emptyMoved -= 1;
+            return sendJson(res, 200, { items: [], next_since: String(since + 1) });
+          }
+          const rows = [1, 2, 3, 4, 5].filter((i) => i * 10 > since).slice(0, limit);
+          const next = rows.length ? String(rows.at(-1) * 10) : url.searchParams.get('since');
+          return sendJson(res, 200, { items: rows.map(message), next_since: next });
+        }
+        case 'GET /messages/msg_3':
+          return sendJson(res, 200, {
+            ...message(3),
+            deliveries: [
+              { subscriber_id: 7, state: 'delivered', attempts: 1, last_http_status: 200 },
+              { subscriber_id: 8, state: 'dead', attempts: 3, last_http_status: null },
+            ],
+          });
+        case 'POST /messages/replay':
+          return sendJson(res, 200, { messages: 3, jobs: 5, dry_run: JSON.parse(body).dry_run });
+        case 'POST /publish':
+          if (url.searchParams.get('dry_run') === 'true') return sendJson(res, 200, explained);
+          return sendJson(res, 202, { message_id: 'm-new', matched: 2 });
+        case 'POST /publish/batch': {
+          const { messages } = JSON.parse(body);
+          const bad = messages.findIndex((m) => m.topic.includes(' '));
+          if (bad >= 0) return sendJson(res, 400, { error: { code: 'invalid_request', message: `messages[${bad}]: bad topic`, index: bad } });
+          return sendJson(res, 202, { items: messages.map((m, i) => ({ message_id: `m${i}`, matched: i })) });
+        }
+        default:
+          return sendJson(res, 404, { error: { code: 'not_found', message: `no route ${route}` } });
+      }
+    });
+  });
+  after(() => server.close());
+
+  const client = () => new Switch({ baseUrl: server.url, jwtSecret: 's', scope: 'publish admin' });
+  const sinces = () => server.requests.map((r) => new URL(r.url, 'http://x').searchParams.get('since'));
+
+  test('messages.list follows next_since page by page until a page is empty', async () => {
+    server.requests.length = 0;
+    const it = client().messages.list({ topic: 'orders.*', author: 'a', limit: 2 });
+    assert.ok(it instanceof MessageIterator);
+    assert.equal(server.requests.length, 0, 'nothing is fetched before iterating');
+    const got = [];
+    for await (const m of it) got.push(m);
+    assert.deepEqual(got.map((m) => m.id), ['msg_1', 'msg_2', 'msg_3', 'msg_4', 'msg_5']);
+    assert.deepEqual(sinces(), [null, '20', '40', '50']);
+    assert.equal(server.requests[0].url, '/messages?topic=orders.*&author=a&limit=2');
+    assert.equal(it.nextSince, '50');
+    assert.deepEqual(got[0], {
+      id: 'msg_1', topic: 'orders.created', author: 'a', body: { n: 1, some_key: 1 },
+      headers: { 'X-Trace': 't' }, queryParams: { a_b: 'c' }, pathParams: { id: '1' },
+      httpMethod: 'POST', orderingKey: null, matched: 1, createdAt: '2024-01-01T00:00:01.000Z',
+    });
+  });
+
+  test('nextSince moves past a page only once the whole page is yielded', async () => {
+    const it = client().messages.list({ limit: 2 });
+    assert.equal((await it.next()).value.id, 'msg_1');
+    assert.equal(it.nextSince, null);
+    assert.equal((await it.next()).value.id, 'msg_2');
+    assert.equal(it.nextSince, '20');
+    const ids = [];
+    for await (const m of it) {
+      ids.push(m.id);
+      break;
+    }
+    assert.deepEqual(ids, ['msg_3']);
+    assert.deepEqual(await it.next(), { done: true, value: undefined }, 'a for-await break ends it');
+    const rest = [];
+    for await (const m of client().messages.list({ since: it.nextSince })) rest.push(m.id);
+    assert.deepEqual(rest, ['msg_3', 'msg_4', 'msg_5'], 'resuming repeats the unfinished page, skips nothing');
+  });
+
+  test('messages.list reads on past empty pages whose cursor moved', async () => {
+    server.requests.length = 0;
+    emptyMoved = 2;
+    const ids = [];
+    for await (const m of client().messages.list({ topic: 'orders.#', since: 30 })) ids.push(m.id);
+    assert.deepEqual(ids, ['msg_4', 'msg_5']);
+    assert.deepEqual(sinces(), ['30', '31', '32', '50']);
+  });
+
+  test('concurrent next() calls are answered in order', async () => {
+    const it = client().messages.list({ limit: 1 });
+    const results = await Promise.all([it.next(), it.next(), it.next()]);
+    assert.deepEqual(results.map((r) => r.value.id), ['msg_1', 'msg_2', 'msg_3']);
+  });
+
+  test('messages.page, time bounds and limits', async () => {
+    server.requests.length = 0;
+    const page = await client().messages.page({
+      after: new Date(Date.UTC(2024, 0, 1, 12)),
+      before: '2024-01-02T00:00:00+01:00',
+      since: 30,
+      limit: 1000,
+    });
+    assert.deepEqual(page.items.map((m) => m.id), ['msg_4', 'msg_5']);
+    assert.equal(page.nextSince, '50');
+    const params = Object.fromEntries(new URL(server.requests[0].url, 'http://x').searchParams);
+    assert.deepEqual(params, { after: '2024-01-01T12:00:00.000Z', before: '2024-01-02T00:00:00+01:00', since: '30', limit: '1000' });
+    assert.deepEqual(await client().messages.page({ since: 50 }), { items: [], nextSince: '50' });
+    const n = server.requests.length;
+    for (const limit of [0, 1001, 2.5]) {
+      await assert.rejects(client().messages.page({ limit }), RangeError);
+      assert.throws(() => client().messages.list({ limit }), RangeError);
+    }
+    assert.throws(() => client().messages.list({ after: 12 }), TypeError);
+    assert.throws(() => client().messages.list({ before: new Date('nope') }), TypeError);
+    assert.equal(server.requests.length, n);
+  });
+
+  test('messages.get converts the deliveries; an unknown id is NotFoundError', async () => {
+    const got = await client().messages.get('msg_3');
+    assert.equal(got.id, 'msg_3');
+    assert.deepEqual(got.queryParams, { a_b: 'c' }, 'user data keeps its keys');
+    assert.deepEqual(got.deliveries, [
+      { subscriberId: 7, state: 'delivered', attempts: 1, lastHttpStatus: 200 },
+      { subscriberId: 8, state: 'dead', attempts: 3, lastHttpStatus: null },
+    ]);
+    const err = await client().messages.get('msg/none').catch((e) => e);
+    assert.ok(err instanceof NotFoundError);
+    assert.equal(err.code, 'not_found');
+    assert.equal(server.requests.at(-1).url, '/messages/msg%2Fnone');
+    await assert.rejects(client().messages.get(''), TypeError);
+  });
+
+  test('messages.replay sends the range and answers the counts', async () => {
+    server.requests.length = 0;
+    const result = await client().messages.replay({
+      topic: 'orders.#', after: new Date(Date.UTC(2024, 0, 1)), subscriberId: '7', dryRun: true,
+    });
+    assert.deepEqual(result, { messages: 3, jobs: 5, dryRun: true });
+    assert.deepEqual(JSON.parse(server.requests[0].body), {
+      topic: 'orders.#', after: '2024-01-01T00:00:00.000Z', subscriber_id: 7, dry_run: true,
+    });
+    assert.deepEqual(await client().messages.replay(), { messages: 3, jobs: 5, dryRun: false });
+    assert.deepEqual(JSON.parse(server.requests[1].body), { dry_run: false });
+  });
+
+  test('explain and publish with dryRun', async () => {
+    server.requests.length = 0;
+    const answer = await client().explain('orders.created', { body: { x: 1 }, queryParams: { a: 'b' } });
+    assert.deepEqual(answer, {
+      matched: [7],
+      subscribers: [
+        { id: 7, matched: true, reason: 'matched', missing: [] },
+        { id: 8, matched: false, reason: 'filter_false', missing: ['body.total'] },
+      ],
+    });
+    assert.equal(server.requests[0].url, '/publish?dry_run=true');
+    assert.deepEqual(JSON.parse(server.requests[0].body), { topic: 'orders.created', body: { x: 1 }, query_params: { a: 'b' } });
+    assert.deepEqual(await client().publish('orders.created', { body: { x: 1 }, dryRun: true, idempotencyKey: 'k' }), answer);
+    assert.equal(server.requests[1].url, '/publish?dry_run=true');
+    assert.equal(server.requests[1].headers['idempotency-key'], undefined);
+    assert.deepEqual(await client().publish('orders.created', { dryRun: false }), { messageId: 'm-new', matched: 2, duplicate: false });
+    await assert.rejects(client().explain(''), TypeError);
+  });
+
+  test('publishBatch sends native bodies and answers one result per message', async () => {
+    server.requests.length = 0;
+    const results = await client().publishBatch([
+      { topic: 'a.b', body: { id: 1 }, queryParams: { x: 'y' }, httpMethod: 'PUT' },
+      { topic: 'a.c', path_params: { id: '2' } },
+    ]);
+    assert.deepEqual(results, [{ messageId: 'm0', matched: 0 }, { messageId: 'm1', matched: 1 }]);
+    assert.deepEqual(JSON.parse(server.requests[0].body), {
+      messages: [
+        { topic: 'a.b', body: { id: 1 }, query_params: { x: 'y' }, http_method: 'PUT' },
+        { topic: 'a.c', path_params: { id: '2' } },
+      ],
+    });
+    const err = await client().publishBatch([{ topic: 'a' }, { topic: 'bad topic' }]).catch((e) => e);
+    assert.ok(err instanceof InvalidRequestError, String(err));
+    assert.equal(err.index, 1);
+    assert.equal(err.code, 'invalid_request');
+    assert.equal(err.status, 400);
+    const n = server.requests.length;
+    await assert.rejects(client().publishBatch({ topic: 'a' }), TypeError);
+    await assert.rejects(client().publishBatch([{ topic: 'a' }, 'b']), TypeError);
+    assert.equal(server.requests.length, n);
+  });
+
+  test('errors without an index have index null', async () => {
+    const err = await client().messages.get('nope').catch((e) => e);
+    assert.equal(err.index, null);
+    assert.equal(new SwitchError('x').index, null);
   });
 });
 

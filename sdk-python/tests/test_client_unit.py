@@ -11,17 +11,24 @@ import pytest
 
 from switch_sdk import (
     AsyncClient,
+    AsyncMessageIterator,
     Client,
     ConflictError,
     DeadLetter,
     Delivery,
     DeliveryPage,
+    ExplainedSubscriber,
+    Explanation,
     ForbiddenError,
     InvalidRequestError,
+    Message,
+    MessageDelivery,
+    MessagePage,
     NetworkError,
     NotFoundError,
     PayloadTooLargeError,
     PublishResult,
+    ReplayResult,
     Subscriber,
     SwitchError,
     UnauthorizedError,
@@ -511,3 +518,285 @@ def test_timeout_is_configured() -> None:
     with Client("http://hub.test", timeout=2.5, transport=httpx.MockTransport(handler)) as c:
         c.ping()
     assert seen[0] == {"connect": 2.5, "read": 2.5, "write": 2.5, "pool": 2.5}
+
+
+# --- message log, explain, batch publish ----------------------------------------------------
+
+
+def _message(i: int, topic: str = "orders.created") -> Dict[str, Any]:
+    return {
+        "id": f"msg_{i}", "topic": topic, "author": "a", "body": {"n": i},
+        "headers": {"X-Trace": "t"}, "query_params": {}, "path_params": {"id": str(i)},
+        "http_method": "POST", "ordering_key": None, "matched": 1,
+        "created_at": f"2024-01-01T00:00:0{i}.000Z",
+    }
+
+
+def _log_handler(
+    total: int, moved_empty_pages: int = 0
+) -> Callable[[httpx.Request], httpx.Response]:
+    """A message log of ``total`` messages whose cursor is ``str(position * 10)``; the
+    first ``moved_empty_pages`` requests answer an empty page whose cursor moved (what a
+    topic pattern scanning past unmatched messages answers)."""
+    rows = [_message(i) for i in range(1, total + 1)]
+    state = {"empty": moved_empty_pages}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        params = request.url.params
+        since = int(params.get("since", "0"))
+        limit = int(params.get("limit", "100"))
+        if state["empty"]:
+            state["empty"] -= 1
+            return httpx.Response(200, json={"items": [], "next_since": str(since + 1)})
+        page = [r for i, r in enumerate(rows, 1) if i * 10 > since][:limit]
+        last = rows.index(page[-1]) + 1 if page else None
+        next_since = str(last * 10) if last else (params.get("since"))
+        return httpx.Response(200, json={"items": page, "next_since": next_since})
+
+    return handler
+
+
+def test_messages_list_follows_the_cursor_to_an_empty_page() -> None:
+    hub = Hub(_log_handler(5))
+    with hub.client() as client:
+        it = client.messages.list(topic="orders.*", author="a", limit=2)
+        assert hub.requests == [], "nothing is fetched before iterating"
+        got = list(it)
+    assert [m.id for m in got] == ["msg_1", "msg_2", "msg_3", "msg_4", "msg_5"]
+    assert all(isinstance(m, Message) for m in got)
+    assert got[0].body == {"n": 1} and got[0].path_params == {"id": "1"}
+    assert got[0].headers == {"X-Trace": "t"} and got[0].deliveries is None
+    assert [r.url.params.get("since") for r in hub.requests] == [None, "20", "40", "50"]
+    first = hub.requests[0].url.params
+    assert first["topic"] == "orders.*" and first["author"] == "a" and first["limit"] == "2"
+    assert it.next_since == "50"
+
+
+def test_messages_list_next_since_resumes_without_skipping() -> None:
+    hub = Hub(_log_handler(5))
+    with hub.client() as client:
+        it = client.messages.list(limit=2)
+        assert next(it).id == "msg_1"
+        assert it.next_since is None, "the page is not handed out in full yet"
+        assert next(it).id == "msg_2"
+        assert it.next_since == "20"
+        assert next(it).id == "msg_3"
+        rest = [m.id for m in client.messages.list(since=it.next_since, limit=2)]
+    assert rest == ["msg_3", "msg_4", "msg_5"]
+
+
+def test_messages_list_reads_on_past_empty_pages_whose_cursor_moved() -> None:
+    hub = Hub(_log_handler(2, moved_empty_pages=2))
+    with hub.client() as client:
+        got = [m.id for m in client.messages.list(topic="orders.#")]
+    assert got == ["msg_1", "msg_2"]
+    assert [r.url.params.get("since") for r in hub.requests] == [None, "1", "2", "20"]
+
+
+def test_messages_list_stops_if_the_cursor_does_not_move() -> None:
+    hub = Hub(answer(200, {"items": [_message(1)], "next_since": "7"}))
+    with hub.client() as client:
+        got = list(client.messages.list(since="7"))
+    assert [m.id for m in got] == ["msg_1"]
+    assert len(hub.requests) == 1
+
+
+def test_messages_page_and_time_bounds() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    hub = Hub(answer(200, {"items": [_message(1)], "next_since": "123"}))
+    with hub.client() as client:
+        page = client.messages.page(
+            after=datetime(2024, 1, 1, 12, 0, 0),
+            before=datetime(2024, 1, 1, 13, 0, 0, tzinfo=timezone(timedelta(hours=1))),
+            since=99,
+            limit=1000,
+        )
+        assert isinstance(page, MessagePage)
+        assert page.next_since == "123" and page.items[0].id == "msg_1"
+        assert dict(hub.last.url.params) == {
+            "after": "2024-01-01T12:00:00+00:00",
+            "before": "2024-01-01T13:00:00+01:00",
+            "since": "99",
+            "limit": "1000",
+        }
+        client.messages.page(after="2024-01-01T00:00:00.000Z")
+        assert hub.last.url.params["after"] == "2024-01-01T00:00:00.000Z"
+        n = len(hub.requests)
+        for bad in (0, 1001):
+            with pytest.raises(ValueError):
+                client.messages.page(limit=bad)
+            with pytest.raises(ValueError):
+                client.messages.list(limit=bad)
+        with pytest.raises(TypeError):
+            client.messages.page(after=12)  # type: ignore[arg-type]
+        assert len(hub.requests) == n
+
+
+def test_messages_get_with_deliveries() -> None:
+    row = {
+        **_message(3),
+        "deliveries": [
+            {"subscriber_id": 7, "state": "delivered", "attempts": 1, "last_http_status": 200},
+            {"subscriber_id": 8, "state": "pending", "attempts": 0, "last_http_status": None},
+        ],
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/messages/msg_3":
+            return httpx.Response(200, json=row)
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no message"}})
+
+    hub = Hub(handler)
+    with hub.client() as client:
+        message = client.messages.get("msg_3")
+        assert message.id == "msg_3" and message.matched == 1
+        assert message.created_at == "2024-01-01T00:00:03.000Z"
+        assert message.deliveries == [
+            MessageDelivery(subscriber_id=7, state="delivered", attempts=1, last_http_status=200),
+            MessageDelivery(subscriber_id=8, state="pending", attempts=0, last_http_status=None),
+        ]
+        with pytest.raises(NotFoundError) as info:
+            client.messages.get("msg/none")
+    assert info.value.code == "not_found"
+    assert hub.last.url.raw_path == b"/messages/msg%2Fnone"
+
+
+def test_messages_replay() -> None:
+    hub = Hub(answer(200, {"messages": 3, "jobs": 5, "dry_run": True}))
+    with hub.client() as client:
+        result = client.messages.replay(
+            topic="orders.#", after="2024-01-01T00:00:00Z", subscriber_id="7", dry_run=True
+        )
+        assert result == ReplayResult(messages=3, jobs=5, dry_run=True)
+        assert hub.last.method == "POST" and hub.last.url.path == "/messages/replay"
+        assert body_of(hub.last) == {
+            "topic": "orders.#", "after": "2024-01-01T00:00:00Z", "subscriber_id": 7,
+            "dry_run": True,
+        }
+        client.messages.replay()
+        assert body_of(hub.last) == {"dry_run": False}
+        hub._handler = answer(200, {"jobs": 1})
+        with pytest.raises(SwitchError, match="messages"):
+            client.messages.replay()
+
+
+EXPLAINED = {
+    "matched": [7],
+    "subscribers": [
+        {"id": 7, "matched": True, "reason": "matched"},
+        {"id": 8, "matched": False, "reason": "filter_false", "missing": ["body.total"]},
+    ],
+}
+
+
+def test_explain_and_publish_dry_run() -> None:
+    hub = Hub(answer(200, EXPLAINED))
+    with hub.client() as client:
+        explained = client.explain("orders.created", {"x": 1}, headers={"A": "b"})
+        assert isinstance(explained, Explanation)
+        assert explained.matched == [7]
+        assert explained.subscribers[1] == ExplainedSubscriber(
+            id=8, matched=False, reason="filter_false", missing=["body.total"]
+        )
+        assert explained.subscriber("8") == explained.subscribers[1]
+        assert explained.subscriber(9) is None
+        assert explained.subscribers[0].missing == []
+        assert hub.last.url.path == "/publish"
+        assert dict(hub.last.url.params) == {"dry_run": "true"}
+        assert body_of(hub.last) == {
+            "topic": "orders.created", "body": {"x": 1}, "headers": {"A": "b"},
+            "http_method": "POST",
+        }
+        again = client.publish("orders.created", {"x": 1}, dry_run=True)
+        assert again == explained
+        assert dict(hub.last.url.params) == {"dry_run": "true"}
+
+
+def test_publish_batch() -> None:
+    hub = Hub(answer(202, {"items": [
+        {"message_id": "m1", "matched": 2}, {"message_id": "m2", "matched": 0},
+    ]}))
+    with hub.client() as client:
+        results = client.publish_batch([
+            {"topic": "orders.created", "body": {"id": 1}, "http_method": "put"},
+            {"topic": "orders.paid", "query_params": {"a": "b"}},
+        ])
+        assert results == [PublishResult("m1", 2), PublishResult("m2", 0)]
+        assert hub.last.url.path == "/publish/batch"
+        assert body_of(hub.last) == {"messages": [
+            {"topic": "orders.created", "body": {"id": 1}, "http_method": "PUT"},
+            {"topic": "orders.paid", "query_params": {"a": "b"}},
+        ]}
+        n = len(hub.requests)
+        with pytest.raises(TypeError):
+            client.publish_batch([{"topic": "a"}, "b"])  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            client.publish_batch({"topic": "a"})  # type: ignore[arg-type]
+        assert len(hub.requests) == n
+        with pytest.raises(SwitchError, match="batch of 1"):
+            client.publish_batch([{"topic": "a"}])
+
+
+def test_publish_batch_error_names_the_item() -> None:
+    hub = Hub(answer(400, {"error": {
+        "code": "invalid_request", "message": "messages[1]: bad topic", "index": 1,
+    }}))
+    with hub.client() as client:
+        with pytest.raises(InvalidRequestError) as info:
+            client.publish_batch([{"topic": "a"}, {"topic": "bad topic"}])
+    assert info.value.index == 1
+    assert info.value.code == "invalid_request"
+    assert info.value.status == 400
+    plain = Hub(answer(400, {"error": {"code": "invalid_request", "message": "bad"}}))
+    with plain.client() as client:
+        with pytest.raises(InvalidRequestError) as info:
+            client.publish("t")
+    assert info.value.index is None
+    forbidden = Hub(answer(403, {"error": {"code": "forbidden", "message": "m", "index": 0}}))
+    with forbidden.client() as client:
+        with pytest.raises(ForbiddenError) as info:
+            client.publish_batch([{"topic": "x"}])
+    assert info.value.index == 0
+    unavailable = Hub(answer(503, {"error": {"code": "unavailable", "message": "m", "index": 2}}))
+    with unavailable.client() as client:
+        with pytest.raises(UnavailableError) as info:
+            client.publish_batch([{"topic": "x"}])
+    assert info.value.index == 2
+
+
+@pytest.mark.asyncio
+async def test_async_message_log_explain_and_batch() -> None:
+    log = _log_handler(3)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/messages":
+            return log(request)
+        if path == "/messages/msg_1":
+            return httpx.Response(200, json={**_message(1), "deliveries": []})
+        if path == "/messages/replay":
+            return httpx.Response(200, json={"messages": 3, "jobs": 0, "dry_run": True})
+        if path == "/publish/batch":
+            return httpx.Response(202, json={"items": [{"message_id": "m1", "matched": 1}]})
+        if path == "/publish" and request.url.params.get("dry_run") == "true":
+            return httpx.Response(200, json=EXPLAINED)
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": path}})
+
+    hub = Hub(handler)
+    async with hub.async_client() as client:
+        it = client.messages.list(limit=2)
+        assert isinstance(it, AsyncMessageIterator)
+        assert [m.id async for m in it] == ["msg_1", "msg_2", "msg_3"]
+        assert it.next_since == "30"
+        assert [m.id async for m in client.messages.list(since=it.next_since)] == []
+        page = await client.messages.page(since="10", limit=1)
+        assert [m.id for m in page.items] == ["msg_2"] and page.next_since == "20"
+        assert (await client.messages.get("msg_1")).deliveries == []
+        assert await client.messages.replay(topic="#", dry_run=True) == ReplayResult(3, 0, True)
+        assert await client.publish_batch([{"topic": "a"}]) == [PublishResult("m1", 1)]
+        explained = await client.explain("orders.created")
+        assert explained.matched == [7]
+        assert await client.publish("orders.created", dry_run=True) == explained
+        with pytest.raises(ValueError):
+            client.messages.list(limit=0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from typing import Any, Callable
+from datetime import datetime
+from typing import Any, Callable, List
 
 import pytest
 
@@ -15,19 +16,25 @@ from switch_sdk import (
     DeadLetter,
     Delivery,
     DeliveryPage,
+    Explanation,
     ForbiddenError,
     InvalidRequestError,
+    Message,
+    MessageDelivery,
+    MessagePage,
     NetworkError,
     NotFoundError,
     PayloadTooLargeError,
     PublishResult,
+    ReplayResult,
     Subscriber,
     UnauthorizedError,
     WebhookVerificationError,
+    sign_token,
     verify_webhook,
 )
 
-from .conftest import Receiver, free_port, needs_hub, wait_for
+from .conftest import HUB_SECRET, Receiver, free_port, needs_hub, wait_for
 
 NewSubscriber = Callable[..., Subscriber]
 AUTHOR = "sdk-python-tests"
@@ -369,3 +376,247 @@ async def test_async_client(hub_url: str, hub_secret: str, topic: str, receiver:
     async with AsyncClient(hub_url, jwt_secret="wrong", author=AUTHOR) as client:
         with pytest.raises(UnauthorizedError):
             await client.publish(topic)
+
+
+# --- message log, explain, batch publish ----------------------------------------------------
+
+#: Messages reach the log within about 2 s of their publish; allow for a slow machine.
+ARCHIVE_WAIT = 10.0
+
+
+def _logged(admin: Client, count: int, **filters: Any) -> List[Message]:
+    """The first ``count`` logged messages matching ``filters``, once they are all there."""
+    return wait_for(
+        lambda: (lambda got: got if len(got) >= count else None)(
+            list(admin.messages.list(**filters))
+        ),
+        timeout=ARCHIVE_WAIT,
+        what=f"{count} message(s) in the log ({filters})",
+    )
+
+
+@needs_hub
+def test_message_log_lists_in_publish_order_and_polls_from_next_since(
+    admin: Client, topic: str
+) -> None:
+    published = [admin.publish(topic, {"n": n}, headers={"X-N": str(n)}) for n in range(5)]
+    logged = _logged(admin, 5, topic=topic, limit=2)  # three pages of at most 2
+    assert [m.id for m in logged] == [p.message_id for p in published]
+    for n, message in enumerate(logged):
+        assert isinstance(message, Message)
+        assert message.topic == topic
+        assert message.body == {"n": n}
+        assert message.headers == {"X-N": str(n)}
+        assert message.author == AUTHOR
+        assert message.http_method == "POST"
+        assert message.matched == 0
+        assert message.created_at and message.created_at.endswith("Z")
+        assert message.deliveries is None
+
+    # A pattern, an author, and time bounds select the same messages.
+    pattern = topic.rsplit(".", 1)[0] + ".*"
+    assert [m.id for m in admin.messages.list(topic=pattern, author=AUTHOR)] == [
+        m.id for m in logged
+    ]
+    assert [m.id for m in admin.messages.list(topic=topic, author="someone-else")] == []
+    first = datetime.fromisoformat((logged[0].created_at or "").replace("Z", "+00:00"))
+    later = [m.id for m in admin.messages.list(topic=topic, after=first)]
+    assert later == [m.id for m in logged if m.created_at != logged[0].created_at]
+    assert list(admin.messages.list(topic=topic, before=logged[0].created_at)) == []
+
+    # Polling: the iterator's cursor yields only what is logged after it.
+    it = admin.messages.list(topic=topic)
+    assert len(list(it)) == 5
+    cursor = it.next_since
+    assert cursor is not None
+    assert list(admin.messages.list(topic=topic, since=cursor)) == []
+    newer = admin.publish(topic, {"n": 5})
+    polled = _logged(admin, 1, topic=topic, since=cursor)
+    assert [m.id for m in polled] == [newer.message_id]
+
+    page = admin.messages.page(topic=topic, limit=2)
+    assert isinstance(page, MessagePage)
+    assert [m.id for m in page.items] == [m.id for m in logged[:2]]
+    rest = admin.messages.page(topic=topic, since=page.next_since, limit=1000)
+    assert [m.id for m in rest.items] == [m.id for m in logged[2:]] + [newer.message_id]
+    assert admin.messages.page(topic=topic, since=rest.next_since).items == []
+
+
+@needs_hub
+def test_message_with_its_deliveries(
+    admin: Client, new_subscriber: NewSubscriber, receiver: Receiver, topic: str
+) -> None:
+    sub = new_subscriber(topic, receiver.url + "/log")
+    admin.refresh()
+    result = admin.publish(topic, {"total": 7}, path_params={"id": "7"})
+    assert result.matched == 1
+    receiver.wait("/log")
+
+    def delivered() -> Any:
+        try:
+            message = admin.messages.get(result.message_id)
+        except NotFoundError:
+            return None
+        states = [d.state for d in message.deliveries or []]
+        return message if states == ["delivered"] else None
+
+    message = wait_for(delivered, timeout=ARCHIVE_WAIT, what="the delivered message in the log")
+    assert message.id == result.message_id
+    assert message.topic == topic
+    assert message.body == {"total": 7}
+    assert message.path_params == {"id": "7"}
+    assert message.matched == 1
+    [delivery] = message.deliveries or []
+    assert isinstance(delivery, MessageDelivery)
+    assert str(delivery.subscriber_id) == str(sub.id)
+    assert delivery.attempts == 1
+    assert delivery.last_http_status == 200
+
+    with pytest.raises(NotFoundError) as info:
+        admin.messages.get("msg_does_not_exist")
+    assert info.value.status == 404
+    assert info.value.code == "not_found"
+
+
+@needs_hub
+def test_explain_reports_filters_and_missing_variables(
+    admin: Client, new_subscriber: NewSubscriber, topic: str
+) -> None:
+    every = new_subscriber(topic, "http://127.0.0.1:9/every")
+    big = new_subscriber(topic, "http://127.0.0.1:9/big", filter_expression="body.total > 100")
+    off = new_subscriber(topic, "http://127.0.0.1:9/off", enabled=False)
+    admin.refresh()
+
+    explained = admin.explain(topic, {"note": "no total"})
+    assert isinstance(explained, Explanation)
+    assert [str(i) for i in explained.matched] == [str(every.id)]
+    by_id = {str(s.id): s for s in explained.subscribers}
+    assert set(by_id) == {str(every.id), str(big.id), str(off.id)}
+    assert by_id[str(every.id)].matched is True
+    assert by_id[str(every.id)].reason == "matched"
+    assert by_id[str(big.id)].matched is False
+    assert by_id[str(big.id)].reason == "filter_false"
+    assert by_id[str(big.id)].missing == ["body.total"]
+    assert by_id[str(off.id)].reason == "disabled"
+
+    dry = admin.publish(topic, {"total": 150}, dry_run=True)
+    assert isinstance(dry, Explanation)
+    assert sorted(str(i) for i in dry.matched) == sorted([str(every.id), str(big.id)])
+    entry = dry.subscriber(big.id)
+    assert entry is not None and entry.reason == "matched" and entry.missing == []
+
+    # A token with scope publish only may explain too.
+    with Client(admin.base_url, token=sign_token(HUB_SECRET, author=AUTHOR, scope="publish")) as c:
+        assert [str(i) for i in c.explain(topic).matched] == [str(every.id)]
+
+
+@needs_hub
+def test_publish_batch_all_or_nothing(
+    admin: Client, new_subscriber: NewSubscriber, topic: str
+) -> None:
+    base = topic.rsplit(".", 1)[0]
+    with pytest.raises(InvalidRequestError) as info:
+        admin.publish_batch([
+            {"topic": f"{base}.refused", "body": {"n": 0}},
+            {"topic": "not a topic!", "body": {"n": 1}},
+            {"topic": f"{base}.refused"},
+        ])
+    assert info.value.index == 1
+    assert info.value.status == 400
+    assert info.value.code == "invalid_request"
+
+    new_subscriber(f"{base}.ok", "http://127.0.0.1:9/batch", filter_expression="body.n > 0")
+    admin.refresh()
+    results = admin.publish_batch([
+        {"topic": f"{base}.ok", "body": {"n": 0}},
+        {"topic": f"{base}.ok", "body": {"n": 1}, "headers": {"X-Trace": "b"}},
+        {"topic": f"{base}.ok", "body": {"n": 2}, "http_method": "put"},
+    ])
+    assert [r.matched for r in results] == [0, 1, 1]
+    assert len({r.message_id for r in results}) == 3
+    assert all(isinstance(r, PublishResult) and not r.duplicate for r in results)
+
+    logged = _logged(admin, 3, topic=f"{base}.#")
+    assert [m.id for m in logged] == [r.message_id for r in results]
+    assert [m.body for m in logged] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert logged[1].headers == {"X-Trace": "b"}
+    assert logged[2].http_method == "PUT"
+    assert all(m.topic == f"{base}.ok" for m in logged), "the refused batch logged nothing"
+
+    with pytest.raises(InvalidRequestError) as info:
+        admin.publish_batch([])
+    assert info.value.index is None
+
+
+@needs_hub
+def test_replay_dry_run_counts(
+    admin: Client, new_subscriber: NewSubscriber, receiver: Receiver, topic: str
+) -> None:
+    published = [admin.publish(topic, {"total": total}) for total in (50, 150, 250)]
+    logged = _logged(admin, 3, topic=topic)
+    assert [m.id for m in logged] == [p.message_id for p in published]
+
+    every = new_subscriber(topic, receiver.url + "/replay-every")
+    big = new_subscriber(topic, receiver.url + "/replay-big", filter_expression="body.total > 100")
+    admin.refresh()
+
+    everything = admin.messages.replay(topic=topic, dry_run=True)
+    assert everything == ReplayResult(messages=3, jobs=5, dry_run=True)
+    only_big = admin.messages.replay(topic=topic, subscriber_id=big.id, dry_run=True)
+    assert (only_big.messages, only_big.jobs) == (3, 2)
+    after_first = admin.messages.replay(
+        topic=topic, after=logged[0].created_at, subscriber_id=every.id, dry_run=True
+    )
+    assert after_first.jobs == after_first.messages
+    assert after_first.messages == len([m for m in logged if m.created_at != logged[0].created_at])
+    none = admin.messages.replay(topic=topic + ".none", dry_run=True)
+    assert (none.messages, none.jobs) == (0, 0)
+
+    with pytest.raises(NotFoundError):
+        admin.messages.replay(topic=topic, subscriber_id=999_999_999, dry_run=True)
+
+    # A real backfill of the new subscriber delivers each matching message once more.
+    done = admin.messages.replay(topic=topic, subscriber_id=big.id)
+    assert (done.messages, done.jobs, done.dry_run) == (3, 2, False)
+    got = receiver.wait("/replay-big", count=2)
+    assert sorted(r.headers["webhook-id"] for r in got) == sorted(
+        p.message_id for p in published[1:]
+    )
+    assert receiver.received("/replay-every") == [], "dry runs enqueue nothing"
+
+
+@needs_hub
+@pytest.mark.asyncio
+async def test_async_message_log(hub_url: str, hub_secret: str, topic: str) -> None:
+    async with AsyncClient(
+        hub_url, jwt_secret=hub_secret, author=AUTHOR, scope="publish admin"
+    ) as client:
+        results = await client.publish_batch([{"topic": topic, "body": {"n": n}} for n in range(3)])
+        ids = [r.message_id for r in results]
+
+        deadline = asyncio.get_running_loop().time() + ARCHIVE_WAIT
+        while True:
+            it = client.messages.list(topic=topic, limit=2)
+            seen = [m async for m in it]
+            if len(seen) >= 3:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "not logged within 10 s"
+            await asyncio.sleep(0.2)
+        assert [m.id for m in seen] == ids
+        assert [m.id async for m in client.messages.list(topic=topic, since=it.next_since)] == []
+        page = await client.messages.page(topic=topic, limit=1)
+        assert [m.id for m in page.items] == ids[:1]
+
+        message = await client.messages.get(ids[0])
+        assert message.body == {"n": 0} and message.deliveries == []
+        replay = await client.messages.replay(topic=topic, dry_run=True)
+        assert (replay.messages, replay.jobs, replay.dry_run) == (3, 0, True)
+        explained = await client.explain(topic, {"n": 1})
+        assert explained.matched == [] and explained.subscribers == []
+        assert await client.publish(topic, dry_run=True) == explained
+
+        with pytest.raises(InvalidRequestError) as info:
+            await client.publish_batch([{"topic": topic}, {"topic": topic, "http_method": "TRACE"}])
+        assert info.value.index == 1
+        with pytest.raises(NotFoundError):
+            await client.messages.get("msg_does_not_exist")

@@ -6,9 +6,9 @@
 """
 
 from ._version import __version__
-from .async_client import AsyncClient, AsyncSubscribers
+from .async_client import AsyncClient, AsyncMessageIterator, AsyncMessages, AsyncSubscribers
 from .auth import sign_token
-from .client import Client, Subscribers
+from .client import Client, MessageIterator, Messages, Subscribers
 from .errors import (
     ConflictError,
     ForbiddenError,
@@ -21,15 +21,32 @@ from .errors import (
     UnavailableError,
     WebhookVerificationError,
 )
-from .models import DeadLetter, Delivery, DeliveryPage, Id, PublishResult, Subscriber
+from .models import (
+    DeadLetter,
+    Delivery,
+    DeliveryPage,
+    ExplainedSubscriber,
+    Explanation,
+    Id,
+    Message,
+    MessageDelivery,
+    MessagePage,
+    PublishResult,
+    ReplayResult,
+    Subscriber,
+)
 from .webhooks import sign_webhook, verify_webhook
 
 __all__ = [
     "__version__",
     "AsyncClient",
     "AsyncSubscribers",
+    "AsyncMessages",
+    "AsyncMessageIterator",
     "Client",
     "Subscribers",
+    "Messages",
+    "MessageIterator",
     "sign_token",
     "verify_webhook",
     "sign_webhook",
@@ -38,6 +55,12 @@ __all__ = [
     "Delivery",
     "DeliveryPage",
     "DeadLetter",
+    "Message",
+    "MessageDelivery",
+    "MessagePage",
+    "ReplayResult",
+    "Explanation",
+    "ExplainedSubscriber",
     "Id",
     "SwitchError",
     "NetworkError",

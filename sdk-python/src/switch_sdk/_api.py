@@ -8,13 +8,36 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Tuple, TypeVar
+from datetime import datetime, timezone
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 from urllib.parse import quote
 
 import httpx
 
 from .errors import SwitchError, error_from_response
-from .models import DeadLetter, DeliveryPage, Id, PublishResult, Subscriber
+from .models import (
+    DeadLetter,
+    DeliveryPage,
+    Explanation,
+    Id,
+    Message,
+    MessagePage,
+    PublishResult,
+    ReplayResult,
+    Subscriber,
+)
 
 T = TypeVar("T")
 
@@ -126,19 +149,34 @@ def _id(value: Id) -> str:
     return quote(text, safe="")
 
 
+#: A point in time for the message log's ``after`` / ``before`` bounds: an RFC 3339
+#: string, sent as is, or a ``datetime`` (a naive one is taken as UTC).
+Time = Union[str, datetime]
+
+
+def _time(name: str, value: Optional[Time]) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.isoformat()
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise TypeError(f"{name} must be an RFC 3339 string or a datetime, not {value!r}")
+
+
 # --- publishing -----------------------------------------------------------------------------
 
 
-def publish(
+def _publish_body(
     topic: str,
-    body: Any = None,
-    *,
-    headers: Optional[Mapping[str, str]] = None,
-    query_params: Optional[Mapping[str, Any]] = None,
-    path_params: Optional[Mapping[str, Any]] = None,
-    http_method: str = "POST",
-    idempotency_key: Optional[str] = None,
-) -> Call[PublishResult]:
+    body: Any,
+    headers: Optional[Mapping[str, str]],
+    query_params: Optional[Mapping[str, Any]],
+    path_params: Optional[Mapping[str, Any]],
+    http_method: str,
+) -> Dict[str, Any]:
     if not isinstance(topic, str) or not topic:
         raise ValueError("topic must be a non-empty string")
     method = str(http_method).upper()
@@ -154,6 +192,20 @@ def publish(
     if path_params is not None:
         payload["path_params"] = dict(path_params)
     payload["http_method"] = method
+    return payload
+
+
+def publish(
+    topic: str,
+    body: Any = None,
+    *,
+    headers: Optional[Mapping[str, str]] = None,
+    query_params: Optional[Mapping[str, Any]] = None,
+    path_params: Optional[Mapping[str, Any]] = None,
+    http_method: str = "POST",
+    idempotency_key: Optional[str] = None,
+) -> Call[PublishResult]:
+    payload = _publish_body(topic, body, headers, query_params, path_params, http_method)
     extra: Dict[str, str] = {}
     if idempotency_key is not None:
         if not idempotency_key:
@@ -167,6 +219,56 @@ def publish(
         has_body=True,
         headers=extra,
     )
+
+
+def explain(
+    topic: str,
+    body: Any = None,
+    *,
+    headers: Optional[Mapping[str, str]] = None,
+    query_params: Optional[Mapping[str, Any]] = None,
+    path_params: Optional[Mapping[str, Any]] = None,
+    http_method: str = "POST",
+) -> Call[Explanation]:
+    payload = _publish_body(topic, body, headers, query_params, path_params, http_method)
+    return Call(
+        "POST",
+        "/publish",
+        lambda r: Explanation.from_dict(_json_object(r)),
+        json_body=payload,
+        has_body=True,
+        params={"dry_run": "true"},
+    )
+
+
+def _batch_item(position: int, message: Mapping[str, Any]) -> Dict[str, Any]:
+    if not isinstance(message, Mapping):
+        raise TypeError(
+            f"messages[{position}] must be a mapping such as "
+            f"{{'topic': 'orders.created', 'body': {{...}}}}, not {type(message).__name__}"
+        )
+    item = dict(message)
+    if isinstance(item.get("http_method"), str):
+        item["http_method"] = item["http_method"].upper()
+    return item
+
+
+def publish_batch(messages: Sequence[Mapping[str, Any]]) -> Call[List[PublishResult]]:
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise TypeError("messages must be a list of publish bodies (mappings)")
+    items = [_batch_item(i, m) for i, m in enumerate(messages)]
+
+    def parse(response: httpx.Response) -> List[PublishResult]:
+        results = [PublishResult.from_dict(item) for item in _items(response)]
+        if len(results) != len(items):
+            raise SwitchError(
+                f"the hub answered a batch of {len(items)} with {len(results)} results",
+                status=response.status_code,
+                body=_maybe_json(response),
+            )
+        return results
+
+    return Call("POST", "/publish/batch", parse, json_body={"messages": items}, has_body=True)
 
 
 def refresh() -> Call[None]:
@@ -352,3 +454,105 @@ def replay_dead_letters(subscriber_id: Optional[Id] = None) -> Call[Any]:
         params=_params(subscriber_id=subscriber_id),
     )
 
+
+
+# --- message log ----------------------------------------------------------------------------
+
+MAX_MESSAGE_PAGE = 1000
+
+
+def list_messages(
+    topic: Optional[str] = None,
+    author: Optional[str] = None,
+    after: Optional[Time] = None,
+    before: Optional[Time] = None,
+    since: Optional[Id] = None,
+    limit: Optional[int] = None,
+) -> Call[MessagePage]:
+    if limit is not None and not 1 <= limit <= MAX_MESSAGE_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_MESSAGE_PAGE}")
+    return Call(
+        "GET",
+        "/messages",
+        lambda r: MessagePage.from_dict(_json_object(r)),
+        params=_params(
+            topic=topic,
+            author=author,
+            after=_time("after", after),
+            before=_time("before", before),
+            since=since,
+            limit=limit,
+        ),
+    )
+
+
+class MessageCursor:
+    """Follows ``next_since`` across pages of ``GET /messages``.
+
+    ``since`` is where the next page starts. It moves to a page's ``next_since`` once
+    the page has been handed out in full, so a reader that stops in the middle of a
+    page and resumes from ``since`` sees the rest of that page again rather than
+    missing it.
+    """
+
+    def __init__(self, since: Optional[Id]) -> None:
+        self.since: Optional[str] = None if since is None else str(since)
+        self.done = False
+        self._pending: Optional[str] = None
+
+    def take(self, page: MessagePage) -> List[Message]:
+        """The messages of ``page`` to hand out; an empty list means caught up."""
+        cursor = page.next_since if page.next_since is not None else self.since
+        moved = cursor != self.since
+        if not page.items:
+            # A topic pattern may scan past messages it does not match: an empty
+            # page whose cursor moved is not the end yet.
+            self.since = cursor
+            if not moved:
+                self.done = True
+            return []
+        if not moved:
+            # A cursor that does not move would read the same page forever.
+            self.done = True
+        self._pending = cursor
+        return list(page.items)
+
+    def handed_out_page(self) -> None:
+        """Every message of the last page has been handed out."""
+        self.since = self._pending
+
+
+def get_message(message_id: str) -> Call[Message]:
+    return Call(
+        "GET",
+        f"/messages/{_id(message_id)}",
+        lambda r: Message.from_dict(_json_object(r)),
+    )
+
+
+def replay_messages(
+    topic: Optional[str] = None,
+    after: Optional[Time] = None,
+    before: Optional[Time] = None,
+    subscriber_id: Optional[Id] = None,
+    dry_run: bool = False,
+) -> Call[ReplayResult]:
+    payload: Dict[str, Any] = {"dry_run": bool(dry_run)}
+    if topic is not None:
+        payload["topic"] = topic
+    if after is not None:
+        payload["after"] = _time("after", after)
+    if before is not None:
+        payload["before"] = _time("before", before)
+    if subscriber_id is not None:
+        # The hub takes the id as a JSON integer.
+        if isinstance(subscriber_id, str) and subscriber_id.strip().isdigit():
+            subscriber_id = int(subscriber_id)
+        payload["subscriber_id"] = subscriber_id
+    return Call(
+        "POST",
+        "/messages/replay",
+        lambda r: ReplayResult.from_dict(_json_object(r)),
+        json_body=payload,
+        has_body=True,
+    )

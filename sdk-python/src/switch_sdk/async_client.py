@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+from collections import deque
 from types import TracebackType
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Type, TypeVar
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Deque,
+    Dict,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    Type,
+    TypeVar,
+    Union,
+    overload,
+)
 
 import httpx
 
 from . import _api
+from ._api import Time
 from ._base import BaseClient, TimeoutArg
 from .auth import Scope
-from .models import DeadLetter, Delivery, DeliveryPage, Id, PublishResult, Subscriber
+from .models import (
+    DeadLetter,
+    Delivery,
+    DeliveryPage,
+    Explanation,
+    Id,
+    Message,
+    MessagePage,
+    PublishResult,
+    ReplayResult,
+    Subscriber,
+)
 
-__all__ = ["AsyncClient", "AsyncSubscribers"]
+__all__ = ["AsyncClient", "AsyncSubscribers", "AsyncMessages", "AsyncMessageIterator"]
 
 T = TypeVar("T")
 
@@ -62,6 +91,113 @@ class AsyncSubscribers:
         return await self._client._send(_api.rotate_secret(subscriber_id))
 
 
+class AsyncMessageIterator(AsyncIterator[Message]):
+    """Every logged message after ``since``, oldest first, fetched page by page
+    (returned by :meth:`AsyncMessages.list`; ``async for message in ...``).
+
+    Iteration ends at the first empty page: the log is caught up for now.
+    ``next_since`` is the cursor to resume from later, e.g.
+    ``client.messages.list(since=iterator.next_since)`` yields only messages logged
+    since. It moves past a page once every message of the page has been yielded, so
+    stopping in the middle of a page and resuming repeats the rest of that page
+    rather than skipping it.
+    """
+
+    def __init__(
+        self, fetch: Callable[[Optional[str]], Awaitable[MessagePage]], since: Optional[Id]
+    ) -> None:
+        self._fetch = fetch
+        self._cursor = _api.MessageCursor(since)
+        self._buffer: Deque[Message] = deque()
+
+    @property
+    def next_since(self) -> Optional[str]:
+        """Where a later poll should start (``None`` while the log has nothing to show
+        and no ``since`` was given)."""
+        return self._cursor.since
+
+    def __aiter__(self) -> "AsyncMessageIterator":
+        return self
+
+    async def __anext__(self) -> Message:
+        while not self._buffer:
+            if self._cursor.done:
+                raise StopAsyncIteration
+            self._buffer.extend(self._cursor.take(await self._fetch(self._cursor.since)))
+        item = self._buffer.popleft()
+        if not self._buffer:
+            self._cursor.handed_out_page()
+        return item
+
+
+class AsyncMessages:
+    """The message log (``client.messages``); needs scope ``admin``.
+
+    Messages appear in the log within about 2 seconds of being published.
+    """
+
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+
+    async def page(
+        self,
+        topic: Optional[str] = None,
+        author: Optional[str] = None,
+        after: Optional[Time] = None,
+        before: Optional[Time] = None,
+        since: Optional[Id] = None,
+        limit: Optional[int] = 100,
+    ) -> MessagePage:
+        """One page of logged messages, oldest first: those after the cursor ``since``
+        (all when ``None``), at most ``limit`` (1 to 1000). ``topic`` is a pattern
+        (``orders.*``, ``#``); ``after`` and ``before`` are exclusive bounds on
+        ``created_at`` (RFC 3339 strings or datetimes). Pass the page's ``next_since``
+        as ``since`` to get only newer messages; an empty page means caught up."""
+        return await self._client._send(
+            _api.list_messages(topic, author, after, before, since, limit)
+        )
+
+    def list(
+        self,
+        topic: Optional[str] = None,
+        author: Optional[str] = None,
+        after: Optional[Time] = None,
+        before: Optional[Time] = None,
+        since: Optional[Id] = None,
+        limit: int = 100,
+    ) -> AsyncMessageIterator:
+        """Every logged message after ``since``, oldest first, following the cursor
+        page by page (``limit`` per request) until a page comes back empty; an async
+        iterator (not awaited) whose ``next_since`` is the cursor to poll from later.
+        Filters as in :meth:`page`."""
+        _api.list_messages(topic, author, after, before, since, limit)  # check arguments now
+        return AsyncMessageIterator(
+            lambda cursor: self.page(topic, author, after, before, cursor, limit), since
+        )
+
+    async def get(self, message_id: str) -> Message:
+        """One message with the delivery state of each subscriber it matched
+        (``deliveries``); :class:`~switch_sdk.NotFoundError` when there is none."""
+        return await self._client._send(_api.get_message(message_id))
+
+    async def replay(
+        self,
+        topic: Optional[str] = None,
+        after: Optional[Time] = None,
+        before: Optional[Time] = None,
+        subscriber_id: Optional[Id] = None,
+        dry_run: bool = False,
+    ) -> ReplayResult:
+        """Match every logged message in the range (``topic`` pattern, exclusive
+        ``after`` / ``before`` bounds) again against today's enabled subscribers, or
+        only ``subscriber_id`` (a backfill), and enqueue new jobs with the original
+        message ids. With ``dry_run=True`` nothing is enqueued; the counts are the
+        same."""
+        return await self._client._send(
+            _api.replay_messages(topic, after, before, subscriber_id, dry_run)
+        )
+
+
 class AsyncClient(BaseClient):
     """The asynchronous client of the Switch hub: the same methods as
     :class:`~switch_sdk.Client`, awaited.
@@ -108,6 +244,7 @@ class AsyncClient(BaseClient):
             headers=self._default_headers,
         )
         self.subscribers = AsyncSubscribers(self)
+        self.messages = AsyncMessages(self)
 
     # -- plumbing --
 
@@ -135,6 +272,7 @@ class AsyncClient(BaseClient):
 
     # -- publishing --
 
+    @overload
     async def publish(
         self,
         topic: str,
@@ -145,7 +283,35 @@ class AsyncClient(BaseClient):
         path_params: Optional[Mapping[str, Any]] = None,
         http_method: str = "POST",
         idempotency_key: Optional[str] = None,
-    ) -> PublishResult:
+        dry_run: Literal[False] = False,
+    ) -> PublishResult: ...
+
+    @overload
+    async def publish(
+        self,
+        topic: str,
+        body: Any = None,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
+        query_params: Optional[Mapping[str, Any]] = None,
+        path_params: Optional[Mapping[str, Any]] = None,
+        http_method: str = "POST",
+        idempotency_key: Optional[str] = None,
+        dry_run: Literal[True],
+    ) -> Explanation: ...
+
+    async def publish(
+        self,
+        topic: str,
+        body: Any = None,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
+        query_params: Optional[Mapping[str, Any]] = None,
+        path_params: Optional[Mapping[str, Any]] = None,
+        http_method: str = "POST",
+        idempotency_key: Optional[str] = None,
+        dry_run: bool = False,
+    ) -> Union[PublishResult, Explanation]:
         """Publish a message to ``topic``.
 
         ``body`` is any JSON value (the hub uses ``{}`` when omitted); ``headers``,
@@ -153,7 +319,19 @@ class AsyncClient(BaseClient):
         ``http_method`` is GET, POST, PUT, PATCH or DELETE. With ``idempotency_key``,
         publishing again with the same key (and author) within 24 h returns the first
         message's id with ``duplicate=True`` and creates nothing.
+
+        With ``dry_run=True`` nothing is published: the answer is the
+        :class:`~switch_sdk.Explanation` of :meth:`explain`.
         """
+        if dry_run:
+            return await self.explain(
+                topic,
+                body,
+                headers=headers,
+                query_params=query_params,
+                path_params=path_params,
+                http_method=http_method,
+            )
         return await self._send(
             _api.publish(
                 topic,
@@ -165,6 +343,41 @@ class AsyncClient(BaseClient):
                 idempotency_key=idempotency_key,
             )
         )
+
+    async def explain(
+        self,
+        topic: str,
+        body: Any = None,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
+        query_params: Optional[Mapping[str, Any]] = None,
+        path_params: Optional[Mapping[str, Any]] = None,
+        http_method: str = "POST",
+    ) -> Explanation:
+        """Which subscribers this message would reach, and why each whose pattern
+        matches the topic would or would not (``POST /publish?dry_run=true``).
+        Nothing is enqueued or logged; needs scope ``publish``."""
+        return await self._send(
+            _api.explain(
+                topic,
+                body,
+                headers=headers,
+                query_params=query_params,
+                path_params=path_params,
+                http_method=http_method,
+            )
+        )
+
+    async def publish_batch(self, messages: Sequence[Mapping[str, Any]]) -> List[PublishResult]:
+        """Publish 1 to 1000 messages at once: all are enqueued or none.
+
+        Each message is a native publish body: a mapping with ``topic`` and
+        optionally ``body``, ``headers``, ``query_params``, ``path_params``,
+        ``http_method``. Returns one :class:`~switch_sdk.PublishResult` per message, in
+        order. When the hub refuses a message, the error's ``index`` names the first
+        bad one (from 0) and nothing is published.
+        """
+        return await self._send(_api.publish_batch(messages))
 
     async def refresh(self) -> None:
         """Make the hub reload its subscriber cache now."""

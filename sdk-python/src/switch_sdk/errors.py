@@ -35,6 +35,8 @@ class SwitchError(Exception):
             ``None`` when the answer carried none.
         message: a human-readable description, the hub's own when it sent one.
         body: the decoded error body when it was JSON, else the raw text (or ``None``).
+        index: for a batch publish, the position (from 0) of the first message the
+            hub refused (the hub's ``error.index``); ``None`` otherwise.
     """
 
     def __init__(
@@ -44,12 +46,14 @@ class SwitchError(Exception):
         status: Optional[int] = None,
         code: Optional[str] = None,
         body: Any = None,
+        index: Optional[int] = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.body = body
+        self.index = index
 
     def __str__(self) -> str:
         parts = []
@@ -111,9 +115,10 @@ class UnavailableError(SwitchError):
         status: Optional[int] = None,
         code: Optional[str] = None,
         body: Any = None,
+        index: Optional[int] = None,
         retry_after: Optional[float] = None,
     ) -> None:
-        super().__init__(message, status=status, code=code, body=body)
+        super().__init__(message, status=status, code=code, body=body, index=index)
         self.retry_after = retry_after
 
 
@@ -163,6 +168,7 @@ def error_from_response(
     body: Any = None
     code: Optional[str] = None
     message: Optional[str] = None
+    index: Optional[int] = None
     text = content.decode("utf-8", errors="replace") if content else ""
     if text:
         try:
@@ -176,6 +182,8 @@ def error_from_response(
                 code = err["code"]
             if err.get("message") is not None:
                 message = str(err["message"])
+            if isinstance(err.get("index"), int) and not isinstance(err["index"], bool):
+                index = err["index"]
         elif isinstance(err, str):
             message = err
         if message is None and isinstance(body.get("message"), str):
@@ -192,6 +200,7 @@ def error_from_response(
             status=status,
             code=code,
             body=body,
+            index=index,
             retry_after=parse_retry_after(headers.get("retry-after")),
         )
-    return cls(message, status=status, code=code, body=body)
+    return cls(message, status=status, code=code, body=body, index=index)

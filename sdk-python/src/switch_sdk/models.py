@@ -12,6 +12,12 @@ __all__ = [
     "Delivery",
     "DeliveryPage",
     "DeadLetter",
+    "Message",
+    "MessageDelivery",
+    "MessagePage",
+    "ReplayResult",
+    "Explanation",
+    "ExplainedSubscriber",
 ]
 
 #: Identifiers are whatever the hub uses (integers or strings); they are passed back unchanged.
@@ -165,3 +171,170 @@ class DeadLetter:
             request=data.get("request"),
             raw=dict(data),
         )
+
+
+@dataclass(frozen=True)
+class MessageDelivery:
+    """Where one message stands with one subscriber it matched (``GET /messages/{id}``)."""
+
+    subscriber_id: Id
+    #: ``"pending"``, ``"delivered"``, ``"failed"`` (retrying) or ``"dead"``.
+    state: str
+    #: Attempts made so far.
+    attempts: int = 0
+    last_http_status: Optional[int] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MessageDelivery":
+        return cls(
+            subscriber_id=data["subscriber_id"],
+            state=str(data.get("state", "")),
+            attempts=_opt_int(data.get("attempts")) or 0,
+            last_http_status=_opt_int(data.get("last_http_status")),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message of the hub's log, as it was published.
+
+    ``body`` is the JSON value published; ``headers``, ``query_params`` and
+    ``path_params`` are the maps sent with it. ``created_at`` is the hub's RFC 3339
+    string (milliseconds). ``deliveries`` is set only by ``messages.get()``: the state
+    of the message with each subscriber it matched.
+    """
+
+    id: str
+    topic: str
+    author: Optional[str] = None
+    body: Any = None
+    headers: Dict[str, Any] = field(default_factory=dict)
+    query_params: Dict[str, Any] = field(default_factory=dict)
+    path_params: Dict[str, Any] = field(default_factory=dict)
+    http_method: str = "POST"
+    ordering_key: Optional[str] = None
+    #: How many delivery jobs the publish created.
+    matched: int = 0
+    created_at: Optional[str] = None
+    deliveries: Optional[List[MessageDelivery]] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Message":
+        deliveries = data.get("deliveries")
+        return cls(
+            id=str(data["id"]),
+            topic=str(data.get("topic", "")),
+            author=_opt_str(data.get("author")),
+            body=data.get("body"),
+            headers=dict(data.get("headers") or {}),
+            query_params=dict(data.get("query_params") or {}),
+            path_params=dict(data.get("path_params") or {}),
+            http_method=str(data.get("http_method") or "POST"),
+            ordering_key=_opt_str(data.get("ordering_key")),
+            matched=_opt_int(data.get("matched")) or 0,
+            created_at=_opt_str(data.get("created_at")),
+            deliveries=(
+                None
+                if deliveries is None
+                else [MessageDelivery.from_dict(item) for item in deliveries]
+            ),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    """One page of ``GET /messages``. Pass ``next_since`` as ``since`` to get only
+    messages logged after this page (``None`` when the log was empty and no cursor
+    was given)."""
+
+    items: List[Message]
+    next_since: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MessagePage":
+        return cls(
+            items=[Message.from_dict(item) for item in data.get("items") or []],
+            next_since=_opt_str(data.get("next_since")),
+        )
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """The answer of ``POST /messages/replay``.
+
+    Attributes:
+        messages: logged messages in the range.
+        jobs: delivery jobs enqueued (with ``dry_run``, the jobs that would be).
+        dry_run: True when nothing was enqueued.
+    """
+
+    messages: int
+    jobs: int
+    dry_run: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ReplayResult":
+        messages = _opt_int(data["messages"])
+        jobs = _opt_int(data["jobs"])
+        if messages is None or jobs is None:
+            raise TypeError("'messages' and 'jobs' must be integers")
+        return cls(messages=messages, jobs=jobs, dry_run=bool(data.get("dry_run", False)))
+
+
+@dataclass(frozen=True)
+class ExplainedSubscriber:
+    """Why one subscriber whose pattern matches the topic would or would not get the message.
+
+    Attributes:
+        id: the subscriber.
+        matched: whether it would get a delivery job.
+        reason: ``"matched"``, ``"filter_false"``, ``"filter_error"`` or ``"disabled"``.
+        missing: variables its filter reads that the message lacks (``["body.total"]``).
+    """
+
+    id: Id
+    matched: bool
+    reason: str
+    missing: List[str] = field(default_factory=list)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ExplainedSubscriber":
+        return cls(
+            id=data["id"],
+            matched=bool(data.get("matched", False)),
+            reason=str(data.get("reason", "")),
+            missing=[str(v) for v in data.get("missing") or []],
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The answer of a dry-run publish: nothing was enqueued or logged.
+
+    Attributes:
+        matched: the ids of the subscribers that would get a delivery job.
+        subscribers: every subscriber whose pattern matches the topic, with its reason.
+    """
+
+    matched: List[Id]
+    subscribers: List[ExplainedSubscriber]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Explanation":
+        matched = data["matched"]
+        if not isinstance(matched, list):
+            raise TypeError("'matched' must be a list of subscriber ids")
+        return cls(
+            matched=list(matched),
+            subscribers=[ExplainedSubscriber.from_dict(s) for s in data.get("subscribers") or []],
+        )
+
+    def subscriber(self, subscriber_id: Id) -> Optional[ExplainedSubscriber]:
+        """The entry of one subscriber (ids compared as text), or ``None``."""
+        return next((s for s in self.subscribers if str(s.id) == str(subscriber_id)), None)
