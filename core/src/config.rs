@@ -35,6 +35,8 @@ pub struct Settings {
     pub redis_url: String,
     pub namespace: String,
     pub jwt_secret: Option<String>,
+    /// A file of PEM public keys for EdDSA, ES256 and RS256 tokens.
+    pub jwt_public_keys: Option<String>,
     pub server_addr: String,
     pub worker_concurrency: usize,
     pub retry_schedule: Vec<Duration>,
@@ -193,6 +195,7 @@ impl Settings {
             },
         )?;
         let jwt_secret = first(lookup, &["SWITCH_JWT_SECRET"]).map(|(_, v)| v);
+        let jwt_public_keys = first(lookup, &["SWITCH_JWT_PUBLIC_KEYS"]).map(|(_, v)| v);
         let server_addr = match first(lookup, &["SWITCH_SERVER_ADDR"]) {
             Some((var, v)) => listen_addr(&v).map_err(|message| ConfigError { var, message })?,
             None => match first(lookup, &["SWITCH_SERVER_PORT"]) {
@@ -305,6 +308,7 @@ impl Settings {
             redis_url,
             namespace,
             jwt_secret,
+            jwt_public_keys,
             server_addr,
             worker_concurrency,
             retry_schedule,

@@ -1,11 +1,14 @@
 //! Publisher and operator tokens: HS256 JWTs in `Authorization: Bearer`.
 
 use actix_web::HttpRequest;
-use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use std::sync::Arc;
+
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use switch_core::topic::{Topic, TopicPattern};
 
 use crate::error::ApiError;
+use crate::keys::{KeyStore, PREFIX};
 
 /// Who is calling, and what the token allows.
 #[derive(Debug, Clone)]
@@ -69,27 +72,88 @@ impl Principal {
     }
 }
 
-/// Verifies tokens with the server's secret.
+/// A public key for asymmetric tokens, picked by the token's `kid`.
+#[derive(Clone)]
+pub struct PublicKey {
+    /// Its `kid` comment, else its place in the file from 0.
+    pub kid: String,
+    pub algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// Reads a file of PEM public keys (EdDSA, ES256, RS256). A line `kid: NAME`
+/// (or `# kid: NAME`) before a key names it; otherwise its `kid` is its
+/// place in the file, from 0.
+pub fn read_public_keys(text: &str) -> anyhow::Result<Vec<PublicKey>> {
+    let mut keys = Vec::new();
+    let mut kid: Option<String> = None;
+    let mut block: Option<String> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(b) = block.as_mut() {
+            b.push_str(t);
+            b.push('\n');
+            if t.starts_with("-----END ") {
+                let pem = block.take().unwrap_or_default();
+                let name = kid.take().unwrap_or_else(|| keys.len().to_string());
+                let (algorithm, key) = if let Ok(k) = DecodingKey::from_ed_pem(pem.as_bytes()) {
+                    (Algorithm::EdDSA, k)
+                } else if let Ok(k) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+                    (Algorithm::ES256, k)
+                } else if let Ok(k) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
+                    (Algorithm::RS256, k)
+                } else {
+                    anyhow::bail!("key {name} is not an Ed25519, P-256 or RSA public key in PEM");
+                };
+                keys.push(PublicKey {
+                    kid: name,
+                    algorithm,
+                    key,
+                });
+            }
+        } else if t.starts_with("-----BEGIN ") {
+            block = Some(format!("{t}\n"));
+        } else if let Some(rest) = t.trim_start_matches('#').trim().strip_prefix("kid:") {
+            kid = Some(rest.trim().to_string());
+        }
+    }
+    if block.is_some() {
+        anyhow::bail!("a PEM block is not closed");
+    }
+    if keys.is_empty() {
+        anyhow::bail!("no PEM public key found");
+    }
+    Ok(keys)
+}
+
+/// Verifies tokens: HS256 with the shared secret (when one is set), EdDSA,
+/// ES256 and RS256 with the configured public keys, and API keys.
 #[derive(Clone)]
 pub struct Authenticator {
-    key: DecodingKey,
-    validation: Validation,
+    secret: Option<DecodingKey>,
+    public: Vec<PublicKey>,
+    keys: Arc<KeyStore>,
+}
+
+/// `exp` and `nbf` checked when present, to the second; no claim required
+/// (the original SDKs send tokens without `exp`).
+fn validation(algorithm: Algorithm) -> Validation {
+    let mut v = Validation::new(algorithm);
+    v.algorithms = vec![algorithm];
+    v.required_spec_claims.clear();
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.validate_aud = false;
+    v.leeway = 0;
+    v
 }
 
 impl Authenticator {
-    pub fn new(secret: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
-        // Legacy SDKs send tokens without `exp`; `exp` and `nbf` are checked when present.
-        validation.required_spec_claims.clear();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        // `exp` and `nbf` mean what they say: a token is refused the second it expires.
-        validation.leeway = 0;
+    pub fn new(secret: Option<&str>, public: Vec<PublicKey>, keys: Arc<KeyStore>) -> Self {
         Authenticator {
-            key: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+            secret: secret.map(|s| DecodingKey::from_secret(s.as_bytes())),
+            public,
+            keys,
         }
     }
 
@@ -110,9 +174,63 @@ impl Authenticator {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let data = decode::<Value>(token, &self.key, &self.validation)
-            .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
-        let claims = data.claims;
+        if token.starts_with(PREFIX) {
+            return self.verify_key(token);
+        }
+        let invalid =
+            |e: jsonwebtoken::errors::Error| ApiError::Unauthorized(format!("invalid token: {e}"));
+        let header = decode_header(token).map_err(invalid)?;
+        let claims = match header.alg {
+            Algorithm::HS256 => {
+                let key = self.secret.as_ref().ok_or_else(|| {
+                    ApiError::Unauthorized(
+                        "HS256 tokens are not accepted here: sign with a configured public key"
+                            .into(),
+                    )
+                })?;
+                decode::<Value>(token, key, &validation(Algorithm::HS256)).map_err(invalid)?
+            }
+            alg @ (Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256) => {
+                let candidates: Vec<&PublicKey> = self
+                    .public
+                    .iter()
+                    .filter(|k| k.algorithm == alg)
+                    .filter(|k| header.kid.as_ref().is_none_or(|kid| *kid == k.kid))
+                    .collect();
+                if candidates.is_empty() {
+                    return Err(ApiError::Unauthorized(format!(
+                        "no {alg:?} public key{} is configured",
+                        header
+                            .kid
+                            .as_ref()
+                            .map(|k| format!(" with kid `{k}`"))
+                            .unwrap_or_default()
+                    )));
+                }
+                let mut last = None;
+                let mut found = None;
+                for k in candidates {
+                    match decode::<Value>(token, &k.key, &validation(alg)) {
+                        Ok(d) => {
+                            found = Some(d);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                match (found, last) {
+                    (Some(d), _) => d,
+                    (None, Some(e)) => return Err(invalid(e)),
+                    (None, None) => return Err(ApiError::Unauthorized("invalid token".into())),
+                }
+            }
+            other => {
+                return Err(ApiError::Unauthorized(format!(
+                    "tokens signed with {other:?} are not accepted"
+                )))
+            }
+        }
+        .claims;
         let author = ["author", "Author"]
             .iter()
             .find_map(|k| match claims.get(*k) {
@@ -156,6 +274,37 @@ impl Authenticator {
         Ok(Principal {
             author,
             scopes,
+            topics,
+        })
+    }
+}
+
+impl Authenticator {
+    /// An API key acts as a token with its scope and topics; its name is the author.
+    fn verify_key(&self, presented: &str) -> Result<Principal, ApiError> {
+        let key = self
+            .keys
+            .find(presented)
+            .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
+        if key
+            .expires_at
+            .is_some_and(|t| t <= chrono::Utc::now().naive_utc())
+        {
+            return Err(ApiError::Unauthorized("this API key has expired".into()));
+        }
+        let topics = match &key.topics {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<Vec<String>>(text)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|p| TopicPattern::parse(p).ok())
+                    .collect(),
+            ),
+        };
+        Ok(Principal {
+            author: Some(key.name),
+            scopes: Some(key.scope.split_whitespace().map(str::to_string).collect()),
             topics,
         })
     }

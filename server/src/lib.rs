@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod keys;
 pub mod live;
 pub mod metrics;
 pub mod routes;

@@ -26,13 +26,16 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    if settings.jwt_secret.is_none() {
-        eprintln!("switch-server: SWITCH_JWT_SECRET is not set; it is the HS256 secret publisher tokens are signed with");
+    if settings.jwt_secret.is_none() && settings.jwt_public_keys.is_none() {
+        eprintln!("switch-server: SWITCH_JWT_SECRET is not set (nor SWITCH_JWT_PUBLIC_KEYS); it is the HS256 secret publisher tokens are signed with");
         std::process::exit(2);
     }
     if print_token {
         // An admin+publish token for trying the hub locally, valid for 30 days.
-        let secret = settings.jwt_secret.as_deref().unwrap_or_default();
+        let Some(secret) = settings.jwt_secret.as_deref() else {
+            eprintln!("switch-server: --print-dev-token needs SWITCH_JWT_SECRET");
+            std::process::exit(2);
+        };
         println!("{}", switch_server::auth::dev_token(secret, 30 * 24 * 3600));
         return;
     }

@@ -33,9 +33,18 @@ pub struct Application {
 impl Application {
     /// Migrates (unless `migrate` is false), loads subscribers, binds the listener.
     pub async fn build(settings: Settings, migrate: bool) -> anyhow::Result<Self> {
-        let secret = settings.jwt_secret.clone().context(
-            "SWITCH_JWT_SECRET is not set: the server needs it to verify publisher tokens",
-        )?;
+        let public_keys = match &settings.jwt_public_keys {
+            None => Vec::new(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("SWITCH_JWT_PUBLIC_KEYS: cannot read {path}"))?;
+                crate::auth::read_public_keys(&text)
+                    .with_context(|| format!("SWITCH_JWT_PUBLIC_KEYS: {path}"))?
+            }
+        };
+        if settings.jwt_secret.is_none() && public_keys.is_empty() {
+            anyhow::bail!("SWITCH_JWT_SECRET is not set (nor SWITCH_JWT_PUBLIC_KEYS): the server needs one to verify publisher tokens");
+        }
         let pool = db::pool(&settings.database_url, 16);
         if migrate {
             let p = pool.clone();
@@ -59,6 +68,11 @@ impl Application {
             tracing::warn!(error = %e, "Redis is not reachable yet; publishes answer 503 until it is");
         }
         let cache = Arc::new(Cache::new(pool.clone()));
+        let keys = crate::keys::KeyStore::new(pool.clone());
+        if let Err(e) = keys.reload().await {
+            tracing::warn!(error = %e, "API keys could not be loaded yet");
+        }
+        keys.spawn_refresh(queue.clone(), settings.refresh_interval);
         let freshness = Freshness::new();
         match cache.reload_async().await {
             Ok(n) => {
@@ -68,7 +82,8 @@ impl Application {
             Err(e) => tracing::warn!(error = %e, "subscribers could not be loaded yet"),
         }
         let state = web::Data::new(AppState {
-            auth: Authenticator::new(&secret),
+            auth: Authenticator::new(settings.jwt_secret.as_deref(), public_keys, keys.clone()),
+            keys,
             metrics: Metrics::new(),
             settings: settings.clone(),
             pool,
@@ -121,6 +136,7 @@ impl Application {
                     .configure(routes::dead_letters::config)
                     .configure(routes::messages::config)
                     .configure(routes::stream::config)
+                    .configure(routes::keys::config)
                     .default_service(web::to(|| async {
                         Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound(
                             "no such endpoint".into(),

@@ -19,6 +19,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub freshness: Freshness,
+    /// API keys, as every server checks them.
+    pub keys: Arc<crate::keys::KeyStore>,
     /// This server's live stream clients.
     pub live: Arc<crate::live::LiveHub>,
     /// Which target URLs subscribers may have.

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::schema::{dead_letters, delivery_attempts, messages, subscribers};
+use super::schema::{api_keys, dead_letters, delivery_attempts, messages, subscribers};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Serialize)]
 pub struct Subscriber {
@@ -124,6 +124,31 @@ pub struct LoggedMessage {
     pub matched: i32,
     /// JSON array of the subscribers it was enqueued for.
     pub subscriber_ids: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// An API key as stored: its scope and topics, and a hash of the key.
+#[derive(Debug, Clone, PartialEq, Queryable)]
+pub struct ApiKey {
+    pub id: i64,
+    pub name: String,
+    pub scope: String,
+    /// JSON array of topic patterns; `None`: any topic.
+    pub topics: Option<String>,
+    /// SHA-256 of the key, hex.
+    pub key_hash: String,
+    pub expires_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = api_keys)]
+pub struct NewApiKey {
+    pub name: String,
+    pub scope: String,
+    pub topics: Option<String>,
+    pub key_hash: String,
+    pub expires_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
 }
 

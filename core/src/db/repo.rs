@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use super::models::*;
-use super::schema::{dead_letters, delivery_attempts, messages, subscribers};
+use super::schema::{api_keys, dead_letters, delivery_attempts, messages, subscribers};
 use super::AnyConnection;
 
 type Result<T> = std::result::Result<T, DieselError>;
@@ -338,4 +338,21 @@ pub fn delete_older_than(
         .load(conn)?;
     n += diesel::delete(dead_letters::table.filter(dead_letters::id.eq_any(old))).execute(conn)?;
     Ok(n)
+}
+
+pub fn insert_api_key(conn: &mut AnyConnection, new: &NewApiKey) -> Result<ApiKey> {
+    let id: i64 = diesel::insert_into(api_keys::table)
+        .values(new)
+        .returning(api_keys::id)
+        .get_result(conn)?;
+    api_keys::table.find(id).first(conn)
+}
+
+pub fn list_api_keys(conn: &mut AnyConnection) -> Result<Vec<ApiKey>> {
+    api_keys::table.order(api_keys::id.asc()).load(conn)
+}
+
+/// Revokes a key by deleting it; false when there was none.
+pub fn delete_api_key(conn: &mut AnyConnection, id: i64) -> Result<bool> {
+    Ok(diesel::delete(api_keys::table.find(id)).execute(conn)? > 0)
 }

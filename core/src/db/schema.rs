@@ -64,3 +64,15 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    api_keys (id) {
+        id -> BigInt,
+        name -> Text,
+        scope -> Text,
+        topics -> Nullable<Text>,
+        key_hash -> Text,
+        expires_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}

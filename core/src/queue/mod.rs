@@ -135,6 +135,11 @@ impl Keys {
         format!("{}parked:{subscriber_id}", self.prefix)
     }
 
+    /// Bumped on every API key change, so every server reloads its keys at once.
+    pub fn keys_version(&self) -> String {
+        format!("{}keys:version", self.prefix)
+    }
+
     /// Held by the process deleting old rows, so one does it at a time.
     pub fn retention_lock(&self) -> String {
         format!("{}retention", self.prefix)

@@ -2,6 +2,7 @@ pub mod dead_letters;
 pub mod deliveries;
 pub mod filters;
 pub mod health;
+pub mod keys;
 pub mod messages;
 #[cfg(test)]
 mod openapi_check;

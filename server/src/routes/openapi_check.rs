@@ -11,7 +11,7 @@ use serde_json::Value;
 const DOCUMENT: &str = include_str!("../../openapi.json");
 
 /// Every route module, by name, with its source.
-const MODULES: [(&str, &str); 8] = [
+const MODULES: [(&str, &str); 9] = [
     ("health", include_str!("health.rs")),
     ("publish", include_str!("publish.rs")),
     ("subscribers", include_str!("subscribers.rs")),
@@ -20,6 +20,7 @@ const MODULES: [(&str, &str); 8] = [
     ("dead_letters", include_str!("dead_letters.rs")),
     ("messages", include_str!("messages.rs")),
     ("stream", include_str!("stream.rs")),
+    ("keys", include_str!("keys.rs")),
 ];
 
 const MOD_RS: &str = include_str!("mod.rs");

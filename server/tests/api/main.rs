@@ -5,6 +5,7 @@ mod delivery;
 mod helpers;
 mod hostile_input;
 mod isolation;
+mod keys;
 mod legacy_sdk;
 mod messages;
 mod publish;
