@@ -31,6 +31,8 @@ pub fn parse_file(text: &str, policy: &TargetPolicy) -> anyhow::Result<Vec<NewSu
                 _ => unreachable!("checked above"),
             }
         }
+        // Only keys to create.
+        Value::Object(m) if m.contains_key("keys") && !m.contains_key("subscribers") => Vec::new(),
         _ => bail!("the file must hold a list of subscribers"),
     };
     items
@@ -141,4 +143,51 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("filter_expression"), "{err}");
     }
+}
+
+/// API keys a seed file asks for (`keys:` beside `subscribers:`), validated.
+pub fn parse_keys(text: &str) -> anyhow::Result<Vec<(switch_core::db::models::NewApiKey, String)>> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => serde_yaml::from_str(text).context("the file is neither JSON nor YAML")?,
+    };
+    let Some(items) = value.get("keys") else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(items) = items else {
+        bail!("`keys` must be a list");
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let m = item
+                .as_object()
+                .ok_or_else(|| anyhow::anyhow!("key {} is not an object", i + 1))?;
+            crate::routes::keys::new_key(m).map_err(|e| anyhow::anyhow!("key {}: {e}", i + 1))
+        })
+        .collect()
+}
+
+/// Creates the keys whose name no key has yet; returns each new key's name
+/// and key, to be shown this once. A key named already is left as it is.
+pub fn apply_keys(
+    conn: &mut AnyConnection,
+    keys: Vec<(switch_core::db::models::NewApiKey, String)>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    conn.transaction::<_, anyhow::Error, _>(|conn| {
+        let existing: Vec<String> = repo::list_api_keys(conn)?
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        let mut created = Vec::new();
+        for (new, key) in keys {
+            if existing.contains(&new.name) || created.iter().any(|(n, _)| *n == new.name) {
+                continue;
+            }
+            repo::insert_api_key(conn, &new)?;
+            created.push((new.name.clone(), key));
+        }
+        Ok(created)
+    })
 }

@@ -2,7 +2,7 @@ use anyhow::Context;
 use switch_core::{db, Settings};
 use switch_server::seed;
 
-fn run(path: &str) -> anyhow::Result<seed::SeedReport> {
+fn run(path: &str) -> anyhow::Result<(seed::SeedReport, Vec<(String, String)>)> {
     let settings = Settings::from_env()?;
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
     let entries = seed::parse_file(
@@ -10,10 +10,13 @@ fn run(path: &str) -> anyhow::Result<seed::SeedReport> {
         &switch_core::target::TargetPolicy::from_settings(&settings),
     )?;
     let explicit = seed::explicit_secrets(&text);
+    let keys = seed::parse_keys(&text)?;
     let pool = db::pool(&settings.database_url, 1);
     let mut conn = pool.get().context("cannot connect to the database")?;
     db::migrate(&mut conn)?;
-    seed::apply(&mut conn, &entries, &explicit)
+    let report = seed::apply(&mut conn, &entries, &explicit)?;
+    let created = seed::apply_keys(&mut conn, keys)?;
+    Ok((report, created))
 }
 
 fn main() {
@@ -23,10 +26,16 @@ fn main() {
         std::process::exit(2);
     };
     match run(path) {
-        Ok(r) => println!(
-            "seeded {path}: {} created, {} updated, {} unchanged",
-            r.created, r.updated, r.unchanged
-        ),
+        Ok((r, keys)) => {
+            println!(
+                "seeded {path}: {} created, {} updated, {} unchanged",
+                r.created, r.updated, r.unchanged
+            );
+            // Shown this once: only a hash is stored.
+            for (name, key) in keys {
+                println!("API key {name}: {key}");
+            }
+        }
         Err(e) => {
             eprintln!("switch-seed: {e:#}");
             std::process::exit(1);

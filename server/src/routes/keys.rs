@@ -35,21 +35,9 @@ async fn list(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> 
     Ok(HttpResponse::Ok().json(json!({"items": keys.iter().map(to_json).collect::<Vec<_>>()})))
 }
 
-async fn create(
-    req: HttpRequest,
-    state: State,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    admin(&req, &state)?;
-    let m: Map<String, Value> = match serde_json::from_slice(&body) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err(ApiError::invalid("the body must be a JSON object")),
-        Err(e) => {
-            return Err(ApiError::invalid(format!(
-                "the body is not valid JSON: {e}"
-            )))
-        }
-    };
+/// Validates a key's fields (API body or seed file entry); returns the row
+/// to store and the key, to show once.
+pub fn new_key(m: &Map<String, Value>) -> Result<(NewApiKey, String), ApiError> {
     const FIELDS: [&str; 4] = ["name", "scope", "topics", "expires_at"];
     if let Some(k) = m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid(format!(
@@ -130,6 +118,25 @@ async fn create(
         expires_at,
         created_at: now(),
     };
+    Ok((new, key))
+}
+
+async fn create(
+    req: HttpRequest,
+    state: State,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let m: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(ApiError::invalid("the body must be a JSON object")),
+        Err(e) => {
+            return Err(ApiError::invalid(format!(
+                "the body is not valid JSON: {e}"
+            )))
+        }
+    };
+    let (new, key) = new_key(&m)?;
     let row = db(&state, move |c| Ok(repo::insert_api_key(c, &new)?)).await?;
     state.keys.changed(&state.queue).await.map_err(|e| {
         ApiError::Unavailable(format!("the key is stored but could not be loaded: {e}"))

@@ -319,3 +319,67 @@ async fn asymmetric_tokens_are_checked_with_the_key_their_kid_names() {
         .await;
     assert_eq!(status, 202);
 }
+
+both_backends!(the_seed_file_creates_keys_once);
+
+async fn the_seed_file_creates_keys_once(backend: Backend) {
+    let (app, db) = TestApp::with(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("seed.yaml");
+    std::fs::write(
+        &file,
+        "subscribers:\n  - topic: orders.*\n    target_url: http://127.0.0.1:9/o\nkeys:\n  - name: shop\n    scope: publish\n    topics: [orders.#]\n  - name: ops\n    scope: publish admin\n",
+    )
+    .unwrap();
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("switch-seed");
+    let run = || {
+        let out = Command::new(&bin)
+            .arg(&file)
+            .env_clear()
+            .env("SWITCH_DATABASE_URL", db.url_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = run();
+    let keys: Vec<(&str, &str)> = first
+        .lines()
+        .filter_map(|l| l.strip_prefix("API key "))
+        .filter_map(|l| l.split_once(": "))
+        .collect();
+    assert_eq!(
+        keys.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        ["shop", "ops"],
+        "{first}"
+    );
+    app.request("POST", "/refresh", Some(&app.admin.clone()), None)
+        .await;
+    let (_, shop) = keys[0];
+    let started = Instant::now();
+    while publish_with(&app, shop, "orders.created").await.0 != 202 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the seeded key works"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(publish_with(&app, shop, "billing.x").await.0, 403);
+    let second = run();
+    assert!(
+        !second.contains("API key"),
+        "printed once, created once: {second}"
+    );
+    let (_, list) = app.admin("GET", "/keys", None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+}
