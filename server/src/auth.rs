@@ -292,16 +292,13 @@ impl Authenticator {
         {
             return Err(ApiError::Unauthorized("this API key has expired".into()));
         }
-        let topics = match &key.topics {
-            None => None,
-            Some(text) => Some(
-                serde_json::from_str::<Vec<String>>(text)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|p| TopicPattern::parse(p).ok())
-                    .collect(),
-            ),
-        };
+        let topics = key.topics.as_deref().map(|text| {
+            serde_json::from_str::<Vec<String>>(text)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| TopicPattern::parse(p).ok())
+                .collect()
+        });
         Ok(Principal {
             author: Some(key.name),
             scopes: Some(key.scope.split_whitespace().map(str::to_string).collect()),

@@ -123,28 +123,6 @@ pub fn explicit_secrets(text: &str) -> Vec<bool> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unquoted_yaml_true_is_the_always_filter() {
-        let policy = TargetPolicy::default();
-        let entries = parse_file(
-            "- topic: t1\n  target_url: https://a.example/hook\n  filter_expression: True\n",
-            &policy,
-        )
-        .unwrap();
-        assert_eq!(entries[0].filter_expression.as_deref(), Some("true"));
-        let err = parse_file(
-            "- topic: t1\n  target_url: https://a.example/hook\n  filter_expression: 5\n",
-            &policy,
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("filter_expression"), "{err}");
-    }
-}
-
 /// API keys a seed file asks for (`keys:` beside `subscribers:`), validated.
 pub fn parse_keys(text: &str) -> anyhow::Result<Vec<(switch_core::db::models::NewApiKey, String)>> {
     let value: Value = match serde_json::from_str(text) {
@@ -190,4 +168,26 @@ pub fn apply_keys(
         }
         Ok(created)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unquoted_yaml_true_is_the_always_filter() {
+        let policy = TargetPolicy::default();
+        let entries = parse_file(
+            "- topic: t1\n  target_url: https://a.example/hook\n  filter_expression: True\n",
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(entries[0].filter_expression.as_deref(), Some("true"));
+        let err = parse_file(
+            "- topic: t1\n  target_url: https://a.example/hook\n  filter_expression: 5\n",
+            &policy,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("filter_expression"), "{err}");
+    }
 }

@@ -140,19 +140,7 @@ pub(crate) fn parse_log_entries(v: Value) -> Vec<LogEntry> {
 impl Queue {
     /// Creates the archivers' group (from the start of the log).
     pub async fn ensure_log_group(&self) -> RedisResult<()> {
-        let mut conn = self.redis().get().await?;
-        let r: RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.keys.log)
-            .arg(ARCHIVERS)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match r {
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            other => other,
-        }
+        self.create_group(&self.keys.log, ARCHIVERS).await
     }
 
     /// Reads up to `count` new log entries for archiver `consumer`.

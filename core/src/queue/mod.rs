@@ -283,11 +283,16 @@ impl Queue {
     /// Creates the consumer group (from the start of the stream, so nothing
     /// published before the first worker is skipped).
     pub async fn ensure_group(&self) -> RedisResult<()> {
+        self.create_group(&self.keys.stream, GROUP).await
+    }
+
+    /// Creates consumer group `group` of `stream` (and the stream) unless it exists.
+    pub(crate) async fn create_group(&self, stream: &str, group: &str) -> RedisResult<()> {
         let mut conn = self.redis.get().await?;
         let r: RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
+            .arg(stream)
+            .arg(group)
             .arg("0")
             .arg("MKSTREAM")
             .query_async(&mut conn)

@@ -6,7 +6,7 @@ use switch_core::db::models::{now, ApiKey, NewApiKey};
 use switch_core::db::repo;
 use switch_core::topic::TopicPattern;
 
-use super::{admin, db, ts, State};
+use super::{admin, db, json_object, reject_unknown, ts, State};
 use crate::error::ApiError;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
@@ -15,6 +15,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/keys/{id}", web::delete().to(revoke));
 }
 
+const KEY_FIELDS: [&str; 4] = ["name", "scope", "topics", "expires_at"];
 const SCOPES: [&str; 3] = ["publish", "admin", "publish admin"];
 
 /// The API shape of a key: never the key itself.
@@ -38,13 +39,7 @@ async fn list(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> 
 /// Validates a key's fields (API body or seed file entry); returns the row
 /// to store and the key, to show once.
 pub fn new_key(m: &Map<String, Value>) -> Result<(NewApiKey, String), ApiError> {
-    const FIELDS: [&str; 4] = ["name", "scope", "topics", "expires_at"];
-    if let Some(k) = m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(format!(
-            "unknown field `{k}`; expected {}",
-            FIELDS.join(", ")
-        )));
-    }
+    reject_unknown(m, &KEY_FIELDS)?;
     let name = match m.get("name") {
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 && !s.contains('\0') => {
             s.trim().to_string()
@@ -127,15 +122,7 @@ async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
-    let m: Map<String, Value> = match serde_json::from_slice(&body) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err(ApiError::invalid("the body must be a JSON object")),
-        Err(e) => {
-            return Err(ApiError::invalid(format!(
-                "the body is not valid JSON: {e}"
-            )))
-        }
-    };
+    let m = json_object(&body, &KEY_FIELDS)?;
     let (new, key) = new_key(&m)?;
     let row = db(&state, move |c| Ok(repo::insert_api_key(c, &new)?)).await?;
     state.keys.changed(&state.queue).await.map_err(|e| {

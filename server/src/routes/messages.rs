@@ -14,7 +14,7 @@ use switch_core::message::{HttpMethod, Message};
 use switch_core::topic::{Topic, TopicPattern};
 
 use super::deliveries::{int_param, text_param};
-use super::{admin, db, ts, State};
+use super::{admin, db, json_object, ts, State};
 use crate::error::ApiError;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
@@ -269,22 +269,8 @@ async fn replay(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
-    let m: Map<String, Value> = match serde_json::from_slice(&body) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err(ApiError::invalid("the body must be a JSON object")),
-        Err(e) => {
-            return Err(ApiError::invalid(format!(
-                "the body is not valid JSON: {e}"
-            )))
-        }
-    };
     const FIELDS: [&str; 5] = ["topic", "after", "before", "subscriber_id", "dry_run"];
-    if let Some(k) = m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(format!(
-            "unknown field `{k}`; expected {}",
-            FIELDS.join(", ")
-        )));
-    }
+    let m = json_object(&body, &FIELDS)?;
     let text = |k: &str| -> Result<Option<String>, ApiError> {
         match m.get(k) {
             None | Some(Value::Null) => Ok(None),

@@ -44,3 +44,53 @@ pub fn ts(t: chrono::NaiveDateTime) -> String {
     t.and_utc()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// A string holding NUL, anywhere in `v`: PostgreSQL cannot store it.
+fn has_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// An admin request body: a JSON object whose keys are all in `fields`, with
+/// no NUL in any text.
+pub fn json_object(
+    body: &[u8],
+    fields: &[&str],
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    use serde_json::Value;
+    let m = match serde_json::from_slice::<Value>(body) {
+        Ok(v) if has_nul(&v) => {
+            return Err(ApiError::invalid(
+                "text fields cannot contain the NUL character (\\u0000)",
+            ))
+        }
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(ApiError::invalid("the body must be a JSON object")),
+        Err(e) => {
+            return Err(ApiError::invalid(format!(
+                "the body is not valid JSON: {e}"
+            )))
+        }
+    };
+    reject_unknown(&m, fields)?;
+    Ok(m)
+}
+
+/// Refuses keys not in `fields`, naming the first and what is expected.
+pub fn reject_unknown(
+    m: &serde_json::Map<String, serde_json::Value>,
+    fields: &[&str],
+) -> Result<(), ApiError> {
+    match m.keys().find(|k| !fields.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::invalid(format!(
+            "unknown field `{k}`; expected {}",
+            fields.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}

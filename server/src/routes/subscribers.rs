@@ -15,7 +15,7 @@ use switch_core::subscribers::Loaded;
 use switch_core::target::{TargetError, TargetPolicy};
 use switch_core::topic::TopicPattern;
 
-use super::{admin, db, ts, State};
+use super::{admin, db, json_object, reject_unknown, ts, State};
 use crate::error::ApiError;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
@@ -165,29 +165,6 @@ fn parse_id(raw: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no subscriber {raw}")))
 }
 
-/// A string holding NUL, anywhere in `v`: PostgreSQL cannot store it.
-fn has_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(a) => a.iter().any(has_nul),
-        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
-}
-
-fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) if has_nul(&v) => Err(ApiError::invalid(
-            "text fields cannot contain the NUL character (\\u0000)",
-        )),
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
-        Err(e) => Err(ApiError::invalid(format!(
-            "the body is not valid JSON: {e}"
-        ))),
-    }
-}
-
 fn opt_string(m: &Map<String, Value>, key: &str) -> Result<Option<Option<String>>, ApiError> {
     match m.get(key) {
         None => Ok(None),
@@ -215,22 +192,12 @@ const FIELDS: [&str; 7] = [
     "max_in_flight",
 ];
 
-fn reject_unknown(m: &Map<String, Value>) -> Result<(), ApiError> {
-    match m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::invalid(format!(
-            "unknown field `{k}`; expected {}",
-            FIELDS.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// Validates a create body into a row to insert.
 pub fn new_subscriber(
     m: &Map<String, Value>,
     policy: &TargetPolicy,
 ) -> Result<NewSubscriber, ApiError> {
-    reject_unknown(m)?;
+    reject_unknown(m, &FIELDS)?;
     let required = |k: &str| -> Result<String, ApiError> {
         opt_string(m, k)?
             .flatten()
@@ -272,7 +239,7 @@ async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
-    let new = new_subscriber(&body_object(&body)?, &state.targets)?;
+    let new = new_subscriber(&json_object(&body, &FIELDS)?, &state.targets)?;
     let row = db(&state, move |c| {
         c.transaction(|c| {
             refuse_duplicate(c, &new.topic, &new.target_url, None)?;
@@ -310,8 +277,7 @@ async fn update(
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let id = parse_id(&id)?;
-    let m = body_object(&body)?;
-    reject_unknown(&m)?;
+    let m = json_object(&body, &FIELDS)?;
     let not_null = |k: &str, v: Option<Option<String>>| -> Result<Option<String>, ApiError> {
         match v {
             Some(None) => Err(ApiError::invalid(format!("`{k}` cannot be null"))),

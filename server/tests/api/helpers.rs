@@ -167,6 +167,17 @@ pub fn settings(db: &TestDb, redis_url: &str) -> Settings {
     Settings::from_lookup(&move |k| vars.get(k).cloned()).expect("test settings")
 }
 
+/// `base` with some variables set otherwise, as a process started with them would read it.
+pub fn settings_with(base: &Settings, db: &TestDb, pairs: &[(&str, &str)]) -> Settings {
+    let mut vars: HashMap<String, String> = env_of(base, db).into_iter().collect();
+    vars.insert("SWITCH_JWT_SECRET".into(), SECRET.into());
+    vars.insert("SWITCH_SERVER_ADDR".into(), "127.0.0.1:0".into());
+    for (k, v) in pairs {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Settings::from_lookup(&move |k| vars.get(k).cloned()).expect("settings")
+}
+
 pub fn token(claims: Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),

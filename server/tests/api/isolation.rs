@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use switch_core::Settings;
 
 use crate::both_backends;
 use crate::helpers::*;
@@ -29,20 +28,10 @@ both_backends!(
     rows_inserted_without_secret_get_one_on_fresh_reads
 );
 
-fn tweak(s: &Settings, pairs: &[(&str, &str)], db: &TestDb) -> Settings {
-    let mut vars: HashMap<String, String> = env_of(s, db).into_iter().collect();
-    vars.insert("SWITCH_JWT_SECRET".into(), SECRET.into());
-    vars.insert("SWITCH_SERVER_ADDR".into(), "127.0.0.1:0".into());
-    for (k, v) in pairs {
-        vars.insert(k.to_string(), v.to_string());
-    }
-    Settings::from_lookup(&move |k| vars.get(k).cloned()).expect("settings")
-}
-
 async fn app_with(backend: Backend, pairs: &[(&str, &str)]) -> (TestApp, TestDb) {
     let db = TestDb::new(backend);
     let base = settings(&db, REDIS_URL);
-    let app = TestApp::spawn(tweak(&base, pairs, &db)).await;
+    let app = TestApp::spawn(settings_with(&base, &db, pairs)).await;
     (app, db)
 }
 

@@ -22,16 +22,6 @@ both_backends!(
     retention_deletes_old_rows,
 );
 
-fn with_vars(base: &Settings, db: &TestDb, pairs: &[(&str, &str)]) -> Settings {
-    let mut vars: HashMap<String, String> = env_of(base, db).into_iter().collect();
-    vars.insert("SWITCH_JWT_SECRET".into(), SECRET.into());
-    vars.insert("SWITCH_SERVER_ADDR".into(), "127.0.0.1:0".into());
-    for (k, v) in pairs {
-        vars.insert(k.to_string(), v.to_string());
-    }
-    Settings::from_lookup(&move |k| vars.get(k).cloned()).expect("settings")
-}
-
 /// Follows the cursor until a page comes back empty; returns every item.
 async fn poll_all(app: &TestApp, query: &str, since: &mut Option<String>) -> Vec<Value> {
     let mut got = Vec::new();
@@ -532,7 +522,12 @@ async fn batch_is_all_or_nothing(backend: Backend) {
 async fn retention_deletes_old_rows(backend: Backend) {
     let db = TestDb::new(backend);
     let base = settings(&db, REDIS_URL);
-    let app = TestApp::spawn(with_vars(&base, &db, &[("SWITCH_MESSAGE_RETENTION", "2s")])).await;
+    let app = TestApp::spawn(settings_with(
+        &base,
+        &db,
+        &[("SWITCH_MESSAGE_RETENTION", "2s")],
+    ))
+    .await;
     let receiver = Receiver::start().await;
     app.subscribe("rt.t", &receiver.url("/r"), None).await;
     let worker = InProcessWorker::start(app.settings.clone());
