@@ -197,6 +197,42 @@ export declare class MessageIterator implements AsyncIterableIterator<LoggedMess
   [Symbol.asyncIterator](): MessageIterator;
 }
 
+export interface StreamOptions {
+  /** A filter expression in the subscribers' syntax, e.g. `body.total > 100`. */
+  filter?: string | null;
+  /**
+   * A message id (such as a former stream's `lastId`): the hub first sends every logged message
+   * after it, then the live ones.
+   */
+  since?: string | null;
+  /** Aborting it closes the connection and ends the iteration (without an error). */
+  signal?: AbortSignal;
+}
+
+/**
+ * The async iterator of `Switch#stream`: messages as they are published, shaped like the message
+ * log's. It reconnects by itself with `Last-Event-ID` when the connection drops, so no message is
+ * lost or repeated.
+ */
+export declare class MessageStream implements AsyncIterableIterator<LoggedMessage> {
+  /** The id of the last message handed out (`since` before the first): a later stream's `since`. */
+  readonly lastId: string | null;
+  /** True once the stream was closed or aborted, or ended with an error. */
+  readonly closed: boolean;
+  /**
+   * Opens the connection now (if not open yet), rejecting with its error here; every message
+   * published once it resolves is delivered.
+   */
+  connect(): Promise<MessageStream>;
+  /** Closes the connection; iterating then ends. */
+  close(): Promise<void>;
+  /** The next message; waits as long as it takes. */
+  next(): Promise<IteratorResult<LoggedMessage, undefined>>;
+  /** Closes the connection (what `break` in `for await` calls). */
+  return(value?: unknown): Promise<IteratorResult<LoggedMessage, undefined>>;
+  [Symbol.asyncIterator](): MessageStream;
+}
+
 export interface ReplayOptions {
   /** A topic pattern. */
   topic?: string;
@@ -327,6 +363,12 @@ export declare class Switch {
   /** Publishes 1 to 1000 messages, all or none; one result per message, in order. */
   publishBatch(messages: BatchMessage[]): Promise<BatchPublishResult[]>;
   testFilter(filterExpression: string, message: FilterTestMessage): Promise<boolean>;
+  /**
+   * `GET /stream`: messages as they are published, for a topic pattern (default `#`) and an
+   * optional filter; not awaited. Needs scope `admin`, or a token whose `topics` claim covers the
+   * whole pattern.
+   */
+  stream(topic?: string, options?: StreamOptions): MessageStream;
   refresh(): Promise<Record<string, unknown> | null>;
   health(): Promise<HealthStatus>;
   ping(): Promise<string>;

@@ -1,5 +1,6 @@
 import { createToken } from './jwt.js';
 import { NetworkError, errorFromResponse } from './errors.js';
+import { MessageStream } from './stream.js';
 
 /** `target_url` → `targetUrl`. */
 export function toCamel(key) {
@@ -274,6 +275,30 @@ export class Switch {
     const { status, data } = await this._request('GET', '/health', { auth: false, accept: [503] });
     const fields = data && typeof data === 'object' ? data : { status: data };
     return { ...fields, ok: status === 200 };
+  }
+
+  /**
+   * `GET /stream`: messages as they are published, as an async iterator (not awaited; `for await`)
+   * of messages shaped like `messages.list`'s. `topic` is a pattern (`orders.*`, `orders.#`, `#`);
+   * `filter` a filter expression in the subscribers' syntax (`body.total > 100`). With `since` (a
+   * message id, such as a former stream's `lastId`) the hub first sends every logged message after
+   * that one, then the live ones. Needs scope `admin`, or a token whose `topics` claim covers the
+   * whole pattern.
+   *
+   * The connection opens on `await stream.connect()` or at the first `next()`; every message
+   * published from then on is delivered. When it drops (or the hub drops a client that fell
+   * behind), the stream reconnects by itself after a short wait (250 ms, doubling up to 10 s while
+   * attempts fail) with `Last-Event-ID` set to the last message handed out: no message is lost or
+   * repeated. Opening rejects with the SDK's errors (`UnauthorizedError`, `ForbiddenError`,
+   * `InvalidRequestError`, `NotFoundError` for an unknown `since`, `NetworkError`); when
+   * reconnecting, network errors and 5xx answers are retried and the others thrown. `break`,
+   * `stream.close()` or aborting `signal` closes the connection and ends the iteration.
+   * @param {string} [topic] default `#`
+   * @param {{ filter?: string, since?: string | null, signal?: AbortSignal }} [options]
+   * @returns {MessageStream}
+   */
+  stream(topic = '#', { filter, since, signal } = {}) {
+    return new MessageStream(this, messageFromServer, topic, { filter, since, signal });
   }
 
   /** `GET /ping`: resolves to the hub's answer, `pong`. */

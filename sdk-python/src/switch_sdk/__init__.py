@@ -6,9 +6,15 @@
 """
 
 from ._version import __version__
-from .async_client import AsyncClient, AsyncMessageIterator, AsyncMessages, AsyncSubscribers
+from .async_client import (
+    AsyncClient,
+    AsyncMessageIterator,
+    AsyncMessages,
+    AsyncMessageStream,
+    AsyncSubscribers,
+)
 from .auth import sign_token
-from .client import Client, MessageIterator, Messages, Subscribers
+from .client import Client, MessageIterator, Messages, MessageStream, Subscribers
 from .errors import (
     ConflictError,
     ForbiddenError,
@@ -43,10 +49,12 @@ __all__ = [
     "AsyncSubscribers",
     "AsyncMessages",
     "AsyncMessageIterator",
+    "AsyncMessageStream",
     "Client",
     "Subscribers",
     "Messages",
     "MessageIterator",
+    "MessageStream",
     "sign_token",
     "verify_webhook",
     "sign_webhook",

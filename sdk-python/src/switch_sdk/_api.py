@@ -556,3 +556,17 @@ def replay_messages(
         json_body=payload,
         has_body=True,
     )
+
+
+# --- live stream ----------------------------------------------------------------------------
+
+
+def stream(topic: str, filter: Optional[str], last_id: Optional[str]) -> Call[None]:
+    """``GET /stream``: opened, not read; the clients read the events themselves."""
+    params = {"topic": topic}
+    if filter is not None:
+        params["filter"] = filter
+    headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    if last_id is not None:
+        headers["Last-Event-ID"] = last_id
+    return Call("GET", "/stream", lambda r: None, params=params, headers=headers)

@@ -49,6 +49,13 @@ class BaseClient:
         self.base_url = normalize_base_url(base_url)
         self._auth = TokenProvider(jwt_secret=jwt_secret, token=token, author=author, scope=scope)
         self._timeout = make_timeout(timeout)
+        # A live stream waits as long as it takes for the next message; only connecting is bounded.
+        self._stream_timeout = httpx.Timeout(
+            connect=self._timeout.connect,
+            read=None,
+            write=self._timeout.write,
+            pool=self._timeout.pool,
+        )
         self._default_headers: Dict[str, str] = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if headers:
             self._default_headers.update(headers)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from types import TracebackType
 from typing import (
     Any,
+    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -24,10 +26,11 @@ from typing import (
 
 import httpx
 
-from . import _api
+from . import _api, _stream
 from ._api import Time
 from ._base import BaseClient, TimeoutArg
 from .auth import Scope
+from .errors import SwitchError, error_from_response
 from .models import (
     DeadLetter,
     Delivery,
@@ -41,7 +44,13 @@ from .models import (
     Subscriber,
 )
 
-__all__ = ["AsyncClient", "AsyncSubscribers", "AsyncMessages", "AsyncMessageIterator"]
+__all__ = [
+    "AsyncClient",
+    "AsyncSubscribers",
+    "AsyncMessages",
+    "AsyncMessageIterator",
+    "AsyncMessageStream",
+]
 
 T = TypeVar("T")
 
@@ -128,6 +137,184 @@ class AsyncMessageIterator(AsyncIterator[Message]):
         if not self._buffer:
             self._cursor.handed_out_page()
         return item
+
+
+class AsyncMessageStream(AsyncIterator[Message]):
+    """Messages as they are published (``GET /stream``), returned by
+    :meth:`AsyncClient.stream`: ``async for message in stream`` waits for the next one.
+
+    The same as :class:`~switch_sdk.MessageStream`, awaited: the connection opens
+    on ``await stream.connect()``, on entering an ``async with`` block, or at the
+    first ``__anext__``; it reconnects by itself with ``Last-Event-ID`` when the
+    connection drops, so no message is lost or repeated; ``await stream.aclose()``
+    (or leaving the ``async with`` block) closes it.
+    """
+
+    def __init__(self, client: "AsyncClient", state: _stream.StreamState) -> None:
+        self._connection = _AsyncStreamConnection(client, state)
+        self._messages: Optional[AsyncGenerator[Message, None]] = None
+
+    @property
+    def last_id(self) -> Optional[str]:
+        """The id of the last message handed out (``since`` before the first): pass
+        it as ``since`` to a later stream to carry on where this one stopped."""
+        return self._connection.state.last_id
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called or the stream ended with an error."""
+        return self._connection.closed
+
+    async def connect(self) -> "AsyncMessageStream":
+        """Open the connection now (if not open yet), raising its errors here.
+        Returns the stream."""
+        if self._messages is None:
+            await self._connection.connect()
+        elif self.closed:
+            raise ValueError("the stream is closed")
+        return self
+
+    def __aiter__(self) -> "AsyncMessageStream":
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._messages is None:
+            if self.closed:
+                raise StopAsyncIteration
+            self._messages = self._connection.messages()
+        return await self._messages.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the connection; iterating then stops. Safe to call more than once,
+        and from another task."""
+        await self._connection.aclose(self._messages)
+
+    async def __aenter__(self) -> "AsyncMessageStream":
+        return await self.connect()
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.aclose()
+
+
+class _AsyncStreamConnection:
+    """What an :class:`AsyncMessageStream` reads with. It holds no reference to the
+    stream, so dropping the stream drops its generator, which closes the response."""
+
+    def __init__(self, client: "AsyncClient", state: _stream.StreamState) -> None:
+        self.client = client
+        self.state = state
+        self.response: Optional[httpx.Response] = None
+        self.closed = False
+        self._stop: Optional[asyncio.Event] = None
+
+    async def connect(self) -> None:
+        if self.closed:
+            raise ValueError("the stream is closed")
+        if self.response is None:
+            try:
+                self.response = await self._open()
+            except BaseException:
+                self.closed = True
+                raise
+
+    async def aclose(self, messages: Optional[AsyncGenerator[Message, None]]) -> None:
+        self.closed = True
+        if self._stop is not None:
+            self._stop.set()
+        _stream.shutdown_socket(self.response)
+        if messages is not None:
+            try:
+                await messages.aclose()
+            except RuntimeError:
+                return  # being read by another task: that read fails and cleans up
+        await self.drop_response()
+
+    async def messages(self) -> AsyncGenerator[Message, None]:
+        reconnect = False
+        try:
+            while not self.closed:
+                if self.response is None:
+                    self.response = await (self._reopen() if reconnect else self._open())
+                    if self.response is None or self.closed:
+                        return
+                reconnect = True
+                decoder = _stream.SSEDecoder()
+                try:
+                    async for chunk in self.response.aiter_bytes():
+                        events = decoder.feed(chunk)
+                        self.state.reconnection_time(decoder.retry)
+                        for event in events:
+                            message = self.state.take(event)
+                            if message is not None:
+                                yield message
+                except _stream.Resume:
+                    pass
+                except (httpx.TransportError, httpx.StreamError):
+                    if self.closed:
+                        return
+                finally:
+                    await self.drop_response()
+        finally:
+            self.closed = True
+            await self.drop_response()
+
+    async def _open(self) -> httpx.Response:
+        call = self.state.call()
+        http = self.client._http
+        try:
+            request = http.build_request(
+                **self.client._request_kwargs(call), timeout=self.client._stream_timeout
+            )
+            response = await http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise self.client._network_error(call, exc) from exc
+        try:
+            if not response.is_success:
+                await response.aread()
+                raise error_from_response(response.status_code, response.headers, response.content)
+            _stream.check_stream(response)
+        except httpx.TransportError as exc:
+            await response.aclose()
+            raise self.client._network_error(call, exc) from exc
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+    async def _reopen(self) -> Optional[httpx.Response]:
+        """The connection again, after a wait; ``None`` if closed meanwhile."""
+        at_least = 0.0
+        while not self.closed:
+            if await self._wait(max(at_least, self.state.next_delay())):
+                return None
+            try:
+                return await self._open()
+            except SwitchError as exc:
+                retry = self.state.retryable(exc)
+                if retry is None:
+                    raise
+                at_least = retry
+        return None
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep ``seconds``; True when the stream was closed meanwhile."""
+        if self._stop is None:
+            self._stop = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        return self.closed
+
+    async def drop_response(self) -> None:
+        response, self.response = self.response, None
+        if response is not None:
+            await response.aclose()
 
 
 class AsyncMessages:
@@ -382,6 +569,24 @@ class AsyncClient(BaseClient):
     async def refresh(self) -> None:
         """Make the hub reload its subscriber cache now."""
         await self._send(_api.refresh())
+
+    # -- live stream --
+
+    def stream(
+        self,
+        topic: str = "#",
+        filter: Optional[str] = None,
+        since: Optional[str] = None,
+    ) -> AsyncMessageStream:
+        """Messages as they are published (``GET /stream``): an
+        :class:`AsyncMessageStream` (not awaited) to read with ``async for``.
+        Arguments as in :meth:`Client.stream <switch_sdk.Client.stream>`::
+
+            async with client.stream("orders.#", filter="body.total > 100") as stream:
+                async for message in stream:
+                    print(message.topic, message.body)
+        """
+        return AsyncMessageStream(self, _stream.StreamState(topic, filter, since))
 
     # -- operations --
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from types import TracebackType
 from typing import (
@@ -9,6 +10,7 @@ from typing import (
     Callable,
     Deque,
     Dict,
+    Generator,
     Iterator,
     List,
     Literal,
@@ -23,10 +25,11 @@ from typing import (
 
 import httpx
 
-from . import _api
+from . import _api, _stream
 from ._api import Time
 from ._base import BaseClient, TimeoutArg
 from .auth import Scope
+from .errors import SwitchError, error_from_response
 from .models import (
     DeadLetter,
     Delivery,
@@ -40,7 +43,7 @@ from .models import (
     Subscriber,
 )
 
-__all__ = ["Client", "Subscribers", "Messages", "MessageIterator"]
+__all__ = ["Client", "Subscribers", "Messages", "MessageIterator", "MessageStream"]
 
 T = TypeVar("T")
 
@@ -125,6 +128,194 @@ class MessageIterator(Iterator[Message]):
         if not self._buffer:
             self._cursor.handed_out_page()
         return item
+
+
+class MessageStream(Iterator[Message]):
+    """Messages as they are published (``GET /stream``), returned by
+    :meth:`Client.stream`: ``for message in stream`` blocks until the next one.
+
+    The connection opens on :meth:`connect`, on entering a ``with`` block, or at
+    the first ``next()``; every message published from then on is delivered. When
+    the connection drops (or the hub drops a client that fell behind), the stream
+    reconnects by itself after a short wait (0.25 s, doubling up to 10 s while
+    attempts fail) with ``Last-Event-ID`` set to the last message handed out, so
+    the hub sends what was missed first: no message is lost or repeated. Before
+    the first message there is nothing to resume from: a reconnect then goes live
+    again from that moment.
+
+    Opening raises the SDK's errors (:class:`~switch_sdk.UnauthorizedError`,
+    :class:`~switch_sdk.ForbiddenError`, :class:`~switch_sdk.InvalidRequestError`
+    for a bad pattern or filter, :class:`~switch_sdk.NotFoundError` for an unknown
+    ``since``, :class:`~switch_sdk.NetworkError`); when reconnecting, network
+    errors and 5xx answers are retried and the others raised.
+
+    :meth:`close` (or leaving the ``with`` block) closes the connection; so does
+    breaking out of a ``for`` loop over ``client.stream(...)`` itself. Reading has
+    no timeout; connecting has the client's.
+    """
+
+    def __init__(self, client: "Client", state: _stream.StreamState) -> None:
+        self._connection = _StreamConnection(client, state)
+        self._messages: Optional[Generator[Message, None, None]] = None
+
+    @property
+    def last_id(self) -> Optional[str]:
+        """The id of the last message handed out (``since`` before the first): pass
+        it as ``since`` to a later stream to carry on where this one stopped."""
+        return self._connection.state.last_id
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called or the stream ended with an error."""
+        return self._connection.closed
+
+    def connect(self) -> "MessageStream":
+        """Open the connection now (if not open yet), raising its errors here.
+        Returns the stream."""
+        if self._messages is None:
+            self._connection.connect()
+        elif self.closed:
+            raise ValueError("the stream is closed")
+        return self
+
+    def __iter__(self) -> "MessageStream":
+        return self
+
+    def __next__(self) -> Message:
+        if self._messages is None:
+            if self.closed:
+                raise StopIteration
+            self._messages = self._connection.messages()
+        return next(self._messages)
+
+    def close(self) -> None:
+        """Close the connection; iterating then stops. Safe to call more than once,
+        and from another thread."""
+        self._connection.close(self._messages)
+
+    def __enter__(self) -> "MessageStream":
+        return self.connect()
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Once iterating, dropping the generator closes the connection; before, this does.
+        if self._messages is None:
+            try:
+                self._connection.drop_response()
+            except Exception:  # noqa: BLE001 - the interpreter may be shutting down
+                pass
+
+
+class _StreamConnection:
+    """What a :class:`MessageStream` reads with. It holds no reference to the
+    stream, so dropping the stream drops its generator, which closes the response."""
+
+    def __init__(self, client: "Client", state: _stream.StreamState) -> None:
+        self.client = client
+        self.state = state
+        self.response: Optional[httpx.Response] = None
+        self.closed = False
+        self._stop = threading.Event()
+
+    def connect(self) -> None:
+        if self.closed:
+            raise ValueError("the stream is closed")
+        if self.response is None:
+            try:
+                self.response = self._open()
+            except BaseException:
+                self.closed = True
+                raise
+
+    def close(self, messages: Optional[Generator[Message, None, None]]) -> None:
+        self.closed = True
+        self._stop.set()
+        _stream.shutdown_socket(self.response)
+        if messages is not None:
+            try:
+                messages.close()
+            except ValueError:
+                return  # being read in another thread: that read fails and cleans up
+        self.drop_response()
+
+    def messages(self) -> Generator[Message, None, None]:
+        reconnect = False
+        try:
+            while not self.closed:
+                if self.response is None:
+                    self.response = self._reopen() if reconnect else self._open()
+                    if self.response is None or self.closed:
+                        return
+                reconnect = True
+                decoder = _stream.SSEDecoder()
+                try:
+                    for chunk in self.response.iter_bytes():
+                        events = decoder.feed(chunk)
+                        self.state.reconnection_time(decoder.retry)
+                        for event in events:
+                            message = self.state.take(event)
+                            if message is not None:
+                                yield message
+                except _stream.Resume:
+                    pass
+                except (httpx.TransportError, httpx.StreamError):
+                    if self.closed:
+                        return
+                finally:
+                    self.drop_response()
+        finally:
+            self.closed = True
+            self.drop_response()
+
+    def _open(self) -> httpx.Response:
+        call = self.state.call()
+        http = self.client._http
+        try:
+            request = http.build_request(
+                **self.client._request_kwargs(call), timeout=self.client._stream_timeout
+            )
+            response = http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise self.client._network_error(call, exc) from exc
+        try:
+            if not response.is_success:
+                response.read()
+                raise error_from_response(response.status_code, response.headers, response.content)
+            _stream.check_stream(response)
+        except httpx.TransportError as exc:
+            response.close()
+            raise self.client._network_error(call, exc) from exc
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+    def _reopen(self) -> Optional[httpx.Response]:
+        """The connection again, after a wait; ``None`` if closed meanwhile."""
+        at_least = 0.0
+        while not self.closed:
+            if self._stop.wait(max(at_least, self.state.next_delay())):
+                return None
+            try:
+                return self._open()
+            except SwitchError as exc:
+                retry = self.state.retryable(exc)
+                if retry is None:
+                    raise
+                at_least = retry
+        return None
+
+    def drop_response(self) -> None:
+        response, self.response = self.response, None
+        if response is not None:
+            response.close()
 
 
 class Messages:
@@ -376,6 +567,32 @@ class Client(BaseClient):
     def refresh(self) -> None:
         """Make the hub reload its subscriber cache now."""
         self._send(_api.refresh())
+
+    # -- live stream --
+
+    def stream(
+        self,
+        topic: str = "#",
+        filter: Optional[str] = None,
+        since: Optional[str] = None,
+    ) -> MessageStream:
+        """Messages as they are published (``GET /stream``): a
+        :class:`MessageStream`, an iterator that blocks until the next message.
+
+        ``topic`` is a pattern (``orders.*``, ``orders.#``, ``#``); ``filter`` a
+        filter expression in the subscribers' syntax (``body.total > 100``). With
+        ``since`` (a message id, such as a former stream's ``last_id``) the hub first
+        sends every logged message after that one, then the live ones. Needs scope
+        ``admin``, or a token whose ``topics`` claim covers the whole pattern.
+
+        Use it in a ``with`` block (the connection opens on entering it) or call
+        :meth:`MessageStream.close` when done::
+
+            with client.stream("orders.#", filter="body.total > 100") as stream:
+                for message in stream:
+                    print(message.topic, message.body)
+        """
+        return MessageStream(self, _stream.StreamState(topic, filter, since))
 
     # -- operations --
 
