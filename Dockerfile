@@ -14,10 +14,12 @@ COPY Cargo.toml Cargo.lock ./
 COPY core ./core
 COPY server ./server
 COPY worker ./worker
+COPY cli ./cli
+COPY bench ./bench
 COPY migrations ./migrations
 
 # Same release build as CI; --locked fails if Cargo.lock is out of date.
-RUN cargo build --release --locked -p switch-server -p switch-worker
+RUN cargo build --release --locked -p switch-server -p switch-worker -p switch-cli
 
 # ---- runtime stage ---------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
@@ -35,6 +37,7 @@ COPY --from=builder \
      /build/target/release/switch-server \
      /build/target/release/switch-seed \
      /build/target/release/switch-worker \
+     /build/target/release/switch \
      /usr/local/bin/
 
 # /app is writable by the service user: a .env file may be mounted here, and

@@ -17,7 +17,10 @@ const BATCH: usize = 1000;
 const READ_BLOCK: Duration = Duration::from_millis(1000);
 const CLAIM_EVERY: Duration = Duration::from_secs(10);
 /// Rows deleted per statement by retention.
-const RETENTION_BATCH: i64 = 5000;
+const RETENTION_BATCH: i64 = 2000;
+/// Retention rests this many times as long as each batch took, so deleting a
+/// large backlog takes at most about a quarter of one core from publishing.
+const RETENTION_REST: u32 = 3;
 /// At least this often (more often for a retention shorter than a minute).
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
 
@@ -116,6 +119,7 @@ pub async fn retain(queue: Queue, pool: DbPool, retention: Duration, consumer: S
             let mut total = 0usize;
             loop {
                 let p = pool.clone();
+                let started = tokio::time::Instant::now();
                 let deleted = tokio::task::spawn_blocking(move || {
                     p.get().map_err(anyhow::Error::from).and_then(|mut c| {
                         Ok(repo::delete_older_than(&mut c, cutoff, RETENTION_BATCH)?)
@@ -139,7 +143,8 @@ pub async fn retain(queue: Queue, pool: DbPool, retention: Duration, consumer: S
                     }
                 }
                 // Let publishes and deliveries in between batches.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let rest = (started.elapsed() * RETENTION_REST).max(Duration::from_millis(20));
+                tokio::time::sleep(rest).await;
             }
             if total > 0 {
                 tracing::info!(rows = total, "retention: old rows deleted");

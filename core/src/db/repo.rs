@@ -268,7 +268,10 @@ fn like_prefix(prefix: &str) -> String {
     out
 }
 
-pub fn list_messages(conn: &mut AnyConnection, q: &MessageQuery) -> Result<Vec<LoggedMessage>> {
+/// The rows of `q`, filtered by the database, as a boxed query.
+fn messages_query<'a>(
+    q: &MessageQuery,
+) -> messages::BoxedQuery<'a, <AnyConnection as diesel::Connection>::Backend> {
     let mut query = messages::table.into_boxed();
     if let Some(t) = &q.topic {
         query = query.filter(messages::topic.eq(t.clone()));
@@ -291,9 +294,26 @@ pub fn list_messages(conn: &mut AnyConnection, q: &MessageQuery) -> Result<Vec<L
     if let Some(h) = q.horizon {
         query = query.filter(messages::log_seq.lt(h));
     }
-    query
+    query.order(messages::log_seq.asc()).limit(q.limit)
+}
+
+pub fn list_messages(conn: &mut AnyConnection, q: &MessageQuery) -> Result<Vec<LoggedMessage>> {
+    messages_query(q).load(conn)
+}
+
+/// Place and topic of the rows of `q`: without author or time bounds, read
+/// from the (log_seq, topic) index alone, for filtering by a topic pattern.
+pub fn scan_topics(conn: &mut AnyConnection, q: &MessageQuery) -> Result<Vec<(i64, String)>> {
+    messages_query(q)
+        .select((messages::log_seq, messages::topic))
+        .load(conn)
+}
+
+/// The rows at these places, in publish order.
+pub fn messages_at(conn: &mut AnyConnection, seqs: &[i64]) -> Result<Vec<LoggedMessage>> {
+    messages::table
+        .filter(messages::log_seq.eq_any(seqs.to_vec()))
         .order(messages::log_seq.asc())
-        .limit(q.limit)
         .load(conn)
 }
 

@@ -19,7 +19,6 @@ use redis::{RedisResult, Value};
 
 use super::{value_string, Queue};
 use crate::db::models::LoggedMessage;
-use crate::message::Message;
 
 pub const ARCHIVERS: &str = "archivers";
 /// A log entry an archiver has held this long without finishing (it died) is taken over.
@@ -66,22 +65,50 @@ pub struct LogEntry {
     pub subscriber_ids: Vec<i64>,
 }
 
+/// The fields of a logged message that become a row, borrowed from its JSON
+/// text: the body, headers and params are stored as the text they arrive as,
+/// never parsed into values and written out again.
+#[derive(serde::Deserialize)]
+struct Logged<'a> {
+    id: String,
+    topic: String,
+    #[serde(default)]
+    author: Option<String>,
+    #[serde(borrow, default)]
+    body: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    headers: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    query_params: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    path_params: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    http_method: crate::message::HttpMethod,
+    #[serde(default)]
+    published_at_ms: i64,
+}
+
+fn raw_or(v: Option<&serde_json::value::RawValue>, empty: &str) -> String {
+    v.map(|r| r.get().to_string())
+        .unwrap_or_else(|| empty.to_string())
+}
+
 impl LogEntry {
     /// The row this entry becomes; `Err` when its message cannot be read.
     pub fn to_row(&self) -> Result<LoggedMessage, String> {
-        let m: Message = serde_json::from_str(&self.message_json).map_err(|e| e.to_string())?;
+        let m: Logged = serde_json::from_str(&self.message_json).map_err(|e| e.to_string())?;
         let created_at = chrono::DateTime::from_timestamp_millis(m.published_at_ms)
             .unwrap_or_default()
             .naive_utc();
         Ok(LoggedMessage {
-            id: m.id.clone(),
+            id: m.id,
             log_seq: self.seq,
-            topic: m.topic.clone(),
-            author: m.author.clone(),
-            body: json_text(&m.body),
-            headers: json_text(&m.headers),
-            query_params: json_text(&m.query_params),
-            path_params: json_text(&m.path_params),
+            topic: m.topic,
+            author: m.author,
+            body: raw_or(m.body, "{}"),
+            headers: raw_or(m.headers, "{}"),
+            query_params: raw_or(m.query_params, "{}"),
+            path_params: raw_or(m.path_params, "{}"),
             http_method: m.http_method.as_str().to_string(),
             ordering_key: None,
             matched: self.subscriber_ids.len() as i32,
@@ -89,11 +116,6 @@ impl LogEntry {
             created_at,
         })
     }
-}
-
-/// JSON text of a value that always serializes (maps of strings, JSON values).
-fn json_text<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
 pub(crate) fn parse_log_entries(v: Value) -> Vec<LogEntry> {

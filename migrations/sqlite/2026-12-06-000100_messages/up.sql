@@ -14,7 +14,8 @@ CREATE TABLE messages (
     subscriber_ids TEXT NOT NULL,
     created_at TIMESTAMP NOT NULL
 );
-CREATE UNIQUE INDEX messages_log_seq ON messages (log_seq);
+-- With the topic, so scanning by publish order for a pattern reads the index alone.
+CREATE UNIQUE INDEX messages_log_seq ON messages (log_seq, topic);
 CREATE INDEX messages_topic ON messages (topic, log_seq);
 CREATE INDEX messages_author ON messages (author, log_seq);
 CREATE INDEX messages_created ON messages (created_at);

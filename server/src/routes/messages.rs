@@ -157,29 +157,30 @@ async fn list(
         limit,
     };
     let (items, next_since) = db(&state, move |c| {
-        let mut items: Vec<LoggedMessage> = Vec::new();
         let mut cursor = base.since;
         let Some(filter) = topic.filter(|t| t.exact.is_none()) else {
             let rows = repo::list_messages(c, &base)?;
             let next = rows.last().map(|r| r.log_seq).or(cursor);
             return Ok((rows, next));
         };
-        // A pattern: rows the database selects may not match; read on
-        // until the page is full or the log is exhausted.
-        for _ in 0..MAX_SCAN_PAGES {
+        // A pattern: rows the database selects may not match. Read places
+        // and topics only (the index holds both) until the page is full or
+        // the log is exhausted, then the matching rows themselves.
+        let mut wanted: Vec<i64> = Vec::new();
+        'scan: for _ in 0..MAX_SCAN_PAGES {
             let page = MessageQuery {
                 since: cursor,
                 limit: SCAN_PAGE,
                 ..base.clone()
             };
-            let rows = repo::list_messages(c, &page)?;
+            let rows = repo::scan_topics(c, &page)?;
             let exhausted = (rows.len() as i64) < SCAN_PAGE;
-            for row in rows {
-                cursor = Some(row.log_seq);
-                if filter.matches(&row.topic) {
-                    items.push(row);
-                    if items.len() as i64 == limit {
-                        return Ok((items, cursor));
+            for (seq, topic) in rows {
+                cursor = Some(seq);
+                if filter.matches(&topic) {
+                    wanted.push(seq);
+                    if wanted.len() as i64 == limit {
+                        break 'scan;
                     }
                 }
             }
@@ -187,6 +188,7 @@ async fn list(
                 break;
             }
         }
+        let items = repo::messages_at(c, &wanted)?;
         Ok((items, cursor))
     })
     .await?;

@@ -254,6 +254,8 @@ async fn filters_by_topic_pattern_author_and_time(backend: Backend) {
     let worker = InProcessWorker::start(app.settings.clone());
     publish_ids(&app, "orders.created", 3).await;
     publish_ids(&app, "orders.eu.paid", 2).await;
+    // Clear of the millisecond either side, as created_at is kept to the millisecond.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let before_billing = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
     publish_ids(&app, "billing.x", 4).await;
