@@ -1,8 +1,17 @@
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
+/**
+ * Give at most one credential: `apiKey`, or `jwtSecret` and/or `token` (`jwtSecret` wins over
+ * `token`). `apiKey` next to `jwtSecret`, `token`, `author`, `scope` or `topics` throws a TypeError.
+ */
 export interface SwitchOptions {
   /** Base URL of the hub, e.g. `http://localhost:8080`. */
   baseUrl: string;
+  /**
+   * An API key the hub issued (`sk_…`, from `keys.create`), sent as is as the bearer credential.
+   * Its scope, topics and author (its name) were fixed when it was created.
+   */
+  apiKey?: string;
   /** The hub's `SWITCH_JWT_SECRET`: a fresh HS256 token (valid 60 s) is signed for each request. */
   jwtSecret?: string;
   /** A ready-made bearer token, used when no `jwtSecret` is given. */
@@ -320,6 +329,49 @@ export declare class Subscribers {
   rotateSecret(id: number | string): Promise<Subscriber>;
 }
 
+export type KeyScope = 'publish' | 'admin' | 'publish admin';
+
+/** An API key as `keys.list` shows it: never the key itself. */
+export interface ApiKey {
+  id: number | string;
+  /** The author of the key's messages (`x-switch-author`). */
+  name: string;
+  scope: KeyScope;
+  /** The topic patterns it may publish to; null for any topic. */
+  topics: string[] | null;
+  /** RFC 3339, or null when it does not expire. */
+  expiresAt: string | null;
+  createdAt: string;
+  [key: string]: unknown;
+}
+
+/** What `keys.create` resolves to: the key, with its secret shown this once. */
+export interface CreatedApiKey extends ApiKey {
+  /** `sk_…`: give it to the publisher (`new Switch({ baseUrl, apiKey })`); the hub keeps only a hash. */
+  key: string;
+}
+
+export interface ApiKeyInput {
+  /** The author of the key's messages. */
+  name: string;
+  /** Default `publish`. */
+  scope?: KeyScope | Array<'publish' | 'admin'>;
+  /** Topic patterns it may publish to, e.g. `['orders.#']`; any topic when not given. */
+  topics?: string[] | null;
+  /** When it stops working: an RFC 3339 string or a Date. */
+  expiresAt?: string | Date | null;
+}
+
+/** The admin API for API keys (scope `admin`). */
+export declare class Keys {
+  /** `POST /keys`: the new key, with `key` (`sk_…`), shown this once. */
+  create(input: ApiKeyInput): Promise<CreatedApiKey>;
+  /** `GET /keys`: every key, without the keys themselves. */
+  list(): Promise<ApiKey[]>;
+  /** `DELETE /keys/{id}`: refused by every server within a second; `NotFoundError` for an unknown id. */
+  revoke(id: number | string | { id: number | string }): Promise<void>;
+}
+
 export declare class Deliveries {
   list(query?: DeliveryQuery): Promise<DeliveryPage>;
   iterate(query?: DeliveryQuery): AsyncGenerator<DeliveryAttempt, void, undefined>;
@@ -349,10 +401,11 @@ export declare class Switch {
   scope?: string | string[];
   topics?: string[];
   readonly subscribers: Subscribers;
+  readonly keys: Keys;
   readonly deliveries: Deliveries;
   readonly deadLetters: DeadLetters;
   readonly messages: Messages;
-  /** The bearer token the next request will carry, or null. */
+  /** The bearer credential the next request will carry (the API key, a token), or null. */
   token(): string | null;
   publish(topic: string, options?: PublishOptions & { dryRun?: false }): Promise<PublishResult>;
   /** With `dryRun: true` nothing is published: resolves to the answer of `explain`. */

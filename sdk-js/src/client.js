@@ -77,13 +77,37 @@ function messageFromServer(data) {
   return message;
 }
 
+/** What every API key the hub issues starts with. */
+const API_KEY_PREFIX = 'sk_';
+
+const given = (value) => value !== undefined && value !== null;
+
+/** The API key to send: an `sk_…` key the hub issued, without surrounding whitespace. */
+function checkApiKey(apiKey) {
+  if (typeof apiKey !== 'string') throw new TypeError(`apiKey must be a string (sk_…), not ${typeof apiKey}`);
+  const key = apiKey.trim();
+  if (key === '') throw new TypeError('apiKey must not be empty');
+  if (!key.startsWith(API_KEY_PREFIX) || /\s/.test(key)) {
+    throw new TypeError(
+      `apiKey must be a key the hub issued (${API_KEY_PREFIX}…, from POST /keys or keys.create()); ` +
+        'pass a JWT as token, the hub\'s secret as jwtSecret',
+    );
+  }
+  return key;
+}
+
 /**
  * Client of a Switch hub.
  */
 export class Switch {
   /**
+   * Give at most one credential: `apiKey`, or `jwtSecret` and/or `token` (as before, `jwtSecret`
+   * wins over `token`). `apiKey` next to `jwtSecret` or `token`, or next to `author`, `scope` or
+   * `topics` (claims of signed tokens), throws a `TypeError`.
    * @param {object} options
    * @param {string} options.baseUrl e.g. `http://localhost:8080`
+   * @param {string} [options.apiKey] an API key the hub issued (`sk_…`), sent as is; its scope,
+   *   topics and author (its name) were fixed when it was created
    * @param {string} [options.jwtSecret] the hub's `SWITCH_JWT_SECRET`: the client signs a fresh
    *   HS256 token for each request (valid 60 s)
    * @param {string} [options.token] a ready-made token, used as is when no `jwtSecret` is given
@@ -92,26 +116,47 @@ export class Switch {
    * @param {string[]} [options.topics] the `topics` claim of signed tokens
    * @param {number} [options.timeoutMs] whole-request timeout, default 10000
    */
-  constructor({ baseUrl, jwtSecret, token, author, scope, topics, timeoutMs = 10_000 } = {}) {
+  constructor({ baseUrl, apiKey, jwtSecret, token, author, scope, topics, timeoutMs = 10_000 } = {}) {
     if (typeof baseUrl !== 'string' || baseUrl === '') throw new TypeError('baseUrl is required');
+    if (given(apiKey)) {
+      const others = Object.entries({ jwtSecret, token }).filter(([, v]) => given(v)).map(([k]) => k);
+      if (others.length > 0) {
+        throw new TypeError(`give either apiKey or ${others.join(' or ')}, not both: an API key is the whole credential`);
+      }
+      const claims = Object.entries({ author, scope, topics }).filter(([, v]) => given(v)).map(([k]) => k);
+      if (claims.length > 0) {
+        throw new TypeError(
+          `${claims.join(', ')}: claims of a signed token, not options of an API key ` +
+            '(its author is its name; its scope and topics were fixed when it was created)',
+        );
+      }
+      apiKey = checkApiKey(apiKey);
+    }
     this.baseUrl = baseUrl.replace(/\/+$/, '');
     this.timeoutMs = timeoutMs;
     this.author = author;
     this.scope = scope;
     this.topics = topics;
     /** @private */
+    this._apiKey = given(apiKey) ? apiKey : undefined;
+    /** @private */
     this._jwtSecret = jwtSecret;
     /** @private */
     this._token = token;
 
     this.subscribers = new Subscribers(this);
+    this.keys = new Keys(this);
     this.deliveries = new Deliveries(this);
     this.deadLetters = new DeadLetters(this);
     this.messages = new Messages(this);
   }
 
-  /** The bearer token sent with the next request, or null when the client has none. */
+  /**
+   * The bearer credential sent with the next request: the API key or token given, or a freshly
+   * signed token; null when the client has none.
+   */
   token() {
+    if (this._apiKey !== undefined) return this._apiKey;
     if (this._jwtSecret !== undefined && this._jwtSecret !== null) {
       return createToken(this._jwtSecret, { author: this.author, scope: this.scope, topics: this.topics });
     }
@@ -348,6 +393,59 @@ class Subscribers {
   async rotateSecret(id) {
     const { data } = await this._client._request('POST', `/subscribers/${pathId(id)}/rotate-secret`);
     return fromServer(data);
+  }
+}
+
+/**
+ * The admin API for API keys (`client.keys`, scope `admin`). An API key is the credential to hand
+ * to a publisher: scoped like a token, limited to topic patterns, revocable one by one, optionally
+ * expiring. The publisher uses it as `new Switch({ baseUrl, apiKey })`.
+ */
+class Keys {
+  constructor(client) {
+    this._client = client;
+  }
+
+  /**
+   * `POST /keys`: resolves to `{ id, name, scope, topics, expiresAt, createdAt, key }`. `key`
+   * (`sk_…`) is shown this once: the hub keeps only a hash. `name` becomes the author of the key's
+   * messages; `scope` is `publish` (the default), `admin` or `publish admin` (or an array);
+   * `topics` the patterns it may publish to (any topic when not given); `expiresAt` an RFC 3339
+   * string or a Date.
+   */
+  async create({ name, scope = 'publish', topics, expiresAt } = {}) {
+    if (typeof name !== 'string' || name.trim() === '') {
+      throw new TypeError('name must be a non-empty string (the author of the key\'s messages)');
+    }
+    const words = (Array.isArray(scope) ? scope.join(' ') : String(scope ?? '')).split(/\s+/).filter(Boolean);
+    if (words.length === 0) throw new TypeError("scope must be 'publish', 'admin' or 'publish admin'");
+    if (given(topics) && !Array.isArray(topics)) {
+      throw new TypeError("topics must be an array of topic patterns, e.g. ['orders.#']");
+    }
+    const { data } = await this._client._request('POST', '/keys', {
+      json: toServer({
+        name,
+        scope: words.join(' '),
+        topics: given(topics) ? topics.map(String) : undefined,
+        expiresAt: timeParam('expiresAt', expiresAt),
+      }),
+    });
+    return fromServer(data);
+  }
+
+  /** `GET /keys`: every key, without the keys themselves. */
+  async list() {
+    const { data } = await this._client._request('GET', '/keys');
+    return items(data).map(fromServer);
+  }
+
+  /**
+   * `DELETE /keys/{id}`: revokes a key (its id, or the key object); every server of the hub
+   * refuses it within a second. `NotFoundError` when there is no such key.
+   */
+  async revoke(id) {
+    if (id !== null && typeof id === 'object') id = id.id;
+    await this._client._request('DELETE', `/keys/${pathId(id)}`);
   }
 }
 

@@ -38,7 +38,7 @@ export class InvalidRequestError extends SwitchError {
   }
 }
 
-/** 401: missing, malformed, expired or wrongly signed token. */
+/** 401: missing, malformed, expired or wrongly signed token; an unknown, revoked or expired API key. */
 export class UnauthorizedError extends SwitchError {}
 
 /** 403: the token lacks the scope (e.g. `admin`) or the topic is not among its `topics`. */

@@ -1,20 +1,21 @@
 """Python publisher SDK for Switch, the self-hosted webhook fan-out hub.
 
 >>> from switch_sdk import Client
->>> with Client("http://127.0.0.1:8080", jwt_secret="…", author="billing") as client:
+>>> with Client("http://127.0.0.1:8080", api_key="sk_…") as client:
 ...     result = client.publish("orders.created", {"id": 42})
 """
 
 from ._version import __version__
 from .async_client import (
     AsyncClient,
+    AsyncKeys,
     AsyncMessageIterator,
     AsyncMessages,
     AsyncMessageStream,
     AsyncSubscribers,
 )
 from .auth import sign_token
-from .client import Client, MessageIterator, Messages, MessageStream, Subscribers
+from .client import Client, Keys, MessageIterator, Messages, MessageStream, Subscribers
 from .errors import (
     ConflictError,
     ForbiddenError,
@@ -28,6 +29,7 @@ from .errors import (
     WebhookVerificationError,
 )
 from .models import (
+    ApiKey,
     DeadLetter,
     Delivery,
     DeliveryPage,
@@ -47,11 +49,13 @@ __all__ = [
     "__version__",
     "AsyncClient",
     "AsyncSubscribers",
+    "AsyncKeys",
     "AsyncMessages",
     "AsyncMessageIterator",
     "AsyncMessageStream",
     "Client",
     "Subscribers",
+    "Keys",
     "Messages",
     "MessageIterator",
     "MessageStream",
@@ -59,6 +63,7 @@ __all__ = [
     "verify_webhook",
     "sign_webhook",
     "PublishResult",
+    "ApiKey",
     "Subscriber",
     "Delivery",
     "DeliveryPage",

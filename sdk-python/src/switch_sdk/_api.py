@@ -26,8 +26,10 @@ from urllib.parse import quote
 
 import httpx
 
+from .auth import Scope, _scope_claim
 from .errors import SwitchError, error_from_response
 from .models import (
+    ApiKey,
     DeadLetter,
     DeliveryPage,
     Explanation,
@@ -556,6 +558,46 @@ def replay_messages(
         json_body=payload,
         has_body=True,
     )
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+def create_key(
+    name: str,
+    scope: Scope = "publish",
+    topics: Optional[Sequence[str]] = None,
+    expires_at: Optional[Time] = None,
+) -> Call[ApiKey]:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("name must be a non-empty string (the author of the key's messages)")
+    scope_words = _scope_claim(scope)
+    if scope_words is None:
+        raise ValueError("scope must be 'publish', 'admin' or 'publish admin'")
+    payload: Dict[str, Any] = {"name": name, "scope": scope_words}
+    if topics is not None:
+        if isinstance(topics, (str, bytes)) or not isinstance(topics, Sequence):
+            raise TypeError("topics must be a list of topic patterns, e.g. ['orders.#']")
+        payload["topics"] = [str(t) for t in topics]
+    if expires_at is not None:
+        payload["expires_at"] = _time("expires_at", expires_at)
+    return Call(
+        "POST",
+        "/keys",
+        lambda r: ApiKey.from_dict(_json_object(r)),
+        json_body=payload,
+        has_body=True,
+    )
+
+
+def list_keys() -> Call[List[ApiKey]]:
+    return Call("GET", "/keys", lambda r: [ApiKey.from_dict(item) for item in _items(r)])
+
+
+def revoke_key(key_id: Union[Id, ApiKey]) -> Call[None]:
+    if isinstance(key_id, ApiKey):
+        key_id = key_id.id
+    return Call("DELETE", f"/keys/{_id(key_id)}", lambda r: None)
 
 
 # --- live stream ----------------------------------------------------------------------------

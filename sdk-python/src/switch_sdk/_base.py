@@ -45,9 +45,12 @@ class BaseClient:
         timeout: TimeoutArg = 10.0,
         scope: Optional[Scope] = None,
         headers: Optional[Mapping[str, str]] = None,
+        api_key: Optional[str] = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
-        self._auth = TokenProvider(jwt_secret=jwt_secret, token=token, author=author, scope=scope)
+        self._auth = TokenProvider(
+            jwt_secret=jwt_secret, token=token, author=author, scope=scope, api_key=api_key
+        )
         self._timeout = make_timeout(timeout)
         # A live stream waits as long as it takes for the next message; only connecting is bounded.
         self._stream_timeout = httpx.Timeout(
@@ -61,7 +64,8 @@ class BaseClient:
             self._default_headers.update(headers)
 
     def token(self) -> Optional[str]:
-        """The bearer token the next request will carry (``None`` if anonymous)."""
+        """The bearer credential the next request will carry: the API key or token
+        given, or a freshly signed token (``None`` if anonymous)."""
         return self._auth.token()
 
     def _request_kwargs(self, call: "_api.Call[Any]") -> Dict[str, Any]:

@@ -32,6 +32,7 @@ from ._base import BaseClient, TimeoutArg
 from .auth import Scope
 from .errors import SwitchError, error_from_response
 from .models import (
+    ApiKey,
     DeadLetter,
     Delivery,
     DeliveryPage,
@@ -47,6 +48,7 @@ from .models import (
 __all__ = [
     "AsyncClient",
     "AsyncSubscribers",
+    "AsyncKeys",
     "AsyncMessages",
     "AsyncMessageIterator",
     "AsyncMessageStream",
@@ -98,6 +100,44 @@ class AsyncSubscribers:
     async def rotate_secret(self, subscriber_id: Id) -> Subscriber:
         """Give the subscriber a new signing secret; returns it with the new secret."""
         return await self._client._send(_api.rotate_secret(subscriber_id))
+
+
+class AsyncKeys:
+    """The admin API for API keys (``client.keys``); needs scope ``admin``.
+
+    An API key is the credential to hand to a publisher: scoped like a token,
+    limited to topic patterns, revocable one by one, optionally expiring. The
+    publisher uses it as ``AsyncClient(url, api_key=...)``.
+    """
+
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+
+    async def create(
+        self,
+        name: str,
+        scope: Scope = "publish",
+        topics: Optional[Sequence[str]] = None,
+        expires_at: Optional[Time] = None,
+    ) -> ApiKey:
+        """Create a key (``POST /keys``). ``name`` becomes the ``author`` of its
+        messages; ``scope`` is ``"publish"``, ``"admin"`` or ``"publish admin"``;
+        ``topics`` the patterns it may publish to (any topic when ``None``);
+        ``expires_at`` an RFC 3339 string or a datetime (naive ones are UTC).
+
+        The answer's ``key`` (``sk_…``) is shown this once: the hub keeps only a hash.
+        """
+        return await self._client._send(_api.create_key(name, scope, topics, expires_at))
+
+    async def list(self) -> List[ApiKey]:
+        """Every key (``GET /keys``), without the keys themselves (``key`` is ``None``)."""
+        return await self._client._send(_api.list_keys())
+
+    async def revoke(self, key_id: Union[Id, ApiKey]) -> None:
+        """Revoke a key (``DELETE /keys/{id}``; an :class:`~switch_sdk.ApiKey` is taken
+        too). Every server of the hub refuses it within a second;
+        :class:`~switch_sdk.NotFoundError` when there is no such key."""
+        await self._client._send(_api.revoke_key(key_id))
 
 
 class AsyncMessageIterator(AsyncIterator[Message]):
@@ -391,6 +431,9 @@ class AsyncClient(BaseClient):
 
     Args:
         base_url: the hub, e.g. ``"http://127.0.0.1:8080"``.
+        api_key: an API key the hub issued (``sk_…``, see :attr:`keys`), sent as is
+            as the bearer credential; its scope, topics and author (its name) were
+            fixed when it was created.
         jwt_secret: the hub's ``SWITCH_JWT_SECRET``; the client then signs its own
             HS256 tokens (valid 60 s, renewed as they near expiry).
         token: a ready-made token, used as is (instead of ``jwt_secret``).
@@ -399,6 +442,10 @@ class AsyncClient(BaseClient):
         scope: the ``scope`` claim of signed tokens, e.g. ``"publish admin"``.
         transport: an ``httpx`` transport, e.g. for tests.
         headers: extra headers sent with every request.
+
+    Give at most one credential, ``api_key``, ``jwt_secret`` or ``token`` (none: the
+    client is anonymous); two raise :class:`ValueError`, as do ``author`` or ``scope``
+    without ``jwt_secret``.
 
     Use it as an async context manager, or await :meth:`aclose` when done.
     """
@@ -414,9 +461,11 @@ class AsyncClient(BaseClient):
         scope: Optional[Scope] = None,
         transport: Optional[httpx.AsyncBaseTransport] = None,
         headers: Optional[Mapping[str, str]] = None,
+        api_key: Optional[str] = None,
     ) -> None:
         super().__init__(
             base_url,
+            api_key=api_key,
             jwt_secret=jwt_secret,
             token=token,
             author=author,
@@ -431,6 +480,7 @@ class AsyncClient(BaseClient):
             headers=self._default_headers,
         )
         self.subscribers = AsyncSubscribers(self)
+        self.keys = AsyncKeys(self)
         self.messages = AsyncMessages(self)
 
     # -- plumbing --

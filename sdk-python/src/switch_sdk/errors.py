@@ -81,7 +81,8 @@ class InvalidRequestError(SwitchError):
 
 
 class UnauthorizedError(SwitchError):
-    """401: missing, malformed, expired or wrongly signed token."""
+    """401: missing, malformed, expired or wrongly signed token; an unknown, revoked or
+    expired API key."""
 
 
 class ForbiddenError(SwitchError):

@@ -18,6 +18,7 @@ __all__ = [
     "ReplayResult",
     "Explanation",
     "ExplainedSubscriber",
+    "ApiKey",
 ]
 
 #: Identifiers are whatever the hub uses (integers or strings); they are passed back unchanged.
@@ -338,3 +339,43 @@ class Explanation:
     def subscriber(self, subscriber_id: Id) -> Optional[ExplainedSubscriber]:
         """The entry of one subscriber (ids compared as text), or ``None``."""
         return next((s for s in self.subscribers if str(s.id) == str(subscriber_id)), None)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key of the hub (``client.keys``).
+
+    Attributes:
+        id: the key's id, for :meth:`~switch_sdk.client.Keys.revoke`.
+        name: who publishes with it: the ``author`` of its messages.
+        scope: ``"publish"``, ``"admin"`` or ``"publish admin"``.
+        topics: the topic patterns it may publish to; ``None`` for any topic.
+        expires_at: when it stops working (RFC 3339), or ``None``.
+        created_at: when it was created (RFC 3339).
+        key: the ``sk_…`` secret itself, set only on the answer of
+            ``keys.create``: the hub shows it once and stores only a hash. It is
+            left out of ``repr()`` so that logging the object does not leak it.
+    """
+
+    id: Id
+    name: str
+    scope: str
+    topics: Optional[List[str]] = None
+    expires_at: Optional[str] = None
+    created_at: Optional[str] = None
+    key: Optional[str] = field(default=None, repr=False)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ApiKey":
+        topics = data.get("topics")
+        return cls(
+            id=data["id"],
+            name=str(data.get("name", "")),
+            scope=str(data.get("scope", "")),
+            topics=None if topics is None else [str(t) for t in topics],
+            expires_at=_opt_str(data.get("expires_at")),
+            created_at=_opt_str(data.get("created_at")),
+            key=_opt_str(data.get("key")),
+            raw=dict(data),
+        )
