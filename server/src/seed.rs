@@ -17,12 +17,17 @@ pub struct SeedReport {
     pub unchanged: usize,
 }
 
+/// A seed file's contents: JSON, or YAML (a superset most people write).
+fn read_value(text: &str) -> anyhow::Result<Value> {
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(_) => serde_norway::from_str(text).context("the file is neither JSON nor YAML"),
+    }
+}
+
 /// Parses and validates every entry before touching the database.
 pub fn parse_file(text: &str, policy: &TargetPolicy) -> anyhow::Result<Vec<NewSubscriber>> {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(_) => serde_yaml::from_str(text).context("the file is neither JSON nor YAML")?,
-    };
+    let value = read_value(text)?;
     let items = match value {
         Value::Array(items) => items,
         Value::Object(mut m) if m.get("subscribers").is_some_and(Value::is_array) => {
@@ -105,9 +110,7 @@ pub fn apply(
 
 /// Which entries of the file name their own secret (others keep the stored one).
 pub fn explicit_secrets(text: &str) -> Vec<bool> {
-    let value: Value = serde_json::from_str(text)
-        .or_else(|_| serde_yaml::from_str(text))
-        .unwrap_or(Value::Null);
+    let value = read_value(text).unwrap_or(Value::Null);
     let items = match value {
         Value::Array(items) => items,
         Value::Object(m) => m
@@ -125,10 +128,7 @@ pub fn explicit_secrets(text: &str) -> Vec<bool> {
 
 /// API keys a seed file asks for (`keys:` beside `subscribers:`), validated.
 pub fn parse_keys(text: &str) -> anyhow::Result<Vec<(switch_core::db::models::NewApiKey, String)>> {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(_) => serde_yaml::from_str(text).context("the file is neither JSON nor YAML")?,
-    };
+    let value = read_value(text)?;
     let Some(items) = value.get("keys") else {
         return Ok(Vec::new());
     };
