@@ -35,23 +35,24 @@ pub fn seq_of(entry_id: &str) -> Option<i64> {
     Some(ms * SEQ_PER_MS + n.min(SEQ_PER_MS - 1))
 }
 
-// KEYS: log. Returns {'first', id} for the oldest entry not yet archived,
-// {'last', id} when every entry is archived (later ones get larger ids), or
-// {'time', ms} when the stream does not exist (Redis started empty: later ids
-// are at least its clock).
+// KEYS: log. Returns {'first', id} for the oldest entry not yet archived;
+// else {'last', id, ms}: every entry is archived, and a later one gets an id
+// above both the last id and Redis's clock (a stream recreated empty after
+// Redis lost its data has last id 0-0, yet its next ids follow the clock).
 static HORIZON: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-if #first > 0 then return {'first', first[1][1]} end
+if #first > 0 then return {'first', first[1][1], '0'} end
+local last = '0-0'
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then return {'last', info[i + 1]} end
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
   end
 end
 local t = redis.call('TIME')
-return {'time', tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))}
+return {'last', last, tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))}
 "#,
     )
 });
@@ -257,23 +258,21 @@ impl Queue {
     /// The cursor below which every logged message is in the database.
     pub async fn log_horizon(&self) -> RedisResult<i64> {
         let mut conn = self.redis().get().await?;
-        let (kind, value): (String, String) =
+        let (kind, id, clock_ms): (String, String, String) =
             HORIZON.key(&self.keys.log).invoke_async(&mut conn).await?;
         let bad = || {
             redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
                 "unexpected log horizon",
-                format!("{kind} {value}"),
+                format!("{kind} {id} {clock_ms}"),
             ))
         };
-        match kind.as_str() {
-            "first" => seq_of(&value).ok_or_else(bad),
-            "last" => seq_of(&value).map(|s| s + 1).ok_or_else(bad),
-            _ => value
-                .parse::<i64>()
-                .map(|ms| ms * SEQ_PER_MS)
-                .map_err(|_| bad()),
+        let seq = seq_of(&id).ok_or_else(bad)?;
+        if kind == "first" {
+            return Ok(seq);
         }
+        let clock = clock_ms.parse::<i64>().map_err(|_| bad())? * SEQ_PER_MS;
+        Ok((seq + 1).max(clock))
     }
 }
 

@@ -20,6 +20,7 @@ both_backends!(
     backfill_applies_the_new_subscribers_filter,
     batch_is_all_or_nothing,
     retention_deletes_old_rows,
+    a_recreated_empty_log_still_lists_what_is_stored,
 );
 
 /// Follows the cursor until a page comes back empty; returns every item.
@@ -593,4 +594,23 @@ async fn database_outage_loses_no_log_row() {
         .collect();
     assert_eq!(logged, accepted, "every accepted message, once, in order");
     worker.stop().await;
+}
+
+/// Redis lost its data and the log stream was recreated empty (last id 0-0):
+/// what the database holds is still listed.
+async fn a_recreated_empty_log_still_lists_what_is_stored(backend: Backend) {
+    let (app, _db) = TestApp::with(backend).await;
+    let worker = InProcessWorker::start(app.settings.clone());
+    publish_ids(&app, "re.t", 3).await;
+    assert_eq!(wait_logged(&app, "", 3).await.len(), 3);
+    worker.stop().await;
+    let mut conn = app.queue.redis().get().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&app.queue.keys.log)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    app.queue.ensure_log_group().await.unwrap();
+    let mut since = None;
+    assert_eq!(poll_all(&app, "", &mut since).await.len(), 3);
 }
