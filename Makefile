@@ -57,9 +57,11 @@ test-sdk-js:
 test-compose: test-deps
 	.venv-sdk/bin/python -m pytest -q tests/compose_check.py
 
-## The whole hub on this machine: bench/results/results.{md,json}.
+## The whole hub on this machine: bench/results/results.{md,json}, and the
+## message log's figures in bench/results/log.{md,json}.
 bench: build
 	bench/run.sh
+	bench/log.sh
 
 ## criterion micro-benchmarks: filter evaluation and topic matching.
 bench-micro:
