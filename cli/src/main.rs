@@ -56,6 +56,9 @@ enum Command {
     /// The message log.
     #[command(subcommand)]
     Messages(MessagesCmd),
+    /// API keys: issue (shown once), list, revoke.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Replay logged messages (a range, or a backfill of one subscriber),
     /// or every pending dead letter with --dead-letters.
     Replay(ReplayArgs),
@@ -93,6 +96,30 @@ struct PublishArgs {
     /// Explain which subscribers would get the message; publishes nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// One JSON line per key (never the key itself).
+    #[command(alias = "list")]
+    Ls,
+    /// Issue a key; prints it with its `key`, shown this once.
+    Add {
+        /// Its name: the author of its publishes.
+        name: String,
+        /// `publish`, `admin` or `publish admin`.
+        #[arg(long, default_value = "publish")]
+        scope: String,
+        /// A topic pattern it may publish to (repeatable; none: any topic).
+        #[arg(long = "topic", value_name = "PATTERN")]
+        topics: Vec<String>,
+        /// When it stops working (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Revoke a key: every server refuses it within a second.
+    #[command(alias = "revoke")]
+    Rm { id: String },
 }
 
 #[derive(Subcommand)]
@@ -261,6 +288,7 @@ async fn run(hub: &Hub, command: Command) -> Result<(), Error> {
         Command::Publish(a) => publish(hub, a).await,
         Command::Subscribers(c) => subscribers(hub, c).await,
         Command::Messages(c) => messages(hub, c).await,
+        Command::Keys(c) => keys(hub, c).await,
         Command::Replay(a) => replay(hub, a).await,
         Command::Tail(a) => tail::run(hub, &a.pattern, a.filter.as_deref()).await,
         Command::Listen(a) => {
@@ -347,6 +375,38 @@ fn cell(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+async fn keys(hub: &Hub, c: KeysCmd) -> Result<(), Error> {
+    match c {
+        KeysCmd::Ls => {
+            let answer = hub.get("/keys", &[]).await?;
+            for k in answer["items"].as_array().cloned().unwrap_or_default() {
+                output::json_line(&k);
+            }
+        }
+        KeysCmd::Add {
+            name,
+            scope,
+            topics,
+            expires_at,
+        } => {
+            let mut body = json!({"name": name, "scope": scope});
+            if !topics.is_empty() {
+                body["topics"] = json!(topics);
+            }
+            if let Some(t) = expires_at {
+                body["expires_at"] = json!(t);
+            }
+            output::json(&hub.post("/keys", &body).await?);
+            eprintln!("switch: the key is shown only now; keep it");
+        }
+        KeysCmd::Rm { id } => {
+            hub.delete(&format!("/keys/{}", path_segment(&id)?)).await?;
+            eprintln!("switch: key {id} revoked");
+        }
+    }
+    Ok(())
 }
 
 async fn subscribers(hub: &Hub, c: SubscribersCmd) -> Result<(), Error> {

@@ -386,3 +386,48 @@ fn errors_go_to_stderr_with_a_non_zero_exit() {
     let usage = hub.run(&["subscribers", "frobnicate"]);
     assert_eq!(usage.code, Some(2));
 }
+
+#[test]
+fn keys_add_ls_rm() {
+    let hub = Hub::start();
+    let created = hub
+        .ok(&[
+            "keys", "add", "shop", "--scope", "publish", "--topic", "orders.#",
+        ])
+        .json();
+    let key = created["key"]
+        .as_str()
+        .expect("the key, shown once")
+        .to_string();
+    assert!(key.starts_with("sk_"), "{created}");
+    assert_eq!(created["topics"], serde_json::json!(["orders.#"]));
+    // The key publishes through the CLI, within its topics only.
+    let mut with_key = hub.cli();
+    with_key
+        .env_remove("SWITCH_JWT_SECRET")
+        .env("SWITCH_TOKEN", &key);
+    let out = with_key
+        .args(["publish", "orders.created"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = hub.ok(&["keys", "ls"]).lines();
+    assert_eq!(listed.len(), 1);
+    assert!(
+        !hub.ok(&["keys", "ls"]).stdout.contains(&key),
+        "never listed"
+    );
+    let id = created["id"].to_string();
+    hub.ok(&["keys", "rm", &id]);
+    assert!(hub.ok(&["keys", "ls"]).lines().is_empty());
+    let gone = hub.run(&["keys", "rm", &id]);
+    assert!(
+        !gone.success && gone.stderr.contains("not_found"),
+        "{}",
+        gone.stderr
+    );
+}
