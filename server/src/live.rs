@@ -13,19 +13,36 @@ use switch_core::backoff::Backoff;
 use switch_core::message::Message;
 use switch_core::queue::live::LIVE_FLAG_TTL;
 use switch_core::queue::Queue;
+use switch_core::topic::Topic;
 use tokio::sync::broadcast;
 
 /// Messages a client may be behind before it is closed as a slow consumer.
 pub const CLIENT_BUFFER: usize = 4096;
 const READ_BLOCK: Duration = Duration::from_millis(1000);
 
-/// One message as every client needs it: parsed once for filters, and its
-/// API JSON (that of `GET /messages/{id}` without deliveries) written once.
+/// A message as sent: its API JSON (that of `GET /messages/{id}` without
+/// deliveries) and its Server-Sent Event, each written once for every client.
+#[derive(Debug)]
+pub struct Frame {
+    pub json: String,
+    pub sse: bytes::Bytes,
+}
+
+impl Frame {
+    pub fn new(id: &str, json: String) -> Frame {
+        let sse = bytes::Bytes::from(format!("id: {id}\nevent: message\ndata: {json}\n\n"));
+        Frame { json, sse }
+    }
+}
+
+/// One message as every client needs it: parsed once for topic patterns and
+/// filters, and framed once.
 #[derive(Debug)]
 pub struct LiveEvent {
     pub seq: i64,
     pub message: Message,
-    pub json: String,
+    pub topic: Option<Topic>,
+    pub frame: Arc<Frame>,
 }
 
 pub struct LiveHub {
@@ -120,11 +137,13 @@ async fn read(reader: Queue, tx: broadcast::Sender<Arc<LiveEvent>>) {
                         continue;
                     };
                     let json = crate::routes::messages::to_json(&row).to_string();
+                    let frame = Arc::new(Frame::new(&message.id, json));
                     // No receiver is fine: nobody is watching on this server.
                     let _ = tx.send(Arc::new(LiveEvent {
                         seq: entry.seq,
+                        topic: Topic::parse(&message.topic).ok(),
                         message,
-                        json,
+                        frame,
                     }));
                 }
             }

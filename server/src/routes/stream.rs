@@ -4,6 +4,7 @@
 //! `Last-Event-ID` or `?since=` it first gets every logged message after that
 //! one, then goes live with no gap and no duplicate at the seam.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -18,7 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::messages::{to_json, to_message};
 use super::{db, State};
 use crate::error::ApiError;
-use crate::live::Watch;
+use crate::live::{Frame, Watch};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/stream", web::get().to(sse))
@@ -47,15 +48,14 @@ struct Interest {
 }
 
 impl Interest {
-    fn wants(&self, message: &Message) -> bool {
-        Topic::parse(&message.topic).is_ok_and(|t| self.pattern.matches(&t))
-            && self.filter.matches(message)
+    fn wants(&self, topic: Option<&Topic>, message: &Message) -> bool {
+        topic.is_some_and(|t| self.pattern.matches(t)) && self.filter.matches(message)
     }
 }
 
 /// One thing to send.
 enum Item {
-    Message { id: String, json: String },
+    Message(Arc<Frame>),
     Heartbeat,
     SlowConsumer,
 }
@@ -90,8 +90,8 @@ impl Feed {
                             continue; // sent from the log already
                         }
                         self.last = e.seq;
-                        if self.interest.wants(&e.message) {
-                            return Some(Item::Message { id: e.message.id.clone(), json: e.json.clone() });
+                        if self.interest.wants(e.topic.as_ref(), &e.message) {
+                            return Some(Item::Message(e.frame.clone()));
                         }
                     }
                     Err(RecvError::Lagged(_)) => return Some(Item::SlowConsumer),
@@ -135,11 +135,13 @@ impl Feed {
         }
         for row in rows {
             self.last = row.log_seq;
-            if self.interest.wants(&to_message(&row)) {
-                self.pending.push_back(Item::Message {
-                    id: row.id.clone(),
-                    json: to_json(&row).to_string(),
-                });
+            let message = to_message(&row);
+            if self
+                .interest
+                .wants(Topic::parse(&row.topic).ok().as_ref(), &message)
+            {
+                let frame = Frame::new(&row.id, to_json(&row).to_string());
+                self.pending.push_back(Item::Message(Arc::new(frame)));
             }
         }
     }
@@ -222,14 +224,14 @@ async fn sse(
     let body = futures_util::stream::unfold(Some(feed), |feed| async move {
         let mut feed = feed?;
         let chunk = match feed.next().await? {
-            Item::Message { id, json } => format!("id: {id}\nevent: message\ndata: {json}\n\n"),
-            Item::Heartbeat => ": keep-alive\n\n".to_string(),
+            Item::Message(frame) => frame.sse.clone(),
+            Item::Heartbeat => Bytes::from_static(b": keep-alive\n\n"),
             Item::SlowConsumer => {
                 let last = "event: error\ndata: {\"code\":\"slow_consumer\"}\n\n";
                 return Some((Ok::<_, actix_web::Error>(Bytes::from(last)), None));
             }
         };
-        Some((Ok(Bytes::from(chunk)), Some(feed)))
+        Some((Ok(chunk), Some(feed)))
     });
     let opening = futures_util::stream::once(async { Ok(Bytes::from_static(b": live\n\n")) });
     Ok(HttpResponse::Ok()
@@ -253,8 +255,8 @@ async fn ws(
         loop {
             tokio::select! {
                 item = feed.next() => match item {
-                    Some(Item::Message { json, .. }) => {
-                        if session.text(json).await.is_err() {
+                    Some(Item::Message(frame)) => {
+                        if session.text(frame.json.clone()).await.is_err() {
                             return;
                         }
                     }
