@@ -191,6 +191,222 @@ def isolation(rows):
     }
 
 
+def paired_ratios(runs, key, num, den):
+    """Ratios num/den of `key` between the two variants of each run (same round
+    and run number): they ran back to back, which other load on the machine
+    disturbs less than a ratio of medians."""
+    pairs = {}
+    for x in runs:
+        pairs.setdefault((x["round"], x["run"]), {})[x["variant"]] = x[key]
+    return [p[num] / p[den] for p in pairs.values() if p.get(den) and p.get(num) is not None]
+
+
+def wrk_row(r):
+    w = r["wrk"]
+    secs = w["duration_us"] / 1e6
+    return {
+        "run": r["run"], "round": r.get("_round"),
+        "messages_per_s": (w["requests"] - w["errors_status"]) / secs,
+        "p50_ms": w["latency_p50_us"] / 1000,
+        "p99_ms": w["latency_p99_us"] / 1000,
+        "errors": w["errors_status"] + w["errors_connect"] + w["errors_read"]
+        + w["errors_write"] + w["errors_timeout"],
+    }
+
+
+def window_cpu(marks, nproc):
+    """Where the CPU time went between two `cpu_mark`s of run.sh, in cores:
+    the machine (busy, from /proc/stat), the server, Redis, the stream
+    clients, the load tools run.sh waited for (wrk, switch-bench latency, ...),
+    and other processes (the rest: other work sharing the machine)."""
+    if not marks or len(marks) != 2 or not nproc:
+        return None
+    a, b = marks
+    d = [y - x for x, y in zip(a["stat"][:8], b["stat"][:8])]
+    total = sum(d)
+    if total <= 0:
+        return None
+    secs = total / nproc / 100
+
+    def proc(k):
+        if a.get(k) is None or b.get(k) is None:
+            return None
+        return (b[k] - a[k]) / 100 / secs
+
+    out = {"seconds": secs, "machine_busy_cores": (total - d[3] - d[4]) / 100 / secs,
+           "steal_pct": 100 * d[7] / total, "server_cores": proc("server"),
+           "redis_cores": proc("redis"), "clients_cores": proc("clients"),
+           "tools_cores": proc("tools")}
+    ours = sum(out[k] or 0 for k in ("server_cores", "redis_cores", "clients_cores", "tools_cores"))
+    out["others_cores"] = max(out["machine_busy_cores"] - ours, 0.0)
+    return out
+
+
+CPU_KEYS = ("machine_busy_cores", "server_cores", "redis_cores", "clients_cores", "tools_cores",
+            "others_cores", "steal_pct")
+
+
+def server_us_per_msg(x):
+    """Server CPU per accepted publish of a wrk run, µs."""
+    c = x.get("cpu") or {}
+    if c.get("server_cores") is None or not x.get("messages_per_s"):
+        return None
+    return c["server_cores"] * 1e6 / x["messages_per_s"]
+
+
+def cpu_medians(runs):
+    cpus = [x["cpu"] for x in runs if x.get("cpu")]
+    return {k: median([c[k] for c in cpus]) for k in CPU_KEYS} if cpus else None
+
+
+def cpu_text(c, clients=True, tools="load generator"):
+    if not c:
+        return "n/a"
+    parts = [f"server {fmt(c['server_cores'], 2)}"]
+    if clients and c.get("clients_cores") is not None:
+        parts.append(f"stream clients {fmt(c['clients_cores'], 2)}")
+    parts += [f"Redis {fmt(c['redis_cores'], 2)}", f"{tools} {fmt(c['tools_cores'], 2)}",
+              f"other processes {fmt(c['others_cores'], 2)}"]
+    return ", ".join(parts) + f" cores ({fmt(c['machine_busy_cores'], 2)} busy)"
+
+
+STREAM_P99_TARGET_MS = 50
+STREAM_RSS_TARGET_MB = 100
+KEYS_TARGET_PCT = 5
+
+
+def live_stream(lat_rows, pub_rows, rss_rows, nproc):
+    """h. SSE clients: publish -> client latency at a fixed rate, the server's
+    VmRSS with the clients connected, publish/s with them vs without."""
+    lat = []
+    for r in lat_rows:
+        c, p = r["stream_clients"], r["publisher"]
+        accepted = p.get("accepted_by_topic") or {}
+        expected = sum(v["clients"] * accepted.get(pat, 0) for pat, v in c["events_by_pattern"].items())
+        lat.append({
+            "run": r["run"], "round": r.get("_round"),
+            "clients": c["clients"], "connected": c["connected"], "connect_s": c["connect_s"],
+            "p50_ms": c["latency_p50_ms"], "p90_ms": c["latency_p90_ms"], "p99_ms": c["latency_p99_ms"],
+            "p999_ms": c["latency_p999_ms"], "max_ms": c["latency_max_ms"],
+            "samples": c["latency_samples"], "events": c["events_total"],
+            "expected_events": expected, "missing_events": expected - c["timed_events"],
+            "events_per_client_min": c["events_per_client_min"],
+            "events_per_client_max": c["events_per_client_max"],
+            "rate_target": p["rate_target"], "rate_achieved": p["rate_achieved"],
+            "accepted": p["accepted"], "refused": p["refused"], "errors": p["errors"],
+            "publish_p50_ms": p["publish_p50_us"] / 1000, "publish_p99_ms": p["publish_p99_us"] / 1000,
+            "slow_consumer": c["slow_consumer"], "disconnects": c["disconnects"],
+            "wrong_topic": c["wrong_topic"], "unparsed": c["unparsed"],
+            "rss_before_mb": r["rss_before"]["vm_rss_mb"],
+            "rss_connected_mb": r["rss_connected"]["vm_rss_mb"],
+            "rss_after_publishing_mb": r["rss_after_publishing"]["vm_rss_mb"],
+            "sockets_closed_s": r.get("sockets_closed_s"), "released_s": r.get("released_s"),
+            "cpu": window_cpu(r.get("cpu"), nproc),
+        })
+    pub = []
+    for r in pub_rows:
+        x = wrk_row(r) | {"variant": "with" if r["clients"] else "without", "clients": r["clients"],
+                          "rss_after_mb": r["rss_after"]["vm_rss_mb"],
+                          "cpu": window_cpu(r.get("cpu"), nproc)}
+        x["server_us_per_msg"] = server_us_per_msg(x)
+        if r["clients"]:
+            c = r["stream_clients"]
+            x |= {"rss_connected_mb": r["rss_connected"]["vm_rss_mb"], "events": c["events_total"],
+                  "slow_consumer": c["slow_consumer"], "disconnects": c["disconnects"],
+                  "reconnects": c["reconnects"], "connect_failures": c["connect_failures"],
+                  "open_min": c["open_min"], "open_mean": c["open_mean"],
+                  "sockets_closed_s": r.get("sockets_closed_s"), "released_s": r.get("released_s")}
+        else:
+            x["live_flag_at_start"] = bool(r.get("live_flag_at_start"))
+        pub.append(x)
+    with_, without = ([x for x in pub if x["variant"] == v] for v in ("with", "without"))
+    ratios = paired_ratios(pub, "messages_per_s", "with", "without")
+    # The target applies to the fixed-rate runs: every VmRSS read there while
+    # the clients were connected.
+    rss_lat = [v for x in lat for v in (x["rss_connected_mb"], x["rss_after_publishing_mb"]) if v is not None]
+    p99 = median([x["p99_ms"] for x in lat])
+    out = {
+        "latency": {k: median([x[k] for x in lat]) for k in (
+            "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "samples", "events", "expected_events",
+            "rate_achieved", "publish_p50_ms", "publish_p99_ms", "connect_s")} | {
+            "clients": lat[0]["clients"],
+            "rate_target": lat[0]["rate_target"],
+            "missing_events": sum(x["missing_events"] for x in lat),
+            "slow_consumer": sum(x["slow_consumer"] for x in lat),
+            "disconnects": sum(x["disconnects"] for x in lat),
+            "wrong_topic": sum(x["wrong_topic"] for x in lat),
+            "refused_or_failed": sum(x["refused"] + x["errors"] for x in lat),
+            "released_s": median([x["released_s"] for x in lat]),
+            "sockets_closed_s": median([x["sockets_closed_s"] for x in lat]),
+            "cpu": cpu_medians(lat),
+            "target_p99_ms": STREAM_P99_TARGET_MS,
+            "target_met": p99 is not None and p99 <= STREAM_P99_TARGET_MS,
+            "runs": lat,
+        } if lat else None,
+        "rss": {
+            "fresh_mb": rss_rows[0]["fresh"]["vm_rss_mb"] if rss_rows else None,
+            "connected_idle_mb": median([x["rss_connected_mb"] for x in lat]),
+            "after_publishing_mb": median([x["rss_after_publishing_mb"] for x in lat]),
+            "with_clients_max_mb": max(rss_lat) if rss_lat else None,
+            "after_wrk_with_clients_mb": median([x["rss_after_mb"] for x in with_]),
+            "wrk_with_clients_max_mb": max((x["rss_after_mb"] for x in with_), default=None),
+            "peak_mb": max((r["end"]["vm_hwm_mb"] for r in rss_rows), default=None),
+            "target_mb": STREAM_RSS_TARGET_MB,
+            "target_met": bool(rss_lat) and max(rss_lat) <= STREAM_RSS_TARGET_MB,
+        } if lat or with_ else None,
+        "publish": {
+            "topic": "s.0", "fanout": 0,
+            "with_messages_per_s": median([x["messages_per_s"] for x in with_]),
+            "without_messages_per_s": median([x["messages_per_s"] for x in without]),
+            "with_p99_ms": median([x["p99_ms"] for x in with_]),
+            "without_p99_ms": median([x["p99_ms"] for x in without]),
+            "with_cpu": cpu_medians(with_), "without_cpu": cpu_medians(without),
+            "with_server_us_per_msg": median([x["server_us_per_msg"] for x in with_]),
+            "without_server_us_per_msg": median([x["server_us_per_msg"] for x in without]),
+            "ratio": median(ratios), "run_ratios": ratios,
+            "slow_consumer": sum(x["slow_consumer"] for x in with_),
+            "reconnects": sum(x["reconnects"] for x in with_),
+            "open_min": min((x["open_min"] for x in with_), default=None),
+            "live_flag_on_without": sum(x["live_flag_at_start"] for x in without),
+            "released_s": median([x["released_s"] for x in with_]),
+            "errors": sum(x["errors"] for x in pub),
+            "runs": pub,
+        } if pub else None,
+    }
+    return out
+
+
+def api_keys(rows, nproc):
+    """i. Publish/s at fan-out 1 with an API key vs an HS256 token."""
+    runs = []
+    for r in rows:
+        secs = r["wrk"]["duration_us"] / 1e6
+        runs.append(wrk_row(r) | {
+            "variant": r["credential"], "jobs_per_s": r["jobs_in_stream"] / secs,
+            "cpu": window_cpu(r.get("cpu"), nproc)})
+        runs[-1]["server_us_per_msg"] = server_us_per_msg(runs[-1])
+    ratios = paired_ratios(runs, "messages_per_s", "key", "jwt")
+    ratio = median(ratios)
+    key = [x for x in runs if x["variant"] == "key"]
+    jwt = [x for x in runs if x["variant"] == "jwt"]
+    return {
+        "key_messages_per_s": median([x["messages_per_s"] for x in key]),
+        "jwt_messages_per_s": median([x["messages_per_s"] for x in jwt]),
+        "key_p99_ms": median([x["p99_ms"] for x in key]),
+        "jwt_p99_ms": median([x["p99_ms"] for x in jwt]),
+        "key_cpu": cpu_medians(key), "jwt_cpu": cpu_medians(jwt),
+        "key_server_us_per_msg": median([x["server_us_per_msg"] for x in key]),
+        "jwt_server_us_per_msg": median([x["server_us_per_msg"] for x in jwt]),
+        "ratio": ratio, "run_ratios": ratios,
+        "ratio_of_medians": (median([x["messages_per_s"] for x in key])
+                             / median([x["messages_per_s"] for x in jwt])) if key and jwt else None,
+        "errors": sum(x["errors"] for x in runs),
+        "target_pct": KEYS_TARGET_PCT,
+        "target_met": ratio is not None and abs(1 - ratio) * 100 <= KEYS_TARGET_PCT,
+        "runs": runs,
+    }
+
+
 def provenance(prev):
     m, st = prev.get("machine", {}), prev.get("settings", {})
     return {"date": m.get("date"), "commit": m.get("commit"), "runs": st.get("runs"),
@@ -221,7 +437,7 @@ def carry_over(summary, prev):
         summary["sustained"] = mark(prev["sustained"])
     if not summary.get("latency", {}).get("runs") and (prev.get("latency") or {}).get("runs"):
         summary["latency"] = mark(prev["latency"])
-    for key in ("backlog", "memory", "filter_cost", "isolation", "before_after"):
+    for key in ("backlog", "memory", "filter_cost", "isolation", "stream", "keys", "before_after"):
         if key not in summary and prev.get(key):
             summary[key] = mark(prev[key]) if key != "before_after" else prev[key]
 
@@ -371,6 +587,13 @@ def main():
     if by.get("isolation"):
         summary["isolation"] = isolation(by["isolation"])
 
+    # h. live stream, i. API keys
+    if by.get("stream_latency") or by.get("stream_publish"):
+        summary["stream"] = live_stream(by.get("stream_latency", []), by.get("stream_publish", []),
+                                        by.get("stream_rss", []), machine.get("nproc"))
+    if by.get("keys"):
+        summary["keys"] = api_keys(by["keys"], machine.get("nproc"))
+
     if by.get("logs"):
         summary["logs"] = {k: sum(r[k] for r in by["logs"])
                            for k in by["logs"][0] if k != "kind" and not k.startswith("_")}
@@ -474,7 +697,33 @@ def render(s):
       f"deliveries/s = requests the healthy endpoints got over a fixed {iso_secs} s window starting "
       "1 s after the worker is up, not the time to drain, so a worker that stalls still finishes. The "
       "queue, parked jobs included, is emptied before each part. Target: no more than 10 % fewer "
-      "healthy deliveries/s with the hanging subscriber than without.\n")
+      "healthy deliveries/s with the hanging subscriber than without.")
+
+    stc = st.get("stream_clients", 1000)
+    w(f"- **Live stream**: {fmt(stc)} SSE clients of `GET /stream?topic=<pattern>` "
+      "(`switch-bench stream-clients`: one tokio task per client over one reqwest client, the admin "
+      "token in the `Authorization` header), client i watching `s.<i mod 10>`, so 100 clients per "
+      "topic; no subscriber on `s.*` (fan-out 0), no worker. First, run by run: once every stream is "
+      f"open, `switch-bench latency --topics s.0,…,s.9` publishes {fmt(st.get('stream_rate', 2000))} "
+      "msg/s round the ten topics for the run length (each message reaches 100 clients, each client "
+      "10 % of the messages) with the publish time in the body; each client records arrival − "
+      "publish time per event and counts its events. The server's VmRSS (`/proc/<pid>/status`) is "
+      "read before the clients connect, once they are all connected, and 1 s after publishing ends; "
+      "the target applies to these readings. Then publish/s with and without clients, alternating "
+      f"run by run: a fresh set of {fmt(stc)} clients connects and wrk publishes on `s.0` as in the "
+      "publish runs (100 of the clients watch it), or wrk publishes the same with no client and the "
+      "live stream off; the ratio is the median of each run's with ÷ without. A client closed as a "
+      "slow consumer reconnects after 1 s (counted). After each part with clients the script waits "
+      "until the server has closed their sockets and stopped renewing the live flag (deleted, it stays "
+      "away 11 s) before going on. CPU per window: /proc/stat for the machine, /proc/<pid>/stat for "
+      "the server, Redis and the stream clients, the script's waited-for children for the load "
+      "generator; other processes = the machine's busy time minus these. Targets: latency p99 ≤ "
+      f"{STREAM_P99_TARGET_MS} ms, server VmRSS with the clients connected ≤ {STREAM_RSS_TARGET_MB} MB.")
+    w(f"- **API keys**: publish/s at fan-out 1 with no worker (`wrk -t{st['wrk_threads']} "
+      f"-c{st['wrk_connections']}`, `bench/publish.lua`) with an API key (`POST /keys "
+      "{\"name\": \"bench\", \"scope\": \"publish\"}`, sent as `Authorization: Bearer sk_…`) "
+      "and with the HS256 admin token, alternating run by run (key first in odd runs); the ratio "
+      f"is the median of each run's key ÷ token. Target: within {KEYS_TARGET_PCT} %.\n")
 
     w("## Results\n")
     w("| measurement | figure |\n| --- | --- |")
@@ -546,6 +795,62 @@ def render(s):
           f"{fmt(abs(iso['drop_pct'] or 0), 1)} %; target {target}); the hanging endpoint got "
           f"{fmt(iso['hang_requests'])} requests, {fmt(iso['parked_at_end'])} of its jobs parked at "
           f"the end of the window{'; BACKLOG RAN OUT before the window ended' if iso['backlog_ran_out'] else ''} |")
+    sm = s.get("stream")
+    if sm:
+        smk = mark(sm)
+        sl, sr, sp = sm.get("latency"), sm.get("rss"), sm.get("publish")
+        nclients = fmt((sl or {}).get("clients") or st.get("stream_clients", 1000))
+        if sl:
+            w(f"| live stream: publish → client latency, {nclients} SSE clients, "
+              f"{fmt(sl['rate_target'])} msg/s round 10 topics, each client 10 %{smk} | "
+              f"p50 {fmt(sl['p50_ms'], 2)} ms{spread([x['p50_ms'] for x in sl['runs']], 2)}, "
+              f"p90 {fmt(sl['p90_ms'], 2)} ms, p99 {fmt(sl['p99_ms'], 2)} ms"
+              f"{spread([x['p99_ms'] for x in sl['runs']], 2)}, p99.9 {fmt(sl['p999_ms'], 2)} ms "
+              f"(max {fmt(sl['max_ms'], 1)} ms; target p99 ≤ {sl['target_p99_ms']} ms: "
+              f"{'met' if sl['target_met'] else 'NOT MET'}); {fmt(sl['samples'])} events received per run "
+              f"(median) of {fmt(sl['expected_events'])} expected, {fmt(sl['missing_events'])} missing over all runs"
+              f"{', ' + fmt(sl['slow_consumer']) + ' clients closed as slow consumers' if sl['slow_consumer'] else ''}"
+              f"{', ' + fmt(sl['wrong_topic']) + ' events of another topic' if sl['wrong_topic'] else ''}; "
+              f"publisher at {fmt(sl['rate_achieved'])} msg/s, publish answer p99 {fmt(sl['publish_p99_ms'], 2)} ms"
+              f"{'; ' + fmt(sl['refused_or_failed']) + ' publishes refused or failed' if sl['refused_or_failed'] else ''}; "
+              f"CPU while publishing: {cpu_text(sl.get('cpu'), tools='publisher')} |")
+        if sr:
+            w(f"| live stream: server VmRSS with {nclients} clients connected{smk} | "
+              f"{fmt(sr['connected_idle_mb'], 1)} MB connected and idle, {fmt(sr['after_publishing_mb'], 1)} MB "
+              f"after the fixed-rate run (medians); at most {fmt(sr['with_clients_max_mb'], 1)} MB (target ≤ "
+              f"{sr['target_mb']} MB: {'met' if sr['target_met'] else 'NOT MET'}); fresh server before any "
+              f"client {fmt(sr['fresh_mb'], 1)} MB; after wrk with the clients {fmt(sr['after_wrk_with_clients_mb'], 1)} MB "
+              f"(at most {fmt(sr['wrk_with_clients_max_mb'], 1)} MB); peak (VmHWM) over the section "
+              f"{fmt(sr['peak_mb'], 1)} MB |")
+        if sp:
+            w(f"| live stream: publish on `s.0`, fan-out 0, no worker, with {nclients} stream clients vs "
+              f"without{smk} | {fmt(sp['with_messages_per_s'])} msg/s with (p99 {fmt(sp['with_p99_ms'], 2)} ms) vs "
+              f"{fmt(sp['without_messages_per_s'])} without (p99 {fmt(sp['without_p99_ms'], 2)} ms); with ÷ "
+              f"without, median of the runs' ratios: {fmt(sp['ratio'], 3)}{spread(sp['run_ratios'], 3)}; "
+              f"{fmt(sp['slow_consumer'])} clients closed as slow consumers over all runs "
+              f"({fmt(sp['reconnects'])} reconnects; fewest streams open at once {fmt(sp['open_min'])})"
+              f"{'; ' + fmt(sp['errors']) + ' wrk errors' if sp['errors'] else ''}; server CPU per publish "
+              f"{fmt(sp.get('with_server_us_per_msg'))} µs with vs {fmt(sp.get('without_server_us_per_msg'))} µs "
+              f"without; CPU with: "
+              f"{cpu_text(sp.get('with_cpu'))}; without: {cpu_text(sp.get('without_cpu'), clients=False)} |")
+        if sl or sp:
+            w(f"| live stream: time for the server to let go of {nclients} closed clients{smk} | "
+              f"sockets closed {fmt((sl or {}).get('sockets_closed_s'), 1)} s after the clients left, live flag "
+              f"no longer renewed after {fmt((sl or {}).get('released_s'), 1)} s (fixed-rate runs; after the "
+              f"wrk runs {fmt((sp or {}).get('released_s'), 1)} s) |")
+    ks = s.get("keys")
+    if ks:
+        w(f"| publish, fan-out 1, no worker: API key vs HS256 token{mark(ks)} | "
+          f"{fmt(ks['key_messages_per_s'])} msg/s with the key (p99 {fmt(ks['key_p99_ms'], 2)} ms) vs "
+          f"{fmt(ks['jwt_messages_per_s'])} with the token (p99 {fmt(ks['jwt_p99_ms'], 2)} ms); key ÷ "
+          f"token, median of the runs' ratios: {fmt(ks['ratio'], 3)}{spread(ks['run_ratios'], 3)} "
+          f"(target within {ks['target_pct']} %: {'met' if ks['target_met'] else 'NOT MET'}"
+          f"{', the key being faster' if not ks['target_met'] and (ks['ratio'] or 0) > 1 else ''}); "
+          f"server CPU per publish {fmt(ks.get('key_server_us_per_msg'), 1)} µs with the key vs "
+          f"{fmt(ks.get('jwt_server_us_per_msg'), 1)} µs with the token"
+          f"{'; ' + fmt(ks['errors']) + ' wrk errors' if ks['errors'] else ''}; CPU with the key: "
+          f"{cpu_text(ks.get('key_cpu'), clients=False)}; with the token: "
+          f"{cpu_text(ks.get('jwt_cpu'), clients=False)} |")
     logs = s.get("logs")
     if logs:
         w(f"| WARN/ERROR log lines over the whole run | server {logs['server_warn_error_lines']}, "

@@ -9,14 +9,18 @@
 #   f. peak RSS of the server and the worker
 #   g. isolation: healthy deliveries/s of one worker with and without a
 #      subscriber whose endpoint hangs
+#   h. live stream: 1,000 SSE clients of GET /stream, each watching one of ten
+#      topics, while messages are published at a fixed rate: publish -> client
+#      latency, the server's RSS, and publish throughput with the clients vs without
+#   i. API keys: publish throughput with an API key vs an HS256 token
 # Writes bench/results/results.json and bench/results/results.md and prints the latter;
 # what a run did not measure (BENCH_ONLY) is kept from the previous results.json,
 # marked with the run it comes from.
 #
 # Settings (environment):
-#   BENCH_ONLY="receiver publish e2e sustained latency backlog filter isolation"
+#   BENCH_ONLY="receiver publish e2e sustained latency backlog filter isolation stream keys"
 #                           sections to run (default all): receiver capacity, a, b, b2,
-#                           c, d (with f), e, g
+#                           c, d (with f), e, g, h, i
 #   BENCH_SECONDS=10        length of each timed run
 #   BENCH_RUNS=3            runs per figure; the median is reported
 #   BENCH_PUBLISH_FANOUTS="1 10 100"
@@ -33,6 +37,9 @@
 #   BENCH_ISOLATION_MESSAGES=400*window
 #                           messages (fan-out 101) enqueued before each part of g
 #   BENCH_HANG_MS=10000     how long the hanging endpoint takes to answer (g)
+#   BENCH_STREAM_CLIENTS=1000
+#                           SSE clients of the live-stream runs (h)
+#   BENCH_STREAM_RATE=2000  publishes/s of the live-stream latency runs (h)
 #   BENCH_BIN_DIR=target/release
 #                           where switch-server and switch-worker are taken from
 #                           (another build, to compare; switch-bench always comes
@@ -55,13 +62,18 @@ RATE="${BENCH_RATE:-1000}"
 SUSTAIN_RATES="${BENCH_SUSTAIN_RATES:-600 900 1200 1500 1800}"
 SAMPLE="${BENCH_SAMPLE_SECONDS:-1}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-900}"
-ALL_SECTIONS="receiver publish e2e sustained latency backlog filter isolation"
+ALL_SECTIONS="receiver publish e2e sustained latency backlog filter isolation stream keys"
 ONLY="${BENCH_ONLY:-$ALL_SECTIONS}"
 PUBLISH_FANOUTS="${BENCH_PUBLISH_FANOUTS:-1 10 100}"
 E2E_WORKERS="${BENCH_E2E_WORKERS:-1 2}"
 ISO_SECONDS="${BENCH_ISOLATION_SECONDS:-20}"
 ISO_MESSAGES="${BENCH_ISOLATION_MESSAGES:-}"
 HANG_MS="${BENCH_HANG_MS:-10000}"
+STREAM_CLIENTS="${BENCH_STREAM_CLIENTS:-1000}"
+STREAM_RATE="${BENCH_STREAM_RATE:-2000}"
+# The live-stream clients watch s.0 ... s.9 (client i watches s.(i mod 10)); the
+# latency publisher goes round these topics, so each client gets 10 % of it.
+STREAM_TOPICS="s.0,s.1,s.2,s.3,s.4,s.5,s.6,s.7,s.8,s.9"
 # The hanging endpoint answers within the delivery timeout: it is slow, not failing.
 ISO_DELIVERY_TIMEOUT=15s
 SERVER_PORT=18480
@@ -88,6 +100,8 @@ is_uint "$ISO_SECONDS" || die "BENCH_ISOLATION_SECONDS must be a positive intege
 [ -n "$ISO_MESSAGES" ] || ISO_MESSAGES=$((400 * ISO_SECONDS))
 is_uint "$ISO_MESSAGES" || die "BENCH_ISOLATION_MESSAGES must be a positive integer"
 is_uint "$HANG_MS" || die "BENCH_HANG_MS must be a positive integer"
+is_uint "$STREAM_CLIENTS" || die "BENCH_STREAM_CLIENTS must be a positive integer"
+is_uint "$STREAM_RATE" || die "BENCH_STREAM_RATE must be a positive integer"
 for section in $ONLY; do
   [[ " $ALL_SECTIONS " == *" $section "* ]] || die "BENCH_ONLY: unknown section \`$section\` (known: $ALL_SECTIONS)"
 done
@@ -99,6 +113,13 @@ for n in $E2E_WORKERS; do
   [[ " 1 2 " == *" $n "* ]] || die "BENCH_E2E_WORKERS: worker counts are 1 or 2, not $n"
 done
 runs_section() { [[ " $ONLY " == *" $1 "* ]]; }
+
+# Every stream client is a socket of the server (and of switch-bench): both
+# inherit this limit.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if runs_section stream && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((STREAM_CLIENTS + 256)) ]; then
+  die "the file-descriptor limit ($(ulimit -n), hard $(ulimit -Hn)) is too low for $STREAM_CLIENTS stream clients"
+fi
 
 # ------------------------------------------------------------------ tools
 
@@ -132,6 +153,7 @@ raw="$work/raw.jsonl"
 : >"$raw"
 receiver_pid=""
 server_pid=""
+clients_pid=""
 worker_pids=()
 # Extra environment of the next worker started (NAME=value...).
 worker_env=()
@@ -153,6 +175,7 @@ cleanup() {
   trap - EXIT INT TERM
   local pid
   for pid in "${worker_pids[@]}"; do stop_pid "$pid" 35; done
+  stop_pid "$clients_pid" 20
   stop_pid "$server_pid" 10
   stop_pid "$receiver_pid" 5
   # Every key of this run's namespace.
@@ -180,6 +203,9 @@ export SWITCH_WORKER_CONCURRENCY="$WORKER_CONCURRENCY"
 base="http://127.0.0.1:$SERVER_PORT"
 receiver="http://127.0.0.1:$RECEIVER_PORT"
 stream="{$ns}:jobs"
+msglog="{$ns}:log"
+live_flag="{$ns}:live:on"
+live_stream="{$ns}:live"
 delayed="{$ns}:delayed"
 parked="{$ns}:parked"
 
@@ -236,10 +262,11 @@ parked_jobs() {
   echo "$n"
 }
 
-# Runs wrk against /publish on TOPIC for RUN_SECONDS; prints wrk's JSON summary.
-wrk_publish() { # topic
+# Runs wrk against /publish on TOPIC for RUN_SECONDS with the admin token (or
+# the credential given); prints wrk's JSON summary.
+wrk_publish() { # topic [credential]
   local out="$work/wrk.out"
-  TOPIC="$1" TOKEN="$token" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${RUN_SECONDS}s" --timeout 10s \
+  TOPIC="$1" TOKEN="${2:-$token}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${RUN_SECONDS}s" --timeout 10s \
     -s "$root/bench/publish.lua" "$base" >"$out" 2>&1 || die "wrk failed: $(cat "$out")"
   grep '^WRK_JSON ' "$out" | tail -1 | cut -c10-
 }
@@ -309,6 +336,9 @@ with open(sys.argv[1], "a") as f:
                      "worker_concurrency": $WORKER_CONCURRENCY, "database": "SQLite (temporary file)",
                      "isolation_seconds": $ISO_SECONDS, "isolation_messages": $ISO_MESSAGES,
                      "hang_ms": $HANG_MS, "isolation_delivery_timeout": "$ISO_DELIVERY_TIMEOUT",
+                     "stream_clients": $STREAM_CLIENTS, "stream_rate": $STREAM_RATE,
+                     "stream_topics": "$STREAM_TOPICS".split(","),
+                     "fd_limit": """$(ulimit -n)""",
                      "subscriber_concurrency": """${SWITCH_SUBSCRIBER_CONCURRENCY:-8 (default)}""",
                      "log_level": """${RUST_LOG:-info (default)}"""}}) + "\n")
 EOF
@@ -364,6 +394,208 @@ for topic in bench.f1:1 bench.f10:10 bench.f100:100 bench.iso.base:101 bench.iso
   [ "$(json_get "$got" matched)" = "${topic#*:}" ] || die "publishing on ${topic%:*} matched $got"
 done
 reset_queue
+
+# ------------------------------------------------------------------ h. live stream
+
+# Before the other sections, so the server's memory is that of a fresh server.
+# 1. Latency and memory, RUNS runs: STREAM_CLIENTS SSE clients open their
+#    streams (client i watches s.(i mod 10)), switch-bench latency publishes
+#    STREAM_RATE msg/s round s.0 ... s.9 for RUN_SECONDS with the publish time in
+#    the body, and the clients stop. The server's VmRSS is read before the
+#    clients connect, once they are all connected, and 1 s after publishing.
+# 2. Publish throughput with the clients vs without, RUNS runs each, the order
+#    alternating run by run: wrk publishes on s.0 (no subscriber: fan-out 0)
+#    with a fresh set of STREAM_CLIENTS clients connected (100 of them watch
+#    s.0), and with none and the live stream off.
+# Between parts the server lets go of every client before the next starts.
+
+# Starts STREAM_CLIENTS stream clients; returns once every stream is open, with
+# switch-bench's note of it in $clients_ready. (Not to be called in $(...): the
+# clients must be children of this shell.)
+start_clients() { # log-name
+  local ready="$work/$1.ready" i
+  rm -f "$ready"
+  "$bench_bin" stream-clients --url "$base" --token "$token" --clients "$STREAM_CLIENTS" \
+    --patterns "$STREAM_TOPICS" --seconds 3600 --ready-file "$ready" \
+    >"$work/$1.json" 2>"$work/$1.log" &
+  clients_pid=$!
+  for ((i = 0; i < 900; i++)); do
+    [ -s "$ready" ] && break
+    kill -0 "$clients_pid" 2>/dev/null || die "stream clients exited; see $work/$1.log"
+    sleep 0.1
+  done
+  [ -s "$ready" ] || die "stream clients not connected after 90 s; see $work/$1.log"
+  [ "$(json_get "$(cat "$ready")" connected)" = "$STREAM_CLIENTS" ] ||
+    die "only $(cat "$ready") stream clients connected; see $work/$1.log"
+  clients_ready="$(cat "$ready")"
+}
+# Stops the stream clients; their report goes to $clients_report.
+stop_clients() { # log-name
+  kill -TERM "$clients_pid" 2>/dev/null || true
+  wait "$clients_pid" || die "stream clients failed; see $work/$1.log"
+  clients_pid=""
+  clients_report="$(cat "$work/$1.json")"
+}
+# Server-side sockets of the API port still open (established, or closed by
+# the client and not yet by the server).
+api_sockets() {
+  ss -Htn state established state close-wait "( sport = :$SERVER_PORT )" 2>/dev/null | wc -l | tr -d ' '
+}
+# Waits until the server has let go of every stream client, and turns the live
+# stream off. A closed client's socket goes at its stream's next write (a
+# heartbeat within 15 s), but the server may count the client somewhat longer,
+# and while it counts any it renews the live flag every 10 s: done once the
+# flag, deleted, has stayed away for 11 s. Prints "<seconds until the sockets
+# were closed> <seconds until the flag stayed away>".
+wait_released() {
+  local t0 i sockets_s quiet_since
+  t0="$(now_ns)"
+  if command -v ss >/dev/null 2>&1; then
+    for ((i = 0; i < 300; i++)); do
+      [ "$(api_sockets)" -eq 0 ] && break
+      sleep 0.1
+    done
+    [ "$(api_sockets)" -eq 0 ] || log "h. the server still holds $(api_sockets) client sockets"
+  else
+    sleep 16 # no ss: a heartbeat's time
+  fi
+  sockets_s="$(secs_since "$t0")"
+  rcli DEL "$live_flag" >/dev/null
+  quiet_since="$(now_ns)"
+  while [ $(($(now_ns) - quiet_since)) -lt 11000000000 ]; do
+    if [ "$(rcli EXISTS "$live_flag")" = 1 ]; then
+      rcli DEL "$live_flag" >/dev/null
+      quiet_since="$(now_ns)"
+    fi
+    if [ $(($(now_ns) - t0)) -gt 90000000000 ]; then
+      log "h. the server still renews the live flag 90 s after its clients left"
+      break
+    fi
+    sleep 0.2
+  done
+  rcli DEL "$live_stream" >/dev/null
+  echo "$sockets_s $(secs_since "$t0")"
+}
+server_mem() { "$bench_bin" rss --pid "$server_pid"; }
+redis_pid="$(rcli INFO server | awk -F: '/^process_id:/ {print $2 + 0}')"
+# Only a Redis on this machine (not one in a container or elsewhere) is counted.
+grep -qs redis "/proc/${redis_pid:-0}/comm" || redis_pid=""
+# CPU ticks (1/100 s) of a process so far, or null.
+pid_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo null; }
+# Where the CPU time goes, for a window between two of these: the first line
+# of /proc/stat (user nice system idle iowait irq softirq steal ..., in ticks),
+# the ticks of the server, Redis and the stream clients, and those of every
+# child this script has waited for (wrk, switch-bench latency, redis-cli, ...).
+cpu_mark() {
+  local clients=null
+  [ -z "$clients_pid" ] || clients="$(pid_ticks "$clients_pid")"
+  printf '{"stat": %s, "tools": %s, "server": %s, "redis": %s, "clients": %s}' \
+    "$(head -1 /proc/stat | awk '{printf "["; for (i = 2; i <= NF; i++) printf "%s%s", (i > 2 ? "," : ""), $i; printf "]"}')" \
+    "$(awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$$/stat")" \
+    "$(pid_ticks "$server_pid")" "$([ -n "$redis_pid" ] && pid_ticks "$redis_pid" || echo null)" "$clients"
+}
+
+if runs_section stream; then
+  rss_fresh="$(server_mem)"
+  for ((run = 1; run <= RUNS; run++)); do
+    reset_queue
+    rcli DEL "$msglog" >/dev/null
+    log "h. $STREAM_CLIENTS stream clients, $STREAM_RATE msg/s round s.0..s.9, run $run/$RUNS (${RUN_SECONDS}s)"
+    rss_before="$(server_mem)"
+    start_clients "stream-latency-$run"
+    rss_connected="$(server_mem)"
+    cpu0="$(cpu_mark)"
+    l="$("$bench_bin" latency --url "$base" --token "$token" --topics "$STREAM_TOPICS" \
+      --rate "$STREAM_RATE" --seconds "$RUN_SECONDS")"
+    cpu1="$(cpu_mark)"
+    sleep 1
+    rss_published="$(server_mem)"
+    stop_clients "stream-latency-$run"
+    c="$clients_report"
+    read -r sockets_s released_s <<<"$(wait_released)"
+    log "h. latency p50 $(json_get "$c" latency_p50_ms) ms, p99 $(json_get "$c" latency_p99_ms) ms; \
+$(json_get "$c" events_total) events; server VmRSS $(json_get "$rss_connected" vm_rss_mb) MB connected, \
+$(json_get "$rss_published" vm_rss_mb) MB after publishing; clients let go of in ${sockets_s}s / ${released_s}s"
+    record "{\"kind\": \"stream_latency\", \"run\": $run, \"ready\": $clients_ready, \"publisher\": $l, \
+\"stream_clients\": $c, \"rss_before\": $rss_before, \"rss_connected\": $rss_connected, \
+\"rss_after_publishing\": $rss_published, \"sockets_closed_s\": $sockets_s, \"released_s\": $released_s, \
+\"cpu\": [$cpu0, $cpu1]}"
+  done
+  for ((run = 1; run <= RUNS; run++)); do
+    order="without with"
+    [ $((run % 2)) -eq 0 ] && order="with without"
+    for part in $order; do
+      reset_queue
+      rcli DEL "$msglog" >/dev/null
+      if [ "$part" = without ]; then
+        flag="$(rcli EXISTS "$live_flag")"
+        log "h. publish on s.0 (fan-out 0), no stream client, run $run/$RUNS (${RUN_SECONDS}s)"
+        rss_before="$(server_mem)"
+        cpu0="$(cpu_mark)"
+        w="$(wrk_publish s.0)"
+        cpu1="$(cpu_mark)"
+        record "{\"kind\": \"stream_publish\", \"clients\": 0, \"run\": $run, \"live_flag_at_start\": $flag, \
+\"rss_before\": $rss_before, \"rss_after\": $(server_mem), \"cpu\": [$cpu0, $cpu1], \"wrk\": $w}"
+        continue
+      fi
+      log "h. publish on s.0 (fan-out 0) with $STREAM_CLIENTS stream clients, run $run/$RUNS (${RUN_SECONDS}s)"
+      start_clients "stream-wrk-$run"
+      rss_connected="$(server_mem)"
+      cpu0="$(cpu_mark)"
+      w="$(wrk_publish s.0)"
+      cpu1="$(cpu_mark)"
+      rss_published="$(server_mem)"
+      stop_clients "stream-wrk-$run"
+      c="$clients_report"
+      read -r sockets_s released_s <<<"$(wait_released)"
+      log "h. with clients: $(json_get "$c" slow_consumer) closed as slow consumers, \
+$(json_get "$c" reconnects) reconnects, $(json_get "$c" open_min) open at the fewest; clients let go of in ${sockets_s}s / ${released_s}s"
+      record "{\"kind\": \"stream_publish\", \"clients\": $STREAM_CLIENTS, \"run\": $run, \"ready\": $clients_ready, \
+\"stream_clients\": $c, \"rss_connected\": $rss_connected, \"rss_after\": $rss_published, \
+\"sockets_closed_s\": $sockets_s, \"released_s\": $released_s, \"cpu\": [$cpu0, $cpu1], \"wrk\": $w}"
+    done
+  done
+  record "{\"kind\": \"stream_rss\", \"fresh\": $rss_fresh, \"end\": $(server_mem)}"
+  reset_queue
+  rcli DEL "$msglog" "$live_flag" "$live_stream" >/dev/null
+fi
+
+# ------------------------------------------------------------------ i. API keys
+
+# Publish throughput at fan-out 1 (no worker, as in a.) with an API key and with
+# the HS256 admin token, alternating run by run (key first in odd runs).
+if runs_section keys; then
+  created="$(curl -fsS -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"name": "bench", "scope": "publish"}' "$base/keys")"
+  api_key="$(json_get "$created" key)"
+  [[ "$api_key" == sk_* ]] || die "POST /keys answered $created"
+  for ((i = 0; i < 50; i++)); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $api_key" \
+      -H 'Content-Type: application/json' -d '{"topic": "bench.f1", "body": {"probe": true}}' "$base/publish")"
+    [ "$code" = 202 ] && break
+    sleep 0.1
+  done
+  [ "$code" = 202 ] || die "publishing with the new API key answered $code"
+  for ((run = 1; run <= RUNS; run++)); do
+    order="key jwt"
+    [ $((run % 2)) -eq 0 ] && order="jwt key"
+    for cred in $order; do
+      reset_queue
+      rcli DEL "$msglog" >/dev/null
+      secret="$token"
+      [ "$cred" = key ] && secret="$api_key"
+      log "i. publish, fan-out 1, no worker, with $([ "$cred" = key ] && echo "an API key" || echo "an HS256 token"), run $run/$RUNS (${RUN_SECONDS}s)"
+      cpu0="$(cpu_mark)"
+      w="$(wrk_publish bench.f1 "$secret")"
+      cpu1="$(cpu_mark)"
+      xlen="$(rcli XLEN "$stream")"
+      record "{\"kind\": \"keys\", \"credential\": \"$cred\", \"run\": $run, \"fanout\": 1, \"jobs_in_stream\": $xlen, \
+\"cpu\": [$cpu0, $cpu1], \"wrk\": $w}"
+    done
+  done
+  reset_queue
+  rcli DEL "$msglog" >/dev/null
+fi
 
 # ------------------------------------------------------------------ a. publish throughput
 

@@ -4,10 +4,12 @@
 //! switch-bench receiver --addr 127.0.0.1:18481 [--workers 2] [--hang-ms 10000]
 //!     any request -> 200; requests under /__hang -> 200 after --hang-ms
 //!     (counted apart); GET /__stats, GET /__progress, POST /__reset
-//! switch-bench latency --url BASE --token T --topic X [--rate 1000] [--seconds 10]
+//! switch-bench latency --url BASE --token T (--topic X | --topics X,Y,…) [--rate 1000] [--seconds 10]
 //! switch-bench fill --url BASE --token T --topic X --messages N [--concurrency 32] [--max-seconds 600]
 //! switch-bench filter-cost [--subscribers 1000] [--runs 5] [--min-ms 300]
-//! switch-bench rss --pid N
+//! switch-bench rss --pid N       (VmHWM, VmRSS and CPU seconds of a process)
+//! switch-bench stream-clients --url BASE --token T --patterns P,Q,… [--clients 1000] [--seconds 10]
+//!     [--ready-file PATH] [--connect-timeout 60] [--reconnect-ms 1000] [--connect-concurrency 64]
 //! ```
 //! Every command prints one JSON object on stdout.
 
@@ -22,12 +24,14 @@ use serde::Deserialize;
 use serde_json::json;
 use switch_bench::{median, percentile, unix_micros};
 
-const USAGE: &str = "usage: switch-bench <receiver|latency|fill|filter-cost|rss> [--option value]...
+const USAGE: &str = "usage: switch-bench <receiver|latency|fill|filter-cost|rss|stream-clients> [--option value]...
   receiver    --addr 127.0.0.1:PORT [--workers 2] [--hang-ms 10000]
-  latency     --url BASE --token JWT --topic TOPIC [--rate 1000] [--seconds 10]
+  latency     --url BASE --token JWT (--topic TOPIC | --topics T1,T2,...) [--rate 1000] [--seconds 10]
   fill        --url BASE --token JWT --topic TOPIC --messages N [--concurrency 32] [--max-seconds 600]
   filter-cost [--subscribers 1000] [--runs 5] [--min-ms 300]
-  rss         --pid PID";
+  rss         --pid PID
+  stream-clients --url BASE --token JWT --patterns P1,P2,... [--clients 1000] [--seconds 10]
+              [--ready-file PATH] [--connect-timeout 60] [--reconnect-ms 1000] [--connect-concurrency 64]";
 
 struct Args(HashMap<String, String>);
 
@@ -83,6 +87,7 @@ fn main() {
         "fill" => fill(&args),
         "filter-cost" => filter_cost(&args),
         "rss" => rss(&args),
+        "stream-clients" => stream_clients(&args),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -439,11 +444,24 @@ fn publish_url(args: &Args) -> Result<String, String> {
 }
 
 /// Publishes `{"t": <unix µs>}` at a fixed rate, each request on its own task
-/// so a slow answer never slows the rate.
+/// so a slow answer never slows the rate. With `--topics a,b,…` instead of
+/// `--topic`, the messages go to those topics in turn.
 fn latency(args: &Args) -> Result<(), String> {
     let url = publish_url(args)?;
     let token = args.str("token")?;
-    let topic = args.str("topic")?;
+    let topics: Vec<String> = match (args.0.get("topics"), args.0.get("topic")) {
+        (Some(_), Some(_)) => return Err("give `--topic` or `--topics`, not both".into()),
+        (Some(list), None) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        (None, _) => vec![args.str("topic")?],
+    };
+    if topics.is_empty() {
+        return Err("`--topics` names no topic".into());
+    }
     let rate: f64 = args.num("rate", Some(1000.0))?;
     let seconds: f64 = args.num("seconds", Some(10.0))?;
     if !(rate > 0.0 && rate <= 1e6 && seconds > 0.0 && seconds <= 3600.0) {
@@ -453,19 +471,33 @@ fn latency(args: &Args) -> Result<(), String> {
     single_thread_runtime()?.block_on(async move {
         let client = client()?;
         let tally = Arc::new(Tally::default());
+        let by_topic: Arc<Vec<AtomicU64>> =
+            Arc::new(topics.iter().map(|_| AtomicU64::new(0)).collect());
         let url: Arc<str> = url.into();
         let token: Arc<str> = token.into();
-        let topic = serde_json::Value::String(topic);
+        let names: Vec<serde_json::Value> = topics
+            .iter()
+            .map(|t| serde_json::Value::String(t.clone()))
+            .collect();
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut tasks = tokio::task::JoinSet::new();
         let started = Instant::now();
-        for _ in 0..total {
+        for i in 0..total {
             tick.tick().await;
-            let body = json!({"topic": topic, "body": {"t": unix_micros()}}).to_string();
-            let (c, t, u, k) = (client.clone(), tally.clone(), url.clone(), token.clone());
+            let k = (i % names.len() as u64) as usize;
+            let body = json!({"topic": names[k], "body": {"t": unix_micros()}}).to_string();
+            let (c, t, u, tok, bt) = (
+                client.clone(),
+                tally.clone(),
+                url.clone(),
+                token.clone(),
+                by_topic.clone(),
+            );
             tasks.spawn(async move {
-                t.publish(&c, &u, &k, body).await;
+                if t.publish(&c, &u, &tok, body).await {
+                    bt[k].fetch_add(1, Ordering::Relaxed);
+                }
             });
             while tasks.try_join_next().is_some() {}
         }
@@ -474,14 +506,20 @@ fn latency(args: &Args) -> Result<(), String> {
         let unfinished = tokio::time::timeout(Duration::from_secs(30), drain)
             .await
             .is_err();
-        let report = tally.report(
-            json!({
-                "rate_target": rate,
-                "rate_achieved": total as f64 / sending.as_secs_f64().max(1e-9),
-                "unfinished": unfinished,
-            }),
-            sending,
-        );
+        let mut extra = json!({
+            "rate_target": rate,
+            "rate_achieved": total as f64 / sending.as_secs_f64().max(1e-9),
+            "unfinished": unfinished,
+        });
+        if topics.len() > 1 {
+            let accepted: serde_json::Map<String, serde_json::Value> = topics
+                .iter()
+                .zip(by_topic.iter())
+                .map(|(t, n)| (t.clone(), json!(n.load(Ordering::Relaxed))))
+                .collect();
+            extra["accepted_by_topic"] = serde_json::Value::Object(accepted);
+        }
+        let report = tally.report(extra, sending);
         println!("{report}");
         Ok(())
     })
@@ -531,6 +569,423 @@ fn fill(args: &Args) -> Result<(), String> {
             json!({"target": messages, "timed_out": Instant::now() >= deadline}),
             started.elapsed(),
         );
+        println!("{report}");
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------- stream clients
+
+/// What a client reads of a live event's data: the topic, and the publish
+/// time the latency publisher puts in the body (`t`, unix µs; or `t_ns`).
+#[derive(Deserialize)]
+struct LiveData {
+    topic: Option<String>,
+    body: Option<LiveBody>,
+}
+
+#[derive(Deserialize)]
+struct LiveBody {
+    t: Option<f64>,
+    t_ns: Option<f64>,
+}
+
+/// Most latency samples one client keeps.
+const MAX_CLIENT_SAMPLES: usize = 1_000_000;
+
+/// What one stream client saw over its whole life (every connection of it).
+#[derive(Default)]
+struct ClientStats {
+    /// `event: message` events.
+    events: u64,
+    /// Events whose body carried a publish time.
+    timed: u64,
+    latencies_us: Vec<u64>,
+    /// Events of a topic the client's exact pattern does not name.
+    wrong_topic: u64,
+    /// Events whose data is not the JSON expected.
+    unparsed: u64,
+    heartbeats: u64,
+    slow_consumer: u64,
+    other_errors: u64,
+    /// Streams that ended or failed before the client was told to stop.
+    disconnects: u64,
+    reconnects: u64,
+    /// Connection attempts that got no stream (refused, failed, not 200).
+    connect_failures: u64,
+    statuses: HashMap<u16, u64>,
+}
+
+impl ClientStats {
+    /// Handles one SSE event block (without its closing blank line).
+    fn event(&mut self, block: &[u8], now_us: u64, pattern: Option<&str>) {
+        let mut event: &[u8] = b"message";
+        let mut data: Option<&[u8]> = None;
+        let mut comment: Option<&[u8]> = None;
+        for line in block.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(c) = line.strip_prefix(b":") {
+                comment = Some(c.trim_ascii());
+            } else if let Some(v) = line.strip_prefix(b"event:") {
+                event = v.trim_ascii();
+            } else if let Some(v) = line.strip_prefix(b"data:") {
+                data = Some(v.strip_prefix(b" ").unwrap_or(v));
+            }
+        }
+        let Some(data) = data else {
+            if comment == Some(b"keep-alive") {
+                self.heartbeats += 1;
+            }
+            return;
+        };
+        match event {
+            b"message" => {
+                self.events += 1;
+                let Ok(d) = serde_json::from_slice::<LiveData>(data) else {
+                    self.unparsed += 1;
+                    return;
+                };
+                if let (Some(p), Some(t)) = (pattern, d.topic.as_deref()) {
+                    if p != t {
+                        self.wrong_topic += 1;
+                    }
+                }
+                let sent_us = d.body.and_then(|b| match (b.t, b.t_ns) {
+                    (Some(t), _) => Some(t),
+                    (None, Some(ns)) => Some(ns / 1000.0),
+                    (None, None) => None,
+                });
+                if let Some(t) = sent_us.filter(|t| t.is_finite() && *t > 0.0) {
+                    self.timed += 1;
+                    if self.latencies_us.len() < MAX_CLIENT_SAMPLES {
+                        self.latencies_us.push(now_us.saturating_sub(t as u64));
+                    }
+                }
+            }
+            b"error" => {
+                if data.windows(13).any(|w| w == b"slow_consumer") {
+                    self.slow_consumer += 1;
+                } else {
+                    self.other_errors += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Counts shared by the clients of one `stream-clients` run.
+#[derive(Default)]
+struct StreamShared {
+    /// Streams open now.
+    connected: AtomicU64,
+    /// Clients whose first stream opened.
+    ready: AtomicU64,
+    ready_changed: tokio::sync::Notify,
+}
+
+/// Percent-encodes a topic pattern for the query string.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct StreamClient {
+    http: reqwest::Client,
+    url: String,
+    auth: Arc<str>,
+    /// The topic every event must have, when the pattern is an exact topic.
+    exact: Option<String>,
+    shared: Arc<StreamShared>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    reconnect: Duration,
+    /// Bounds the connection attempts under way, so 1,000 clients do not
+    /// hit the listen backlog at once.
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl StreamClient {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Waits `d`, or less if told to stop; true when told to stop.
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => self.stopping(),
+            _ = self.stop.changed() => true,
+        }
+    }
+
+    /// Watches until told to stop, opening the stream again (after
+    /// `reconnect`) whenever it ends, as an `EventSource` does.
+    async fn run(mut self) -> ClientStats {
+        let mut st = ClientStats::default();
+        let mut opened_once = false;
+        let mut buf: Vec<u8> = Vec::with_capacity(8192);
+        while !self.stopping() {
+            let attempt = async {
+                let _permit = self.gate.acquire().await;
+                self.http
+                    .get(&self.url)
+                    .header("authorization", &*self.auth)
+                    .header("accept", "text/event-stream")
+                    .send()
+                    .await
+            };
+            let resp = tokio::select! {
+                r = attempt => r,
+                _ = self.stop.changed() => break,
+            };
+            let mut resp = match resp {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => r,
+                Ok(r) => {
+                    st.connect_failures += 1;
+                    *st.statuses.entry(r.status().as_u16()).or_default() += 1;
+                    if self.pause(self.reconnect).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    st.connect_failures += 1;
+                    if self.pause(self.reconnect).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            self.shared.connected.fetch_add(1, Ordering::AcqRel);
+            if !opened_once {
+                opened_once = true;
+                self.shared.ready.fetch_add(1, Ordering::AcqRel);
+                self.shared.ready_changed.notify_one();
+            } else {
+                st.reconnects += 1;
+            }
+            buf.clear();
+            let stopped = loop {
+                let chunk = tokio::select! {
+                    c = resp.chunk() => c,
+                    _ = self.stop.changed() => break true,
+                };
+                match chunk {
+                    Ok(Some(bytes)) => {
+                        let now = unix_micros();
+                        buf.extend_from_slice(&bytes);
+                        let mut start = 0;
+                        while let Some(p) = buf[start..].windows(2).position(|w| w == b"\n\n") {
+                            st.event(&buf[start..start + p], now, self.exact.as_deref());
+                            start += p + 2;
+                        }
+                        buf.drain(..start);
+                    }
+                    Ok(None) | Err(_) => break false,
+                }
+            };
+            self.shared.connected.fetch_sub(1, Ordering::AcqRel);
+            if stopped || self.stopping() {
+                break;
+            }
+            st.disconnects += 1;
+            if self.pause(self.reconnect).await {
+                break;
+            }
+        }
+        st
+    }
+}
+
+/// `--clients` SSE clients of `GET /stream`, client i watching pattern
+/// i mod (number of `--patterns`). Once every client's stream is open it
+/// writes `--ready-file` (if given), then watches for `--seconds` or until
+/// SIGTERM/SIGINT, and reports publish → client latency (from the publish
+/// time in the body) and events per client.
+fn stream_clients(args: &Args) -> Result<(), String> {
+    let base = args.str("url")?.trim_end_matches('/').to_string();
+    let token = args.str("token")?;
+    let clients: usize = args.num("clients", Some(1000))?;
+    let patterns: Vec<String> = args
+        .str("patterns")?
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    let seconds: f64 = args.num("seconds", Some(10.0))?;
+    let connect_timeout: f64 = args.num("connect-timeout", Some(60.0))?;
+    let reconnect = Duration::from_millis(args.num("reconnect-ms", Some(1000))?);
+    let concurrency: usize = args.num("connect-concurrency", Some(64))?;
+    let ready_file = args.0.get("ready-file").cloned();
+    if clients == 0 || clients > 100_000 {
+        return Err("--clients must be 1 to 100000".into());
+    }
+    if patterns.is_empty() {
+        return Err("--patterns names no pattern".into());
+    }
+    if !(seconds > 0.0 && seconds <= 86_400.0 && connect_timeout > 0.0) || concurrency == 0 {
+        return Err(
+            "--seconds must be in (0, 86400], --connect-timeout and --connect-concurrency positive"
+                .into(),
+        );
+    }
+    runtime()?.block_on(async move {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        // Before anything else: a SIGTERM from now on ends the run with a report.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        let shared = Arc::new(StreamShared::default());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let auth: Arc<str> = format!("Bearer {token}").into();
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..clients {
+            let pattern = &patterns[i % patterns.len()];
+            let exact = (!pattern.contains(['*', '#'])).then(|| pattern.clone());
+            let client = StreamClient {
+                http: http.clone(),
+                url: format!("{base}/stream?topic={}", query_escape(pattern)),
+                auth: auth.clone(),
+                exact,
+                shared: shared.clone(),
+                stop: stop_rx.clone(),
+                reconnect,
+                gate: gate.clone(),
+            };
+            let k = i % patterns.len();
+            tasks.spawn(async move { (k, client.run().await) });
+        }
+        // Every client's stream open, or the connect timeout.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(connect_timeout);
+        while shared.ready.load(Ordering::Acquire) < clients as u64 {
+            let wait = shared.ready_changed.notified();
+            if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                break;
+            }
+        }
+        let connect_s = started.elapsed().as_secs_f64();
+        let ready = shared.ready.load(Ordering::Acquire);
+        let ready_note = json!({"clients": clients, "connected": ready, "connect_s": connect_s});
+        eprintln!("switch-bench stream-clients: {ready} of {clients} streams open after {connect_s:.2} s");
+        if let Some(path) = &ready_file {
+            // Written whole, then renamed: a reader never sees half of it.
+            let tmp = format!("{path}.tmp");
+            std::fs::write(&tmp, format!("{ready_note}\n"))
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .map_err(|e| format!("cannot write {path}: {e}"))?;
+        }
+        // Watch, sampling how many streams are open every 100 ms.
+        let window_start = Instant::now();
+        let end = tokio::time::sleep(Duration::from_secs_f64(seconds));
+        tokio::pin!(end);
+        let mut sample = tokio::time::interval(Duration::from_millis(100));
+        let (mut min_open, mut sum_open, mut samples) = (u64::MAX, 0u64, 0u64);
+        let stopped_by = loop {
+            tokio::select! {
+                _ = &mut end => break "seconds",
+                _ = term.recv() => break "sigterm",
+                _ = tokio::signal::ctrl_c() => break "sigint",
+                _ = sample.tick() => {
+                    let open = shared.connected.load(Ordering::Acquire);
+                    min_open = min_open.min(open);
+                    sum_open += open;
+                    samples += 1;
+                }
+            }
+        };
+        let window_s = window_start.elapsed().as_secs_f64();
+        let open_at_end = shared.connected.load(Ordering::Acquire);
+        let _ = stop_tx.send(true);
+        let mut per_client: Vec<(usize, ClientStats)> = Vec::with_capacity(clients);
+        let joined = async {
+            while let Some(r) = tasks.join_next().await {
+                if let Ok(x) = r {
+                    per_client.push(x);
+                }
+            }
+        };
+        let unfinished = tokio::time::timeout(Duration::from_secs(15), joined)
+            .await
+            .is_err();
+        drop(stop_tx);
+
+        let mut lat: Vec<u64> = Vec::new();
+        let mut events: Vec<u64> = Vec::with_capacity(per_client.len());
+        let mut by_pattern: Vec<Vec<u64>> = vec![Vec::new(); patterns.len()];
+        let mut statuses: HashMap<String, u64> = HashMap::new();
+        let sum = |f: fn(&ClientStats) -> u64| per_client.iter().map(|(_, c)| f(c)).sum::<u64>();
+        for (k, c) in &per_client {
+            lat.extend_from_slice(&c.latencies_us);
+            events.push(c.events);
+            by_pattern[*k].push(c.events);
+            for (s, n) in &c.statuses {
+                *statuses.entry(s.to_string()).or_default() += n;
+            }
+        }
+        lat.sort_unstable();
+        events.sort_unstable();
+        let ms = |us: u64| us as f64 / 1000.0;
+        let pattern_events: serde_json::Map<String, serde_json::Value> = patterns
+            .iter()
+            .zip(by_pattern.iter_mut())
+            .map(|(p, v)| {
+                v.sort_unstable();
+                (
+                    p.clone(),
+                    json!({
+                        "clients": v.len(),
+                        "events_min": v.first().copied().unwrap_or(0),
+                        "events_max": v.last().copied().unwrap_or(0),
+                        "events_total": v.iter().sum::<u64>(),
+                    }),
+                )
+            })
+            .collect();
+        let report = json!({
+            "clients": clients,
+            "patterns": patterns,
+            "connected": ready,
+            "connect_s": connect_s,
+            "window_s": window_s,
+            "stopped_by": stopped_by,
+            "open_at_end": open_at_end,
+            "open_min": if samples > 0 { min_open } else { open_at_end },
+            "open_mean": if samples > 0 { sum_open as f64 / samples as f64 } else { open_at_end as f64 },
+            "events_total": sum(|c| c.events),
+            "events_per_client_min": events.first().copied().unwrap_or(0),
+            "events_per_client_p50": percentile(&events, 50.0),
+            "events_per_client_max": events.last().copied().unwrap_or(0),
+            "events_by_pattern": pattern_events,
+            "timed_events": sum(|c| c.timed),
+            "latency_samples": lat.len(),
+            "latency_p50_ms": ms(percentile(&lat, 50.0)),
+            "latency_p90_ms": ms(percentile(&lat, 90.0)),
+            "latency_p99_ms": ms(percentile(&lat, 99.0)),
+            "latency_p999_ms": ms(percentile(&lat, 99.9)),
+            "latency_max_ms": ms(lat.last().copied().unwrap_or(0)),
+            "wrong_topic": sum(|c| c.wrong_topic),
+            "unparsed": sum(|c| c.unparsed),
+            "heartbeats": sum(|c| c.heartbeats),
+            "slow_consumer": sum(|c| c.slow_consumer),
+            "other_errors": sum(|c| c.other_errors),
+            "disconnects": sum(|c| c.disconnects),
+            "reconnects": sum(|c| c.reconnects),
+            "connect_failures": sum(|c| c.connect_failures),
+            "connect_failure_statuses": statuses,
+            "clients_reported": per_client.len(),
+            "unfinished": unfinished,
+        });
         println!("{report}");
         Ok(())
     })
@@ -621,9 +1076,19 @@ fn rss(args: &Args) -> Result<(), String> {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map(|kb| kb / 1024.0)
     };
+    // CPU time so far (user + system), from /proc/<pid>/stat: fields 14 and
+    // 15 after the command name, in clock ticks (100 a second on Linux).
+    let cpu_s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        });
     println!(
         "{}",
-        json!({"pid": pid, "vm_hwm_mb": field("VmHWM:"), "vm_rss_mb": field("VmRSS:")})
+        json!({"pid": pid, "vm_hwm_mb": field("VmHWM:"), "vm_rss_mb": field("VmRSS:"), "cpu_s": cpu_s})
     );
     Ok(())
 }
