@@ -70,16 +70,6 @@ impl Queue {
             .arg(after)
             .query_async(&mut conn)
             .await?;
-        Ok(match reply {
-            Value::Array(streams) => streams
-                .into_iter()
-                .flat_map(|s| match s {
-                    Value::Array(mut pair) if pair.len() == 2 => entries(pair.remove(1)),
-                    _ => Vec::new(),
-                })
-                .collect(),
-            Value::Map(streams) => streams.into_iter().flat_map(|(_, v)| entries(v)).collect(),
-            _ => Vec::new(),
-        })
+        Ok(super::read_reply(reply, entries))
     }
 }

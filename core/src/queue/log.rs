@@ -187,20 +187,7 @@ impl Queue {
             .arg(">")
             .query_async(&mut conn)
             .await?;
-        Ok(match reply {
-            Value::Array(streams) => streams
-                .into_iter()
-                .flat_map(|s| match s {
-                    Value::Array(mut pair) if pair.len() == 2 => parse_log_entries(pair.remove(1)),
-                    _ => Vec::new(),
-                })
-                .collect(),
-            Value::Map(streams) => streams
-                .into_iter()
-                .flat_map(|(_, v)| parse_log_entries(v))
-                .collect(),
-            _ => Vec::new(),
-        })
+        Ok(super::read_reply(reply, parse_log_entries))
     }
 
     /// Takes over log entries another archiver held too long (it died).

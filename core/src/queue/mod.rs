@@ -331,7 +331,7 @@ impl Queue {
             .arg(&self.keys.subscribers_version)
             .query_async(&mut conn)
             .await?;
-        Ok((parse_read_reply(reply), version.unwrap_or(0)))
+        Ok((read_reply(reply, parse_entries), version.unwrap_or(0)))
     }
 
     /// Marks jobs finished and removes them from the stream, atomically.
@@ -573,20 +573,19 @@ pub(crate) fn value_string(v: &Value) -> Option<String> {
     }
 }
 
-/// `[[stream, [[id, [field, value, ...]], ...]], ...]` (RESP2) or a map (RESP3).
-fn parse_read_reply(reply: Value) -> Vec<Entry> {
+/// The entries of an XREAD / XREADGROUP reply, each stream's list read by
+/// `entries`: `[[stream, [[id, [field, value, ...]], ...]], ...]` (RESP2) or
+/// a map (RESP3).
+pub(crate) fn read_reply<T>(reply: Value, entries: impl Fn(Value) -> Vec<T>) -> Vec<T> {
     match reply {
         Value::Array(streams) => streams
             .into_iter()
             .flat_map(|s| match s {
-                Value::Array(mut pair) if pair.len() == 2 => parse_entries(pair.remove(1)),
+                Value::Array(mut pair) if pair.len() == 2 => entries(pair.remove(1)),
                 _ => Vec::new(),
             })
             .collect(),
-        Value::Map(streams) => streams
-            .into_iter()
-            .flat_map(|(_, v)| parse_entries(v))
-            .collect(),
+        Value::Map(streams) => streams.into_iter().flat_map(|(_, v)| entries(v)).collect(),
         _ => Vec::new(),
     }
 }
