@@ -53,6 +53,7 @@ pub fn message() -> Message {
         path_params: BTreeMap::from([("id".to_string(), "42".to_string())]),
         http_method: HttpMethod::Post,
         request_id: Some("req-1".into()),
+        ordering_key: None,
         published_at_ms: 0,
         extra: Default::default(),
     }

@@ -59,6 +59,10 @@ pub struct Settings {
     pub target_allow: Vec<ipnet::IpNet>,
     /// How long messages, attempts and replayed dead letters are kept (`None`: for ever).
     pub message_retention: Option<Duration>,
+    /// Streams the queue is split into (each under its own hash tag).
+    pub queue_partitions: usize,
+    /// Replicas every publish waits for (`WAIT`) before it is answered.
+    pub redis_wait_replicas: usize,
 }
 
 /// Cloud metadata and link-local addresses: never a webhook target by default.
@@ -174,11 +178,47 @@ impl Settings {
                     || s.starts_with("unix://")
                 {
                     Ok(s.to_string())
+                } else if s.starts_with(crate::queue::CLUSTER_SCHEME) {
+                    crate::queue::cluster_nodes(s)
+                        .map(|_| s.to_string())
+                        .ok_or_else(|| format!("`{s}` names no host:port"))
                 } else {
-                    Err(format!("`{s}` is not a redis:// URL"))
+                    Err(format!(
+                        "`{s}` is neither a redis:// URL nor redis+cluster://host:port[,host:port…]"
+                    ))
                 }
             },
         )?;
+        let cluster = parse_with(lookup, &["SWITCH_REDIS_CLUSTER"], "false", |s| {
+            match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(format!("`{s}` is not true or false")),
+            }
+        })?;
+        // SWITCH_REDIS_CLUSTER=true with a redis://host:port[,host:port] URL.
+        let redis_url = match redis_url.strip_prefix("redis://") {
+            Some(rest) if cluster => format!("{}{rest}", crate::queue::CLUSTER_SCHEME),
+            _ => redis_url,
+        };
+        let queue_partitions =
+            parse_with(
+                lookup,
+                &["SWITCH_QUEUE_PARTITIONS"],
+                "1",
+                |s| match positive_int(s)? {
+                    n if n <= crate::queue::MAX_PARTITIONS => Ok(n),
+                    _ => Err(format!(
+                        "at most {} partitions",
+                        crate::queue::MAX_PARTITIONS
+                    )),
+                },
+            )?;
+        let redis_wait_replicas = parse_with(lookup, &["SWITCH_REDIS_WAIT_REPLICAS"], "0", |s| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{s}` is not a number of replicas"))
+        })?;
         let namespace = parse_with(
             lookup,
             &["SWITCH_QUEUE_NAMESPACE", "SWITCH_PRODUCTION_QUEUE"],
@@ -297,6 +337,8 @@ impl Settings {
             }
         })?;
         Ok(Settings {
+            queue_partitions,
+            redis_wait_replicas,
             message_retention,
             subscriber_concurrency,
             circuit_failures,
@@ -358,6 +400,27 @@ mod tests {
         assert_eq!(s.message_retention, Some(Duration::from_secs(7 * 86_400)));
         let keep = settings(&[("SWITCH_MESSAGE_RETENTION", "none")]).unwrap();
         assert_eq!(keep.message_retention, None);
+        assert_eq!(s.queue_partitions, 1);
+        assert_eq!(s.redis_wait_replicas, 0);
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_its_scheme_or_by_a_flag() {
+        let s = settings(&[(
+            "SWITCH_REDIS_URL",
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+        )])
+        .unwrap();
+        assert_eq!(s.redis_url, "redis+cluster://127.0.0.1:7000,127.0.0.1:7001");
+        let s = settings(&[
+            ("SWITCH_REDIS_URL", "redis://127.0.0.1:7000"),
+            ("SWITCH_REDIS_CLUSTER", "true"),
+            ("SWITCH_QUEUE_PARTITIONS", "6"),
+            ("SWITCH_REDIS_WAIT_REPLICAS", "1"),
+        ])
+        .unwrap();
+        assert_eq!(s.redis_url, "redis+cluster://127.0.0.1:7000");
+        assert_eq!((s.queue_partitions, s.redis_wait_replicas), (6, 1));
     }
 
     #[test]
@@ -399,6 +462,11 @@ mod tests {
             ("SWITCH_TARGET_DENY", "10.0.0.0/33"),
             ("SWITCH_TARGET_ALLOW", "example.com"),
             ("SWITCH_MESSAGE_RETENTION", "forever"),
+            ("SWITCH_QUEUE_PARTITIONS", "0"),
+            ("SWITCH_QUEUE_PARTITIONS", "5000"),
+            ("SWITCH_REDIS_WAIT_REPLICAS", "one"),
+            ("SWITCH_REDIS_CLUSTER", "maybe"),
+            ("SWITCH_REDIS_URL", "redis+cluster://"),
         ];
         for (var, value) in cases {
             let err = settings(&[(var, value)]).expect_err(var);

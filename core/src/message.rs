@@ -68,6 +68,10 @@ pub struct Message {
     /// Unix milliseconds of the publish.
     #[serde(default)]
     pub published_at_ms: i64,
+    /// Messages of one subscriber with the same key are delivered one at a
+    /// time, in publish order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
     /// Keys of a legacy `Payload` beside the five known ones: the original
     /// filters could read them (`data["special_key"]`). Read by filters at
     /// publish time only; not delivered.
@@ -88,8 +92,27 @@ pub struct PublishRequest {
     pub query_params: BTreeMap<String, String>,
     pub path_params: BTreeMap<String, String>,
     pub http_method: HttpMethod,
+    /// See [`Message::ordering_key`].
+    pub ordering_key: Option<String>,
     /// See [`Message::extra`].
     pub extra: Map<String, Value>,
+}
+
+/// Longest ordering key, in bytes.
+pub const MAX_ORDERING_KEY: usize = 255;
+
+/// An ordering key as given (body field or `Ordering-Key` header): 1 to 255
+/// bytes, no control characters.
+pub fn check_ordering_key(key: &str) -> Result<(), PublishError> {
+    if key.is_empty() || key.len() > MAX_ORDERING_KEY {
+        return err(format!(
+            "`ordering_key` must be 1 to {MAX_ORDERING_KEY} bytes"
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return err("`ordering_key` cannot contain control characters");
+    }
+    Ok(())
 }
 
 /// The keys of a legacy `Payload` that make the request.
@@ -220,6 +243,7 @@ fn request_from_parts(
         query_params: string_map("query_params", parts.get("query_params"))?,
         path_params: string_map("path_params", parts.get("path_params"))?,
         http_method,
+        ordering_key: None,
         extra: Map::new(),
     })
 }
@@ -240,13 +264,14 @@ impl PublishRequest {
         if obj.contains_key("Payload") || obj.contains_key("Topic") {
             return Self::from_legacy(&obj);
         }
-        const KNOWN: [&str; 6] = [
+        const KNOWN: [&str; 7] = [
             "topic",
             "body",
             "headers",
             "query_params",
             "path_params",
             "http_method",
+            "ordering_key",
         ];
         if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return err(format!(
@@ -254,7 +279,16 @@ impl PublishRequest {
                 KNOWN.join(", ")
             ));
         }
-        request_from_parts(obj.get("topic").unwrap_or(&Value::Null), &obj)
+        let mut request = request_from_parts(obj.get("topic").unwrap_or(&Value::Null), &obj)?;
+        request.ordering_key = match obj.get("ordering_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => {
+                check_ordering_key(k)?;
+                Some(k.clone())
+            }
+            Some(_) => return err("`ordering_key` must be a string"),
+        };
+        Ok(request)
     }
 
     /// The original SDKs' form: `{"Topic", "Payload": base64(JSON object)}`.
@@ -309,6 +343,7 @@ impl PublishRequest {
             http_method: self.http_method,
             request_id,
             published_at_ms: now_ms,
+            ordering_key: self.ordering_key,
             extra: self.extra,
         }
     }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod keys;
 pub mod live;
 pub mod metrics;
+pub mod outbox;
 pub mod routes;
 pub mod seed;
 pub mod startup;

@@ -59,10 +59,15 @@ impl Application {
         }
         let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5))
             .context("SWITCH_REDIS_URL")?;
-        let queue = Queue::new(&settings.namespace, redis.clone());
+        let queue = Queue::with_partitions(
+            &settings.namespace,
+            settings.queue_partitions,
+            redis.clone(),
+        )
+        .waiting_for_replicas(settings.redis_wait_replicas);
         let live = crate::live::LiveHub::start(
             queue.clone(),
-            Queue::new(&settings.namespace, redis.separate(Duration::from_secs(7))),
+            queue.on(redis.separate(Duration::from_secs(7))),
         );
         if let Err(e) = queue.ensure_group().await {
             tracing::warn!(error = %e, "Redis is not reachable yet; publishes answer 503 until it is");
@@ -92,7 +97,12 @@ impl Application {
             freshness,
             targets: switch_core::target::TargetPolicy::from_settings(&settings),
             live,
+            outbox: Arc::new(crate::outbox::Outbox::default()),
         });
+        state
+            .outbox
+            .clone()
+            .spawn_drain(state.pool.clone(), state.queue.clone());
         spawn_refresh(state.clone(), settings.refresh_interval);
         crate::state::spawn_database_pinger(state.clone());
 

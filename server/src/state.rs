@@ -25,6 +25,8 @@ pub struct AppState {
     pub live: Arc<crate::live::LiveHub>,
     /// Which target URLs subscribers may have.
     pub targets: switch_core::target::TargetPolicy,
+    /// Publishes spooled while Redis is unreachable.
+    pub outbox: Arc<crate::outbox::Outbox>,
 }
 
 impl AppState {

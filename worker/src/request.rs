@@ -285,6 +285,7 @@ mod tests {
             path_params,
             http_method: HttpMethod::Post,
             request_id: None,
+            ordering_key: None,
             published_at_ms: 0,
             extra: Default::default(),
         };
@@ -347,6 +348,7 @@ mod tests {
             path_params: params(&[("id", "7")]),
             http_method: HttpMethod::Put,
             request_id: None,
+            ordering_key: None,
             published_at_ms: 0,
             extra: Default::default(),
         };

@@ -79,7 +79,7 @@ async fn deliver(entry: Arc<Entry>, handler: Data<Arc<Handler>>) -> Result<(), B
 }
 
 /// Tasks are the entries the consumer starts; the task id is the stream
-/// entry id, which the hook needs to find a crashed delivery's job.
+/// entry key (partition and id), which the hook needs to find a crashed delivery's job.
 fn backend(
     handoff: Handoff,
 ) -> apalis_core::backend::custom::CustomBackend<
@@ -102,7 +102,7 @@ fn backend(
                             async move {
                                 match rx.recv().await {
                                     Some(entry) => {
-                                        let id = TaskId::String(entry.id.clone());
+                                        let id = TaskId::String(entry.key());
                                         let task = TaskBuilder::new(entry).task_id(id).build();
                                         Some((Ok(Some(task)), rx))
                                     }

@@ -42,8 +42,8 @@ pub struct Scheduler {
     lanes: Mutex<HashMap<i64, Lane>>,
     /// Subscribers whose circuit has a record (any recent failure), as last seen.
     circuits: ArcSwap<HashMap<i64, Circuit>>,
-    /// Subscribers known to have parked jobs.
-    parked: Mutex<HashSet<i64>>,
+    /// Subscribers known to have parked jobs, and in which partitions.
+    parked: Mutex<HashMap<i64, HashSet<usize>>>,
     wake: Notify,
 }
 
@@ -54,7 +54,7 @@ impl Scheduler {
             default_cap: default_cap.max(1),
             lanes: Mutex::new(HashMap::new()),
             circuits: ArcSwap::from_pointee(HashMap::new()),
-            parked: Mutex::new(HashSet::new()),
+            parked: Mutex::new(HashMap::new()),
             wake: Notify::new(),
         })
     }
@@ -63,7 +63,7 @@ impl Scheduler {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn parked(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+    fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<i64, HashSet<usize>>> {
         self.parked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -131,7 +131,7 @@ impl Scheduler {
                 }
             }
         }
-        if self.parked().contains(&subscriber_id) {
+        if self.parked().contains_key(&subscriber_id) {
             self.wake.notify_one();
         }
     }
@@ -164,14 +164,28 @@ impl Scheduler {
                     Err(e) => tracing::debug!(error = %e, "circuit states unavailable"),
                 }
                 match queue.parked_subscribers().await {
-                    Ok(ids) => *self.parked() = ids.into_iter().collect(),
+                    Ok(pairs) => {
+                        let mut parked: HashMap<i64, HashSet<usize>> = HashMap::new();
+                        for (part, id) in pairs {
+                            parked.entry(id).or_default().insert(part);
+                        }
+                        *self.parked() = parked;
+                    }
                     Err(e) => tracing::debug!(error = %e, "parked subscribers unavailable"),
                 }
             }
-            let ids: Vec<i64> = self.parked().iter().copied().collect();
+            let ids: Vec<(i64, Vec<usize>)> = self
+                .parked()
+                .iter()
+                .map(|(id, parts)| {
+                    let mut parts: Vec<usize> = parts.iter().copied().collect();
+                    parts.sort_unstable();
+                    (*id, parts)
+                })
+                .collect();
             let now_ms = chrono::Utc::now().timestamp_millis();
-            for id in ids {
-                if let Err(e) = self.release_one(&queue, &policy, id, now_ms).await {
+            for (id, parts) in ids {
+                if let Err(e) = self.release_one(&queue, &policy, id, &parts, now_ms).await {
                     tracing::debug!(subscriber_id = id, error = %e, "releasing parked jobs failed");
                 }
             }
@@ -187,6 +201,7 @@ impl Scheduler {
         queue: &Queue,
         policy: &CircuitPolicy,
         id: i64,
+        partitions: &[usize],
         now_ms: i64,
     ) -> redis::RedisResult<()> {
         let disabled = self.cache.current().get(id).is_none_or(|l| !l.row.enabled);
@@ -198,7 +213,7 @@ impl Scheduler {
                     CircuitState::Open => c.probe_at_ms.is_none_or(|at| at <= now_ms),
                     _ => true, // the script knows when a half-open probe is lost
                 };
-                if due && queue.circuit_probe(id, now_ms, policy).await? {
+                if due && queue.circuit_probe(id, partitions, now_ms, policy).await? {
                     tracing::info!(subscriber_id = id, "circuit open: probe sent");
                 }
                 return Ok(());
@@ -221,17 +236,38 @@ impl Scheduler {
         if room == 0 {
             return Ok(());
         }
-        let moved = queue.release_parked(id, room, false).await;
+        // From each partition holding some, while there is room.
+        let mut moved_n = 0;
+        let mut result = Ok(());
+        for part in partitions {
+            let want = room - moved_n;
+            if want == 0 {
+                break;
+            }
+            match queue.release_parked(*part, id, want, false).await {
+                Ok(m) => {
+                    moved_n += m;
+                    if m < want {
+                        let mut parked = self.parked();
+                        if let Some(parts) = parked.get_mut(&id) {
+                            parts.remove(part);
+                            if parts.is_empty() {
+                                parked.remove(&id);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
         let mut lanes = self.lanes();
         if let Some(lane) = lanes.get_mut(&id) {
-            let moved_n = *moved.as_ref().unwrap_or(&0);
             lane.in_transit = lane.in_transit.saturating_sub(room - moved_n);
         }
-        drop(lanes);
-        if moved.as_ref().is_ok_and(|m| *m < room) {
-            self.parked().remove(&id);
-        }
-        moved.map(|_| ())
+        result
     }
 }
 
@@ -256,7 +292,7 @@ impl Gate for Scheduler {
             lane.in_flight += 1;
         } else {
             drop(lanes);
-            self.parked().insert(id);
+            self.parked().entry(id).or_default().insert(entry.partition);
         }
         admit
     }
@@ -285,13 +321,11 @@ mod tests {
     }
 
     fn entry(n: usize, subscriber_id: i64) -> Entry {
-        let job = Job::new(subscriber_id, 1, Arc::from("{}"));
+        let job = Job::new(subscriber_id, 1, Arc::from(r#"{"id":"m"}"#));
         Entry {
-            id: format!("{n}-0"),
             raw: job.encode(),
             job: Ok(job),
-            probe: false,
-            deliveries: 1,
+            ..Entry::bare(0, &format!("{n}-0"))
         }
     }
 
@@ -301,7 +335,7 @@ mod tests {
         assert!(s.admit(&entry(1, 7)));
         assert!(s.admit(&entry(2, 7)));
         assert!(!s.admit(&entry(3, 7)), "third job of 7 waits");
-        assert!(s.parked().contains(&7));
+        assert!(s.parked().contains_key(&7));
         assert!(s.admit(&entry(4, 8)), "another subscriber is not held up");
         s.finished(7, true, false);
         assert!(s.admit(&entry(5, 7)), "a freed slot is used again");

@@ -49,10 +49,10 @@ impl Settler {
             Err(Unreadable { error }) => {
                 tracing::error!(entry = %entry.id, error = %error, "unreadable job; dead-lettering it as stored");
                 if self.store_dead_letter(raw_dead_letter(entry, &error)).await {
-                    self.consumer.ack(&entry.id).await;
+                    self.consumer.ack(entry).await;
                 } else {
                     tracing::error!(entry = %entry.id, "unreadable job could not be stored; it stays pending");
-                    self.consumer.abandon(&entry.id);
+                    self.consumer.abandon(entry);
                 }
             }
         }
@@ -99,11 +99,11 @@ impl Settler {
         match &a.outcome {
             Outcome::Delivered(status) => {
                 tracing::debug!(status, ms = a.took.as_millis() as u64, "delivered");
-                self.consumer.ack(&entry.id).await;
+                self.consumer.ack(entry).await;
             }
             Outcome::Dropped(f) => {
                 tracing::warn!(message_id = %a.message.id, subscriber_id = sid, reason = %f.message, "job dropped");
-                self.consumer.ack(&entry.id).await;
+                self.consumer.ack(entry).await;
             }
             Outcome::Postpone(delay) => {
                 self.retry_later(entry, &a.job, *delay).await;
@@ -137,7 +137,7 @@ impl Settler {
                 let row = dead_letter(&a.job, &a.message, a.request.as_ref(), &failure.message);
                 if self.store_dead_letter(row).await {
                     self.metrics.dead_letters.inc();
-                    self.consumer.ack(&entry.id).await;
+                    self.consumer.ack(entry).await;
                 } else {
                     tracing::error!(message_id = %a.message.id, subscriber_id = sid, "dead letter could not be stored; keeping the job queued");
                     self.retry_later(entry, &a.job, DEAD_LETTER_RETRY).await;
@@ -252,7 +252,7 @@ impl Settler {
     }
 
     async fn retry_later(&self, entry: &Entry, next: &Job, delay: Duration) {
-        if !self.consumer.retry_later(&entry.id, next, delay).await {
+        if !self.consumer.retry_later(entry, next, delay).await {
             tracing::error!(
                 entry = %entry.id,
                 "could not schedule the retry; the job stays pending and will be taken over"

@@ -63,9 +63,13 @@ impl Worker {
     ) -> anyhow::Result<Worker> {
         let pool = db::pool(&settings.database_url, 8);
         let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5))?;
-        let queue = Queue::new(&settings.namespace, redis.clone());
+        let queue = Queue::with_partitions(
+            &settings.namespace,
+            settings.queue_partitions,
+            redis.clone(),
+        );
         // Blocking reads get a connection of their own, so they never delay acks.
-        let reader = Queue::new(&settings.namespace, redis.separate(Duration::from_secs(7)));
+        let reader = queue.on(redis.separate(Duration::from_secs(7)));
         let cache = Arc::new(Cache::new(pool.clone()));
         if let Err(e) = cache.reload_async().await {
             tracing::warn!(error = %e, "subscribers could not be loaded yet");
@@ -118,7 +122,7 @@ impl Worker {
         let mut background = vec![
             refresh,
             tokio::spawn(crate::archiver::run(
-                Queue::new(&settings.namespace, redis.separate(Duration::from_secs(7))),
+                queue.on(redis.separate(Duration::from_secs(7))),
                 handler.settler.pool.clone(),
                 name.clone(),
             )),

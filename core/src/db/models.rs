@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::schema::{api_keys, dead_letters, delivery_attempts, messages, subscribers};
+use super::schema::{api_keys, dead_letters, delivery_attempts, messages, outbox, subscribers};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Serialize)]
 pub struct Subscriber {
@@ -155,4 +155,31 @@ pub struct NewApiKey {
 /// Now, in UTC, as the tables store it.
 pub fn now() -> NaiveDateTime {
     chrono::Utc::now().naive_utc()
+}
+
+/// A publish accepted while Redis was unreachable, waiting to be moved into
+/// the queue (`seq` is publish order).
+#[derive(Debug, Clone, PartialEq, Queryable)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub message_id: String,
+    /// The message JSON, as jobs carry it.
+    pub message: String,
+    /// JSON array of the subscribers it matched when published.
+    pub subscriber_ids: String,
+    /// The publisher's `Idempotency-Key`, as its Redis key, and the record to keep.
+    pub idempotency_key: Option<String>,
+    pub idempotency_record: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = outbox)]
+pub struct NewOutboxRow {
+    pub message_id: String,
+    pub message: String,
+    pub subscriber_ids: String,
+    pub idempotency_key: Option<String>,
+    pub idempotency_record: Option<String>,
+    pub created_at: NaiveDateTime,
 }

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use super::models::*;
-use super::schema::{api_keys, dead_letters, delivery_attempts, messages, subscribers};
+use super::schema::{api_keys, dead_letters, delivery_attempts, messages, outbox, subscribers};
 use super::AnyConnection;
 
 type Result<T> = std::result::Result<T, DieselError>;
@@ -375,4 +375,33 @@ pub fn list_api_keys(conn: &mut AnyConnection) -> Result<Vec<ApiKey>> {
 /// Revokes a key by deleting it; false when there was none.
 pub fn delete_api_key(conn: &mut AnyConnection, id: i64) -> Result<bool> {
     Ok(diesel::delete(api_keys::table.find(id)).execute(conn)? > 0)
+}
+
+/// Spools publishes (all or none), in order.
+pub fn insert_outbox(conn: &mut AnyConnection, rows: &[NewOutboxRow]) -> Result<()> {
+    let write = |c: &mut AnyConnection| -> Result<()> {
+        for row in rows {
+            diesel::insert_into(outbox::table).values(row).execute(c)?;
+        }
+        Ok(())
+    };
+    conn.transaction(write)
+}
+
+/// The oldest spooled publishes, at most `limit`, in publish order.
+pub fn next_outbox(conn: &mut AnyConnection, limit: i64) -> Result<Vec<OutboxRow>> {
+    outbox::table
+        .order(outbox::seq.asc())
+        .limit(limit)
+        .load(conn)
+}
+
+/// Forgets spooled publishes once they are in the queue.
+pub fn delete_outbox(conn: &mut AnyConnection, seqs: &[i64]) -> Result<usize> {
+    diesel::delete(outbox::table.filter(outbox::seq.eq_any(seqs))).execute(conn)
+}
+
+/// Spooled publishes still waiting.
+pub fn outbox_len(conn: &mut AnyConnection) -> Result<i64> {
+    outbox::table.count().get_result(conn)
 }

@@ -76,3 +76,15 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    outbox (seq) {
+        seq -> BigInt,
+        message_id -> Text,
+        message -> Text,
+        subscriber_ids -> Text,
+        idempotency_key -> Nullable<Text>,
+        idempotency_record -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}

@@ -17,6 +17,7 @@ fn message() -> Message {
         path_params: [("id".to_string(), "42".to_string())].into(),
         http_method: HttpMethod::Post,
         request_id: None,
+        ordering_key: None,
         published_at_ms: 0,
         extra: Default::default(),
     }

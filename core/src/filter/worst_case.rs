@@ -26,6 +26,7 @@ fn message(body: Json) -> Message {
         path_params: Default::default(),
         http_method: HttpMethod::Post,
         request_id: None,
+        ordering_key: None,
         published_at_ms: 0,
         extra: Default::default(),
     }

@@ -97,12 +97,12 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return st or 'closed'
 "#;
 
-// KEYS: circuit hash, parked list, parked set, stream. ARGV: subscriber id,
-// now, probe timeout. Sends one parked job as the probe when one is due.
+// KEYS: circuit hash. ARGV: now, probe timeout. Marks the circuit half open
+// (a probe on its way) when a probe is due; 1 when it did.
 static PROBE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PROBE));
 const PROBE: &str = r#"
 local st = redis.call('HGET', KEYS[1], 'st')
-local now = tonumber(ARGV[2])
+local now = tonumber(ARGV[1])
 if st == 'open' then
   if tonumber(redis.call('HGET', KEYS[1], 'u') or '0') > now then return 0 end
 elseif st == 'half_open' then
@@ -110,13 +110,7 @@ elseif st == 'half_open' then
 else
   return 0
 end
-local job = redis.call('LPOP', KEYS[2])
-if not job then return 0 end
-redis.call('XADD', KEYS[4], '*', 'j', job, 'p', '1')
-if redis.call('LLEN', KEYS[2]) == 0 then
-  redis.call('SREM', KEYS[3], ARGV[1])
-end
-redis.call('HSET', KEYS[1], 'st', 'half_open', 'pu', now + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'st', 'half_open', 'pu', now + tonumber(ARGV[2]))
 return 1
 "#;
 
@@ -179,26 +173,38 @@ impl Queue {
         Ok(CircuitState::parse(Some(&st)))
     }
 
-    /// Sends one parked job of an open (or stuck half-open) circuit as its
-    /// probe when the cooldown is over; true when one went.
+    /// Sends one parked job of an open (or stuck half-open) circuit, taken
+    /// from the first of `partitions` holding one, as its probe when the
+    /// cooldown is over; true when one went. The circuit and the parked jobs
+    /// live in different slots: the circuit is marked half open first, so at
+    /// most one probe goes per cooldown; if no parked job is left by then, the
+    /// next probe is sent once this one counts as lost.
     pub async fn circuit_probe(
         &self,
         subscriber_id: i64,
+        partitions: &[usize],
         now_ms: i64,
         policy: &CircuitPolicy,
     ) -> RedisResult<bool> {
+        if partitions.is_empty() {
+            return Ok(false);
+        }
         let mut conn = self.redis().get().await?;
-        let sent: i64 = PROBE_SCRIPT
+        let due: i64 = PROBE_SCRIPT
             .key(self.keys.circuit(subscriber_id))
-            .key(self.keys.parked_jobs(subscriber_id))
-            .key(&self.keys.parked)
-            .key(&self.keys.stream)
-            .arg(subscriber_id)
             .arg(now_ms)
             .arg(policy.probe_timeout_ms)
             .invoke_async(&mut conn)
             .await?;
-        Ok(sent == 1)
+        if due != 1 {
+            return Ok(false);
+        }
+        for part in partitions {
+            if self.release_parked(*part, subscriber_id, 1, true).await? == 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Forgets a subscriber's circuit (it was enabled again by an operator).

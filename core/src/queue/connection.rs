@@ -1,6 +1,10 @@
 //! A Redis connection that is made on first use and remade after Redis comes
 //! back, so a process can start (and keep running) while Redis is down.
 //!
+//! Two engines: one Redis server (`redis://`), or a Redis Cluster
+//! (`redis+cluster://host:port[,host:port…]`), reached through the redis
+//! crate's cluster client, which follows slot moves and failovers by itself.
+//!
 //! Each thread gets a connection of its own: a connection's I/O runs on the
 //! runtime thread that made it, so a request handler on an actix worker thread
 //! talks to Redis without handing every command to another thread and back.
@@ -14,32 +18,80 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use thread_local::ThreadLocal;
 use tokio::sync::OnceCell;
 
+/// The URL scheme that selects a Redis Cluster.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+#[derive(Clone)]
+enum Engine {
+    Single(redis::Client),
+    Cluster(Vec<String>),
+}
+
 #[derive(Clone)]
 pub struct RedisHandle {
-    client: redis::Client,
+    engine: Engine,
     response_timeout: Duration,
     /// Made once per thread; the manager reconnects by itself after that.
-    managers: Arc<ThreadLocal<OnceCell<ConnectionManager>>>,
+    managers: Arc<ThreadLocal<OnceCell<Conn>>>,
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The node URLs of `redis+cluster://a:1,b:2` (user info and TLS are not
+/// supported in this form).
+pub fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let rest = url.strip_prefix(CLUSTER_SCHEME)?;
+    let rest = rest.split(['/', '?']).next().unwrap_or("");
+    let nodes: Vec<String> = rest
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("redis://{s}"))
+        .collect();
+    (!nodes.is_empty()).then_some(nodes)
 }
 
 impl RedisHandle {
     /// `response_timeout` must exceed any BLOCK time used on this handle.
     pub fn new(url: &str, response_timeout: Duration) -> RedisResult<Self> {
+        let engine = if url.starts_with(CLUSTER_SCHEME) {
+            let nodes = cluster_nodes(url).ok_or_else(|| {
+                RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "redis+cluster:// needs at least one host:port",
+                ))
+            })?;
+            Engine::Cluster(nodes)
+        } else {
+            Engine::Single(redis::Client::open(url)?)
+        };
         Ok(RedisHandle {
-            client: redis::Client::open(url)?,
+            engine,
             response_timeout,
             managers: Arc::new(ThreadLocal::new()),
         })
     }
 
+    /// Whether this handle talks to a Redis Cluster (each script must then
+    /// touch keys of one slot only).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.engine, Engine::Cluster(_))
+    }
+
     /// A second handle to the same server with its own connection (for blocking reads).
     pub fn separate(&self, response_timeout: Duration) -> Self {
         RedisHandle {
-            client: self.client.clone(),
+            engine: self.engine.clone(),
             response_timeout,
             managers: Arc::new(ThreadLocal::new()),
         }
@@ -50,12 +102,32 @@ impl RedisHandle {
         self.managers
             .get_or_default()
             .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_response_timeout(Some(self.response_timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_with_config(self.client.clone(), config).await
+                match &self.engine {
+                    Engine::Single(client) => {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(Duration::from_secs(1)))
+                            .set_response_timeout(Some(self.response_timeout))
+                            .set_number_of_retries(1)
+                            .set_max_delay(Duration::from_millis(500));
+                        ConnectionManager::new_with_config(client.clone(), config)
+                            .await
+                            .map(Conn::Single)
+                    }
+                    Engine::Cluster(nodes) => {
+                        // Retries span a failover: a replica is promoted a
+                        // few seconds after its master stops answering.
+                        ClusterClient::builder(nodes.clone())
+                            .connection_timeout(Duration::from_secs(1))
+                            .response_timeout(self.response_timeout)
+                            .retries(6)
+                            .min_retry_wait(50)
+                            .max_retry_wait(1000)
+                            .build()?
+                            .get_async_connection()
+                            .await
+                            .map(Conn::Cluster)
+                    }
+                }
             })
             .await
             .cloned()
@@ -93,7 +165,7 @@ impl RedisHandle {
 /// logged as possibly having run.
 #[derive(Clone)]
 pub struct RedisConnection {
-    inner: ConnectionManager,
+    inner: Conn,
 }
 
 /// A failure that says the connection was found dead, not that the command
@@ -122,9 +194,14 @@ fn after_retry<T>(first: &RedisError, second: RedisResult<T>) -> RedisResult<T> 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            match self.inner.send_packed_command(cmd).await {
+            let inner = match &mut self.inner {
+                Conn::Single(m) => m,
+                // The cluster client retries (and follows moves) by itself.
+                Conn::Cluster(c) => return c.req_packed_command(cmd).await,
+            };
+            match inner.send_packed_command(cmd).await {
                 Err(e) if connection_was_dead(&e) => {
-                    let second = self.inner.send_packed_command(cmd).await;
+                    let second = inner.send_packed_command(cmd).await;
                     after_retry(&e, second)
                 }
                 other => other,
@@ -139,16 +216,13 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            match self
-                .inner
-                .send_packed_commands(pipeline, offset, count)
-                .await
-            {
+            let inner = match &mut self.inner {
+                Conn::Single(m) => m,
+                Conn::Cluster(c) => return c.req_packed_commands(pipeline, offset, count).await,
+            };
+            match inner.send_packed_commands(pipeline, offset, count).await {
                 Err(e) if connection_was_dead(&e) => {
-                    let second = self
-                        .inner
-                        .send_packed_commands(pipeline, offset, count)
-                        .await;
+                    let second = inner.send_packed_commands(pipeline, offset, count).await;
                     after_retry(&e, second)
                 }
                 other => other,
@@ -157,13 +231,26 @@ impl ConnectionLike for RedisConnection {
     }
 
     fn get_db(&self) -> i64 {
-        self.inner.get_db()
+        match &self.inner {
+            Conn::Single(m) => m.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_urls_name_every_node() {
+        assert_eq!(
+            cluster_nodes("redis+cluster://127.0.0.1:7000, 127.0.0.1:7001/").unwrap(),
+            vec!["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        assert!(cluster_nodes("redis+cluster://").is_none());
+        assert!(cluster_nodes("redis://127.0.0.1:6379").is_none());
+    }
 
     #[test]
     fn only_a_dead_connection_is_retried() {

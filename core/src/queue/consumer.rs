@@ -1,11 +1,15 @@
-//! The worker's side of the queue: reads jobs from the stream (and takes over
-//! those dead workers left), keeps its in-flight jobs claimed, promotes due
-//! retries, parks what its [`Gate`] will not start now, and finishes each job
-//! with [`Consumer::ack`] or [`Consumer::retry_later`] (acks are batched).
+//! The worker's side of the queue: reads jobs from every partition's stream
+//! (and takes over those dead workers left), keeps its in-flight jobs claimed,
+//! promotes due retries, parks what its [`Gate`] will not start now, and
+//! finishes each job with [`Consumer::ack`] or [`Consumer::retry_later`]
+//! (acks are batched per partition).
 //!
 //! It reads only as many entries as it has free delivery slots: whatever a
 //! worker reads is claimed by it, so reading ahead of its slots would make the
-//! read-ahead wait behind slow deliveries while other workers idle.
+//! read-ahead wait behind slow deliveries while other workers idle. Each
+//! partition has a reader of its own; with several, a reader waiting for new
+//! jobs holds one slot, and takes more only while its partition has work, so
+//! an idle partition never keeps slots from a busy one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,15 +50,24 @@ struct Held {
     _slot: Option<OwnedSemaphorePermit>,
 }
 
-type AckRequest = (String, oneshot::Sender<bool>);
+type AckRequest = (Arc<Entry>, oneshot::Sender<bool>);
 
 struct Inner {
     queue: Queue,
     name: String,
+    /// By [`Entry::key`].
     held: Mutex<HashMap<String, Held>>,
-    acks: mpsc::UnboundedSender<AckRequest>,
+    /// One batcher per partition.
+    acks: Vec<mpsc::UnboundedSender<AckRequest>>,
     retry_scheduled: Notify,
     stop: watch::Sender<bool>,
+}
+
+impl Entry {
+    /// Names the entry among those of every partition (entry ids repeat across streams).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.partition, self.id)
+    }
 }
 
 /// A handle on this worker's consumer; cheap to clone.
@@ -86,30 +99,47 @@ impl Consumer {
         concurrency: usize,
         gate: Arc<dyn Gate>,
     ) -> (Consumer, mpsc::Receiver<Arc<Entry>>, Tasks) {
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let partitions = queue.partitions().len();
+        let mut ack_senders = Vec::with_capacity(partitions);
+        let mut tasks = Vec::new();
+        for p in 0..partitions {
+            let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+            ack_senders.push(ack_tx);
+            tasks.push(tokio::spawn(ack_batches(queue.clone(), p, ack_rx)));
+        }
         let (stop, stop_rx) = watch::channel(false);
         let consumer = Consumer {
             inner: Arc::new(Inner {
                 queue: queue.clone(),
                 name,
                 held: Mutex::new(HashMap::new()),
-                acks: ack_tx,
+                acks: ack_senders,
                 retry_scheduled: Notify::new(),
                 stop,
             }),
         };
         let (tx, rx) = mpsc::channel(concurrency);
         let slots = Arc::new(Semaphore::new(concurrency));
-        let tasks = vec![
-            tokio::spawn(ack_batches(queue.clone(), ack_rx)),
-            tokio::spawn(consumer.clone().keep_alive()),
-            tokio::spawn(consumer.clone().promote()),
-            tokio::spawn(
-                consumer
-                    .clone()
-                    .read_loop(reader, cache, slots, gate, tx, stop_rx),
-            ),
-        ];
+        tasks.push(tokio::spawn(consumer.clone().keep_alive()));
+        tasks.push(tokio::spawn(consumer.clone().promote()));
+        for p in 0..partitions {
+            // Each reader blocks on a connection of its own.
+            let reader = if p == 0 {
+                reader.clone()
+            } else {
+                reader.on(reader.redis().separate(READ_BLOCK * 7))
+            };
+            tasks.push(tokio::spawn(consumer.clone().read_loop(
+                p,
+                partitions,
+                reader,
+                cache.clone(),
+                slots.clone(),
+                gate.clone(),
+                tx.clone(),
+                stop_rx.clone(),
+            )));
+        }
         (consumer, rx, Tasks(tasks))
     }
 
@@ -122,9 +152,9 @@ impl Consumer {
         let _ = self.inner.stop.send(true);
     }
 
-    /// The entry of a job in flight here.
-    pub fn entry(&self, entry_id: &str) -> Option<Arc<Entry>> {
-        self.held().get(entry_id).map(|h| h.entry.clone())
+    /// The entry of a job in flight here, by [`Entry::key`].
+    pub fn entry(&self, key: &str) -> Option<Arc<Entry>> {
+        self.held().get(key).map(|h| h.entry.clone())
     }
 
     /// Jobs in flight here.
@@ -136,41 +166,48 @@ impl Consumer {
         self.inner.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Finishes the job (XACK + XDEL, batched with others finishing meanwhile).
+    /// Finishes the job (XACK + XDEL, letting go of its stored message and
+    /// lane, batched with others of its partition finishing meanwhile).
     /// False when Redis stayed away through the retries: the job stays
     /// pending and is delivered again, never lost.
-    pub async fn ack(&self, entry_id: &str) -> bool {
+    pub async fn ack(&self, entry: &Entry) -> bool {
+        let key = entry.key();
+        let entry = self.entry(&key).unwrap_or_else(|| Arc::new(entry.clone()));
         let (done, answer) = oneshot::channel();
-        let ok = self.inner.acks.send((entry_id.to_string(), done)).is_ok()
+        let ok = self
+            .inner
+            .acks
+            .get(entry.partition)
+            .is_some_and(|tx| tx.send((entry, done)).is_ok())
             && answer.await.unwrap_or(false);
-        self.forget(entry_id);
+        self.forget(&key);
         ok
     }
 
     /// Schedules `next` after `delay` and finishes the job, atomically.
-    pub async fn retry_later(&self, entry_id: &str, next: &Job, delay: Duration) -> bool {
+    pub async fn retry_later(&self, entry: &Entry, next: &Job, delay: Duration) -> bool {
         let due = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
         let queue = &self.inner.queue;
         let ok = with_retries("scheduling the retry", REDIS_TRIES, || {
-            queue.retry_later(entry_id, next, due)
+            queue.retry_later(entry.partition, &entry.id, next, due)
         })
         .await;
         if ok && delay < PROMOTE_EVERY {
             // Due before the promoter's next regular look: wake it.
             self.inner.retry_scheduled.notify_one();
         }
-        self.forget(entry_id);
+        self.forget(&entry.key());
         ok
     }
 
     /// Lets go of a job without finishing it: it stays pending and another
     /// pass (here or in another worker) takes it over.
-    pub fn abandon(&self, entry_id: &str) {
-        self.forget(entry_id);
+    pub fn abandon(&self, entry: &Entry) {
+        self.forget(&entry.key());
     }
 
-    fn forget(&self, entry_id: &str) {
-        self.held().remove(entry_id);
+    fn forget(&self, key: &str) {
+        self.held().remove(key);
     }
 
     /// Refreshes the idle time of the jobs in flight here, so only jobs of a
@@ -179,10 +216,23 @@ impl Consumer {
         let mut tick = tokio::time::interval(KEEPALIVE_EVERY);
         loop {
             tick.tick().await;
-            let ids: Vec<String> = self.held().keys().cloned().collect();
-            for chunk in ids.chunks(500) {
-                if let Err(e) = self.inner.queue.keep_alive(&self.inner.name, chunk).await {
-                    tracing::debug!(error = %e, "keep-alive failed");
+            let mut by_partition: HashMap<usize, Vec<String>> = HashMap::new();
+            for h in self.held().values() {
+                by_partition
+                    .entry(h.entry.partition)
+                    .or_default()
+                    .push(h.entry.id.clone());
+            }
+            for (p, ids) in by_partition {
+                for chunk in ids.chunks(500) {
+                    if let Err(e) = self
+                        .inner
+                        .queue
+                        .keep_alive(p, &self.inner.name, chunk)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "keep-alive failed");
+                    }
                 }
             }
         }
@@ -194,19 +244,23 @@ impl Consumer {
     async fn promote(self) {
         let queue = &self.inner.queue;
         loop {
-            let now = chrono::Utc::now().timestamp_millis();
-            let wait = match queue.promote_due(now, PROMOTE_CHUNK).await {
-                Ok(p) if p.moved == PROMOTE_CHUNK => continue,
-                Ok(p) => p
-                    .next_due_ms
-                    .map(|due| Duration::from_millis((due - now).max(1) as u64))
-                    .unwrap_or(PROMOTE_EVERY)
-                    .min(PROMOTE_EVERY),
-                Err(e) => {
-                    tracing::debug!(error = %e, "promoting retries failed");
-                    PROMOTE_EVERY
+            let mut wait = PROMOTE_EVERY;
+            let mut full = false;
+            for part in 0..queue.partitions().len() {
+                let now = chrono::Utc::now().timestamp_millis();
+                match queue.promote_due(part, now, PROMOTE_CHUNK).await {
+                    Ok(p) if p.moved == PROMOTE_CHUNK => full = true,
+                    Ok(p) => {
+                        if let Some(due) = p.next_due_ms {
+                            wait = wait.min(Duration::from_millis((due - now).max(1) as u64));
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "promoting retries failed"),
                 }
-            };
+            }
+            if full {
+                continue;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.inner.retry_scheduled.notified() => {}
@@ -214,11 +268,15 @@ impl Consumer {
         }
     }
 
-    /// Reads new jobs, and every few seconds those dead workers left behind,
-    /// as many as there are free slots; makes sure the subscriber snapshot
-    /// includes every change announced before them; starts or parks each.
+    /// Reads new jobs of one partition, and every few seconds those dead
+    /// workers left behind, as many as there are free slots; makes sure the
+    /// subscriber snapshot includes every change announced before them;
+    /// starts or parks each.
+    #[allow(clippy::too_many_arguments)]
     async fn read_loop(
         self,
+        partition: usize,
+        partitions: usize,
         reader: Queue,
         cache: Arc<Cache>,
         slots: Arc<Semaphore>,
@@ -230,13 +288,17 @@ impl Consumer {
         let mut group_ready = false;
         let mut claim_cursor = "0-0".to_string();
         let mut last_claim = tokio::time::Instant::now() - CLAIM_EVERY;
+        // Whether the last read found work: then read on without blocking,
+        // with every free slot.
+        let mut busy = false;
         let name = self.inner.name.clone();
         loop {
             if *stop.borrow() {
                 return;
             }
             if !group_ready {
-                match reader.ensure_group().await {
+                let stream = reader.partition(partition).stream.clone();
+                match reader.create_group(&stream, super::GROUP).await {
                     Ok(()) => group_ready = true,
                     Err(e) => {
                         tracing::warn!(error = %e, "Redis unreachable; retrying");
@@ -245,7 +307,8 @@ impl Consumer {
                     }
                 }
             }
-            // Wait for one free slot, then take every free one.
+            // Wait for one free slot; take every free one when this is the
+            // only partition or it has work waiting.
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p {
                     Ok(p) => p,
@@ -254,19 +317,25 @@ impl Consumer {
                 _ = stop.changed() => return,
             };
             let mut permits = vec![first];
-            while let Ok(p) = slots.clone().try_acquire_owned() {
-                permits.push(p);
+            if partitions == 1 || busy {
+                while let Ok(p) = slots.clone().try_acquire_owned() {
+                    permits.push(p);
+                }
             }
             let room = permits.len();
             let mut entries = Vec::new();
             let mut version = None;
             if last_claim.elapsed() >= CLAIM_EVERY {
                 last_claim = tokio::time::Instant::now();
-                match reader.claim_abandoned(&name, &claim_cursor, room).await {
+                match reader
+                    .claim_abandoned(partition, &name, &claim_cursor, room)
+                    .await
+                {
                     Ok((next, claimed)) => {
                         if !claimed.is_empty() {
                             tracing::info!(
                                 jobs = claimed.len(),
+                                partition,
                                 "took over jobs left by a stopped worker"
                             );
                         }
@@ -283,14 +352,17 @@ impl Consumer {
                 }
             }
             if entries.is_empty() {
-                match reader.read(&name, room, READ_BLOCK).await {
+                let block = (!busy).then_some(READ_BLOCK);
+                match reader.read(partition, &name, room, block).await {
                     Ok((e, v)) => {
                         backoff.reset();
+                        busy = !e.is_empty() && partitions > 1;
                         entries = e;
                         version = Some(v);
                     }
                     Err(e) => {
                         drop(permits);
+                        busy = false;
                         if e.code() == Some("NOGROUP") {
                             tracing::warn!(
                                 "consumer group missing (Redis restarted empty?); recreating it"
@@ -317,7 +389,7 @@ impl Consumer {
             let mut start = Vec::with_capacity(entries.len());
             let mut park = Vec::new();
             for entry in entries {
-                if self.held().contains_key(&entry.id) {
+                if self.held().contains_key(&entry.key()) {
                     continue; // already being delivered here
                 }
                 if gate.admit(&entry) {
@@ -331,13 +403,14 @@ impl Consumer {
                     .iter()
                     .filter_map(|e| {
                         e.job.as_ref().ok().map(|j| ToPark {
+                            partition,
                             entry_id: &e.id,
                             subscriber_id: j.subscriber_id,
                             raw: &e.raw,
                         })
                     })
                     .collect();
-                if let Err(e) = self.inner.queue.park(&jobs).await {
+                if let Err(e) = self.inner.queue.park(partition, &jobs).await {
                     tracing::warn!(error = %e, jobs = park.len(), "could not park jobs; delivering them now");
                     for entry in park {
                         gate.force(&entry);
@@ -347,7 +420,7 @@ impl Consumer {
             }
             for entry in start {
                 self.held().insert(
-                    entry.id.clone(),
+                    entry.key(),
                     Held {
                         entry: entry.clone(),
                         _slot: permits.pop(),
@@ -364,7 +437,7 @@ impl Consumer {
 /// Acknowledges finished entries in batches: every entry that finishes while
 /// one XACK+XDEL is on the wire goes out in the next, so Redis sees one
 /// transaction per batch instead of one per delivery. A lone ack goes at once.
-async fn ack_batches(queue: Queue, mut rx: mpsc::UnboundedReceiver<AckRequest>) {
+async fn ack_batches(queue: Queue, partition: usize, mut rx: mpsc::UnboundedReceiver<AckRequest>) {
     let mut batch: Vec<AckRequest> = Vec::with_capacity(MAX_ACK_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -374,8 +447,11 @@ async fn ack_batches(queue: Queue, mut rx: mpsc::UnboundedReceiver<AckRequest>) 
                 Err(_) => break,
             }
         }
-        let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
-        let ok = with_retries("ack", REDIS_TRIES, || queue.ack(&ids)).await;
+        let entries: Vec<&Entry> = batch.iter().map(|(e, _)| e.as_ref()).collect();
+        let ok = with_retries("ack", REDIS_TRIES, || async {
+            queue.finish(partition, &entries).await.map(|_| ())
+        })
+        .await;
         for (_, done) in batch.drain(..) {
             let _ = done.send(ok);
         }

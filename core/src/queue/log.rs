@@ -87,6 +87,8 @@ struct Logged<'a> {
     http_method: crate::message::HttpMethod,
     #[serde(default)]
     published_at_ms: i64,
+    #[serde(default)]
+    ordering_key: Option<String>,
 }
 
 fn raw_or(v: Option<&serde_json::value::RawValue>, empty: &str) -> String {
@@ -111,7 +113,7 @@ impl LogEntry {
             query_params: raw_or(m.query_params, "{}"),
             path_params: raw_or(m.path_params, "{}"),
             http_method: m.http_method.as_str().to_string(),
-            ordering_key: None,
+            ordering_key: m.ordering_key,
             matched: self.subscriber_ids.len() as i32,
             subscriber_ids: serde_json::to_string(&self.subscriber_ids).unwrap_or_default(),
             created_at,

@@ -1,6 +1,7 @@
 //! Parked jobs: a subscriber that is at its in-flight limit, or whose circuit
 //! is open, must not hold worker slots or the stream reader. Its further jobs
-//! move out of the stream into a list of their own (`{ns}:parked:<id>`) in the
+//! move out of the stream into a list of their own in the partition
+//! (`{p}:parked:<id>`) in the
 //! same script that acks them, so a job is never in two places and never in
 //! none; they go back into the stream as slots free up. Parked jobs belong to
 //! no worker, so a worker's death strands none of them.
@@ -52,23 +53,26 @@ return moved
 /// A job to park: its stream entry, subscriber and stored text.
 #[derive(Debug, Clone, Copy)]
 pub struct ToPark<'a> {
+    pub partition: usize,
     pub entry_id: &'a str,
     pub subscriber_id: i64,
     pub raw: &'a str,
 }
 
 impl Queue {
-    /// Moves the jobs out of the stream into their subscribers' parked lists
-    /// (acking them), atomically. Returns how many were parked.
-    pub async fn park(&self, jobs: &[ToPark<'_>]) -> RedisResult<usize> {
+    /// Moves the jobs (all of one partition) out of the stream into their
+    /// subscribers' parked lists (acking them), atomically. Returns how many
+    /// were parked.
+    pub async fn park(&self, partition: usize, jobs: &[ToPark<'_>]) -> RedisResult<usize> {
         if jobs.is_empty() {
             return Ok(0);
         }
+        let p = self.partition(partition);
         let mut conn = self.redis().get().await?;
         let mut inv = PARK_SCRIPT.prepare_invoke();
-        inv.key(&self.keys.stream).key(&self.keys.parked).arg(GROUP);
+        inv.key(&p.stream).key(&p.parked).arg(GROUP);
         for j in jobs {
-            inv.key(self.keys.parked_jobs(j.subscriber_id))
+            inv.key(p.parked_jobs(j.subscriber_id))
                 .arg(j.entry_id)
                 .arg(j.subscriber_id)
                 .arg(j.raw);
@@ -76,10 +80,11 @@ impl Queue {
         inv.invoke_async(&mut conn).await
     }
 
-    /// Moves up to `count` parked jobs of `subscriber_id` back into the
-    /// stream, oldest first; with `probe` they are marked as circuit probes.
+    /// Moves up to `count` parked jobs of `subscriber_id` in `partition` back
+    /// into its stream, oldest first; with `probe` they are marked as circuit probes.
     pub async fn release_parked(
         &self,
+        partition: usize,
         subscriber_id: i64,
         count: usize,
         probe: bool,
@@ -87,11 +92,12 @@ impl Queue {
         if count == 0 {
             return Ok(0);
         }
+        let p = self.partition(partition);
         let mut conn = self.redis().get().await?;
         RELEASE_SCRIPT
-            .key(self.keys.parked_jobs(subscriber_id))
-            .key(&self.keys.parked)
-            .key(&self.keys.stream)
+            .key(p.parked_jobs(subscriber_id))
+            .key(&p.parked)
+            .key(&p.stream)
             .arg(subscriber_id)
             .arg(count)
             .arg(if probe { "1" } else { "0" })
@@ -99,27 +105,32 @@ impl Queue {
             .await
     }
 
-    /// Subscribers that have parked jobs.
-    pub async fn parked_subscribers(&self) -> RedisResult<Vec<i64>> {
+    /// `(partition, subscriber)` pairs that have parked jobs.
+    pub async fn parked_subscribers(&self) -> RedisResult<Vec<(usize, i64)>> {
         let mut conn = self.redis().get().await?;
-        redis::cmd("SMEMBERS")
-            .arg(&self.keys.parked)
-            .query_async(&mut conn)
-            .await
+        let mut out = Vec::new();
+        for p in self.partitions() {
+            let ids: Vec<i64> = redis::cmd("SMEMBERS")
+                .arg(&p.parked)
+                .query_async(&mut conn)
+                .await?;
+            out.extend(ids.into_iter().map(|id| (p.index, id)));
+        }
+        Ok(out)
     }
 
     /// Jobs parked for every subscriber.
     pub async fn parked_total(&self) -> RedisResult<u64> {
-        let ids = self.parked_subscribers().await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
+        let pairs = self.parked_subscribers().await?;
         let mut conn = self.redis().get().await?;
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("LLEN").arg(self.keys.parked_jobs(id));
+        let mut total = 0;
+        for (part, id) in pairs {
+            let n: u64 = redis::cmd("LLEN")
+                .arg(self.partition(part).parked_jobs(id))
+                .query_async(&mut conn)
+                .await?;
+            total += n;
         }
-        let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
-        Ok(lens.iter().sum())
+        Ok(total)
     }
 }

@@ -66,6 +66,7 @@ pub(crate) fn to_message(m: &LoggedMessage) -> Message {
         http_method: HttpMethod::parse(&m.http_method).unwrap_or_default(),
         request_id: None,
         published_at_ms: m.created_at.and_utc().timestamp_millis(),
+        ordering_key: m.ordering_key.clone(),
         extra: Map::new(),
     }
 }

@@ -7,12 +7,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::json;
 use switch_core::job::Job;
-use switch_core::message::{check_author, new_message_id, PublishRequest};
+use switch_core::message::{check_author, check_ordering_key, new_message_id, PublishRequest};
 use switch_core::queue::{Enqueued, Publish};
 use tracing::Instrument;
 
 use super::State;
 use crate::error::ApiError;
+use crate::outbox::{self, Spooled};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/publish", web::post().to(publish))
@@ -98,8 +99,19 @@ async fn publish_inner(
         check_author(author).map_err(|e| ApiError::invalid(e.0))?;
     }
     let body = read_limited(req, payload, state.settings.max_body_bytes).await?;
-    let parsed = PublishRequest::from_json_bytes(&body).map_err(|e| ApiError::invalid(e.0))?;
+    let mut parsed = PublishRequest::from_json_bytes(&body).map_err(|e| ApiError::invalid(e.0))?;
     principal.require_topic(&parsed.topic)?;
+    if let Some(v) = req.headers().get("ordering-key") {
+        // The legacy form's way to name a key; the native field wins.
+        let key = v
+            .to_str()
+            .map_err(|_| ApiError::invalid("Ordering-Key must be text"))?
+            .trim();
+        check_ordering_key(key).map_err(|e| ApiError::invalid(e.0))?;
+        if parsed.ordering_key.is_none() {
+            parsed.ordering_key = Some(key.to_string());
+        }
+    }
     if dry_run(req)? {
         return Ok(explain(state, parsed, principal.author.clone()));
     }
@@ -137,10 +149,12 @@ async fn publish_inner(
     let matched = state.cache.current().matching(&topic, &message);
     let message_json: Arc<str> =
         Arc::from(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
-    let jobs: Vec<Job> = matched
-        .iter()
-        .map(|id| Job::new(*id, 1, message_json.clone()))
-        .collect();
+    let jobs = jobs_of(
+        &matched,
+        &message_id,
+        message.ordering_key.as_deref(),
+        &message_json,
+    );
 
     let idem = idempotency_key.map(|k| {
         let author = principal.author.clone().unwrap_or_default();
@@ -150,14 +164,46 @@ async fn publish_inner(
         )
     });
     let started = Instant::now();
-    let outcome = state
-        .queue
-        .enqueue(
-            &message_json,
-            &jobs,
-            idem.as_ref().map(|(k, r)| (k.as_str(), r.as_str())),
-        )
-        .await?;
+    let spool = |error: Option<redis::RedisError>| {
+        Spooled {
+            message_id: message_id.clone(),
+            message_json: message_json.clone(),
+            subscriber_ids: matched.to_vec(),
+            idempotency: idem.clone(),
+        }
+        .with_cause(error)
+    };
+    let outcome = if state.outbox.must_spool() {
+        // Earlier publishes wait in the outbox: this one queues behind them.
+        None
+    } else {
+        match state
+            .queue
+            .enqueue(
+                Publish {
+                    message_id: &message_id,
+                    message_json: &message_json,
+                    jobs: &jobs,
+                },
+                idem.as_ref().map(|(k, r)| (k.as_str(), r.as_str())),
+            )
+            .await
+        {
+            Ok(o) => Some(o),
+            Err(e) if outbox::unreachable(&e) => {
+                state
+                    .outbox
+                    .spool(&state.pool, vec![spool(Some(e))])
+                    .await?;
+                return Ok(spooled_answer(state, &message_id, jobs.len()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let Some(outcome) = outcome else {
+        state.outbox.spool(&state.pool, vec![spool(None)]).await?;
+        return Ok(spooled_answer(state, &message_id, jobs.len()));
+    };
     state
         .metrics
         .enqueue_seconds
@@ -294,20 +340,41 @@ async fn publish_batch(
         let matched = index.matching(&topic, &message);
         let json: Arc<str> =
             Arc::from(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
-        let jobs = matched
-            .iter()
-            .map(|sid| Job::new(*sid, 1, json.clone()))
-            .collect();
+        let jobs = jobs_of(&matched, &id, message.ordering_key.as_deref(), &json);
         prepared.push((id, json, jobs));
     }
     let publishes: Vec<Publish> = prepared
         .iter()
-        .map(|(_, json, jobs)| Publish {
+        .map(|(id, json, jobs)| Publish {
+            message_id: id,
             message_json: json,
             jobs,
         })
         .collect();
-    state.queue.enqueue_batch(&publishes).await?;
+    let spooled = if state.outbox.must_spool() {
+        true
+    } else {
+        match state.queue.enqueue_batch(&publishes).await {
+            Ok(()) => false,
+            Err(e) if outbox::unreachable(&e) => {
+                tracing::warn!(error = %e, "Redis unreachable");
+                true
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if spooled {
+        let items = prepared
+            .iter()
+            .map(|(id, json, jobs)| Spooled {
+                message_id: id.clone(),
+                message_json: json.clone(),
+                subscriber_ids: jobs.iter().map(|j| j.subscriber_id).collect(),
+                idempotency: None,
+            })
+            .collect();
+        state.outbox.spool(&state.pool, items).await?;
+    }
     let matched: usize = prepared.iter().map(|(_, _, j)| j.len()).sum();
     state
         .metrics
@@ -319,7 +386,32 @@ async fn publish_batch(
         .iter()
         .map(|(id, _, jobs)| json!({"message_id": id, "matched": jobs.len()}))
         .collect();
+    if spooled {
+        return Ok(HttpResponse::Accepted().json(json!({ "items": items, "spooled": true })));
+    }
     Ok(HttpResponse::Accepted().json(json!({ "items": items })))
+}
+
+/// `202` for a publish kept in the outbox until Redis can take it.
+fn spooled_answer(state: &State, message_id: &str, matched: usize) -> HttpResponse {
+    state.metrics.matches.inc_by(matched as u64);
+    HttpResponse::Accepted()
+        .json(json!({"message_id": message_id, "matched": matched, "spooled": true}))
+}
+
+/// Attempt 1 of a message for each subscriber it matched.
+fn jobs_of(
+    matched: &[i64],
+    message_id: &str,
+    ordering_key: Option<&str>,
+    message_json: &Arc<str>,
+) -> Vec<Job> {
+    let id: Arc<str> = Arc::from(message_id);
+    let key: Option<Arc<str>> = ordering_key.map(Arc::from);
+    matched
+        .iter()
+        .map(|sid| Job::first(*sid, id.clone(), key.clone(), message_json.clone()))
+        .collect()
 }
 
 /// The message id an idempotency record (`<message id>|<matched>`) names.

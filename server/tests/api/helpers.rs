@@ -279,19 +279,27 @@ impl TestApp {
     pub async fn stream_messages(&self) -> Vec<(i64, switch_core::message::Message)> {
         let mut conn = self.queue.redis().get().await.unwrap();
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(&self.queue.keys.stream)
+            .arg(&self.queue.partition(0).stream)
             .arg("-")
             .arg("+")
             .query_async(&mut conn)
             .await
             .unwrap();
-        entries
-            .into_iter()
-            .map(|(_, fields)| {
-                let job = switch_core::job::Job::decode(&fields[0].1).unwrap();
-                (job.subscriber_id, job.message().unwrap())
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (_, fields) in entries {
+            let mut job = switch_core::job::Job::decode(&fields[0].1).unwrap();
+            if job.stored_body {
+                let body: String = redis::cmd("HGET")
+                    .arg(self.queue.partition(0).message(&job.message_id))
+                    .arg("b")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                job.message_json = body.into();
+            }
+            out.push((job.subscriber_id, job.message().unwrap()));
+        }
+        out
     }
 
     /// The (subscriber, message id) of every job in the stream.

@@ -479,20 +479,20 @@ async fn job_taken_over_too_often_is_a_dead_letter(backend: Backend) {
         .arg("COUNT")
         .arg(10)
         .arg("STREAMS")
-        .arg(&app.queue.keys.stream)
+        .arg(&app.queue.partition(0).stream)
         .arg(">")
         .query_async(&mut conn)
         .await
         .unwrap();
     let ids: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(&app.queue.keys.stream)
+        .arg(&app.queue.partition(0).stream)
         .arg("-")
         .arg("+")
         .query_async(&mut conn)
         .await
         .unwrap();
     let _: redis::Value = redis::cmd("XCLAIM")
-        .arg(&app.queue.keys.stream)
+        .arg(&app.queue.partition(0).stream)
         .arg("workers")
         .arg("ghost")
         .arg(0)

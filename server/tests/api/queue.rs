@@ -17,8 +17,8 @@ fn test_queue(redis_url: &str) -> Queue {
 async fn drop_keys(q: &Queue) {
     let mut c = q.redis().get().await.unwrap();
     let _: () = redis::cmd("DEL")
-        .arg(&q.keys.stream)
-        .arg(&q.keys.delayed)
+        .arg(&q.partition(0).stream)
+        .arg(&q.partition(0).delayed)
         .query_async(&mut c)
         .await
         .unwrap();
@@ -49,14 +49,14 @@ async fn backlog(q: &Queue, total: usize) -> (Vec<u128>, Vec<u128>) {
         let mut n = 0;
         while n < tenth {
             let entries = q
-                .read("drainer", 1000, Duration::from_millis(100))
+                .read(0, "drainer", 1000, Some(Duration::from_millis(100)))
                 .await
                 .unwrap()
                 .0;
             assert!(!entries.is_empty(), "backlog ran dry early at {seen}");
             let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
             assert!(entries.iter().all(|e| e.job.is_ok()));
-            q.ack(&ids).await.unwrap();
+            q.ack(0, &ids).await.unwrap();
             n += entries.len();
             seen += entries.len();
         }
@@ -91,23 +91,26 @@ async fn backlog_of_a_million() {
 async fn delayed_retries_come_back_when_due() {
     let q = test_queue(REDIS_URL);
     q.ensure_group().await.unwrap();
-    let msg: Arc<str> = Arc::from(r#"{"id":"m","topic":"t"}"#);
+    let msg: Arc<str> = Arc::from(r#"{"id":"msg_m","topic":"t"}"#);
     q.push(&[Job::new(1, 1, msg.clone())]).await.unwrap();
     let announced = q.bump_subscribers_version().await.unwrap();
-    let (e, version) = q.read("c1", 10, Duration::from_millis(100)).await.unwrap();
+    let (e, version) = q
+        .read(0, "c1", 10, Some(Duration::from_millis(100)))
+        .await
+        .unwrap();
     assert_eq!(version, announced, "the read brings the announced version");
     let now = chrono::Utc::now().timestamp_millis();
-    q.retry_later(&e[0].id, &Job::new(1, 2, msg.clone()), now + 300)
+    q.retry_later(0, &e[0].id, &Job::new(1, 2, msg.clone()), now + 300)
         .await
         .unwrap();
     assert_eq!(q.depth().await.unwrap(), (0, 1));
-    let not_yet = q.promote_due(now, 10).await.unwrap();
+    let not_yet = q.promote_due(0, now, 10).await.unwrap();
     assert_eq!(not_yet.moved, 0, "not due yet");
     assert_eq!(not_yet.next_due_ms, Some(now + 300), "tells when it is due");
     for i in 0..1200 {
         let mut c = q.redis().get().await.unwrap();
         let _: () = redis::cmd("ZADD")
-            .arg(&q.keys.delayed)
+            .arg(&q.partition(0).delayed)
             .arg(now - 1)
             .arg(format!("v1|{i}|1||{{}}"))
             .query_async(&mut c)
@@ -115,15 +118,15 @@ async fn delayed_retries_come_back_when_due() {
             .unwrap();
     }
     assert_eq!(
-        q.promote_due(now + 1000, 500).await.unwrap().moved,
+        q.promote_due(0, now + 1000, 500).await.unwrap().moved,
         500,
         "moves at most one chunk"
     );
-    assert_eq!(q.promote_due(now + 1000, 500).await.unwrap().moved, 500);
-    let last = q.promote_due(now + 1000, 500).await.unwrap();
+    assert_eq!(q.promote_due(0, now + 1000, 500).await.unwrap().moved, 500);
+    let last = q.promote_due(0, now + 1000, 500).await.unwrap();
     assert_eq!((last.moved, last.next_due_ms), (201, None));
     let e = q
-        .read("c1", 2000, Duration::from_millis(100))
+        .read(0, "c1", 2000, Some(Duration::from_millis(100)))
         .await
         .unwrap()
         .0;
@@ -140,19 +143,21 @@ async fn delayed_retries_come_back_when_due() {
 async fn abandoned_jobs_are_claimed() {
     let q = test_queue(REDIS_URL);
     q.ensure_group().await.unwrap();
-    q.push(&[Job::new(7, 1, Arc::from("{}"))]).await.unwrap();
+    q.push(&[Job::new(7, 1, Arc::from(r#"{"id":"msg_7"}"#))])
+        .await
+        .unwrap();
     let e = q
-        .read("dead-worker", 10, Duration::from_millis(100))
+        .read(0, "dead-worker", 10, Some(Duration::from_millis(100)))
         .await
         .unwrap()
         .0;
     assert_eq!(e.len(), 1);
-    let (_, none) = q.claim_abandoned("rescuer", "0-0", 10).await.unwrap();
+    let (_, none) = q.claim_abandoned(0, "rescuer", "0-0", 10).await.unwrap();
     assert!(none.is_empty(), "not idle long enough yet");
     // Age the pending entry past the claim threshold.
     let mut c = q.redis().get().await.unwrap();
     let _: redis::Value = redis::cmd("XCLAIM")
-        .arg(&q.keys.stream)
+        .arg(&q.partition(0).stream)
         .arg(switch_core::queue::GROUP)
         .arg("dead-worker")
         .arg(0)
@@ -163,7 +168,7 @@ async fn abandoned_jobs_are_claimed() {
         .query_async(&mut c)
         .await
         .unwrap();
-    let (_, claimed) = q.claim_abandoned("rescuer", "0-0", 10).await.unwrap();
+    let (_, claimed) = q.claim_abandoned(0, "rescuer", "0-0", 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].job.as_ref().unwrap().subscriber_id, 7);
     drop_keys(&q).await;

@@ -230,7 +230,7 @@ async fn sigterm_finishes_in_flight_work() {
     loop {
         let mut c = app.queue.redis().get().await.unwrap();
         let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
-            .arg(&app.queue.keys.stream)
+            .arg(&app.queue.partition(0).stream)
             .arg("workers")
             .query_async(&mut c)
             .await
