@@ -170,9 +170,10 @@ local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {#due, next[2] or false}
 "#;
 
-static ENQUEUE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(&ENQUEUE.replace("LIVE_KEEP", &live::LIVE_KEEP.to_string()))
-});
+static ENQUEUE_TEXT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ENQUEUE.replace("LIVE_KEEP", &live::LIVE_KEEP.to_string()));
+static ENQUEUE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(&ENQUEUE_TEXT));
 static FINISH_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(FINISH));
 static RETRY_SCRIPT: std::sync::LazyLock<redis::Script> =
@@ -686,47 +687,46 @@ impl Queue {
             Some((key, _)) => ops.key(key),
             None => "0".into(),
         };
-        let mut inv = ENQUEUE_SCRIPT.prepare_invoke();
-        for k in &ops.keys {
-            inv.key(k);
-        }
-        inv.arg(idem);
-        match idempotency {
-            Some((_, record)) => inv.arg(record).arg(IDEMPOTENCY_TTL_SECS),
-            None => inv.arg("").arg(0),
+        let (record, ttl) = match idempotency {
+            Some((_, record)) => (record, IDEMPOTENCY_TTL_SECS),
+            None => ("", 0),
         };
-        for a in &ops.args {
-            inv.arg(a);
-        }
         let mut conn = self.redis.get().await?;
-        let prev: Option<String> = inv.invoke_async(&mut conn).await?;
-        if self.wait_replicas > 0 {
-            self.wait_for_replicas(&mut conn, &tag).await?;
+        if self.wait_replicas == 0 {
+            let mut inv = ENQUEUE_SCRIPT.prepare_invoke();
+            for k in &ops.keys {
+                inv.key(k);
+            }
+            inv.arg(idem).arg(record).arg(ttl);
+            for a in &ops.args {
+                inv.arg(a);
+            }
+            return inv.invoke_async(&mut conn).await;
         }
-        Ok(prev)
-    }
-
-    /// Waits until `wait_replicas` replicas hold every write made so far on
-    /// the node that owns `tag`.
-    async fn wait_for_replicas(
-        &self,
-        conn: &mut connection::RedisConnection,
-        tag: &str,
-    ) -> RedisResult<()> {
-        // The first keyed command routes the pipeline to the node of `tag`.
-        let (got,): (i64,) = redis::pipe()
-            .cmd("EXISTS")
-            .arg(format!("{tag}:jobs"))
-            .ignore()
+        // The script and the WAIT go in one pipeline, so that they reach the
+        // same node: a WAIT sent apart could, after a failover, be answered
+        // by the new master for writes it never had.
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(ENQUEUE_TEXT.as_str()).arg(ops.keys.len());
+        for k in &ops.keys {
+            eval.arg(k);
+        }
+        eval.arg(idem).arg(record).arg(ttl);
+        for a in &ops.args {
+            eval.arg(a);
+        }
+        let (prev, got): (Option<String>, i64) = redis::pipe()
+            .add_command(eval)
             .cmd("WAIT")
             .arg(self.wait_replicas)
             .arg(WAIT_REPLICAS_TIMEOUT.as_millis() as u64)
-            .query_async(conn)
+            .query_async(&mut conn)
             .await?;
-        if (got as usize) < self.wait_replicas {
+        if (got.max(0) as usize) < self.wait_replicas {
+            tracing::warn!(tag, replicas = got, "a publish was not confirmed by enough replicas");
             return Err(replica_shortfall(got, self.wait_replicas));
         }
-        Ok(())
+        Ok(prev)
     }
 
     /// Creates the consumer group of every partition (from the start of the

@@ -209,7 +209,7 @@ impl TestApp {
         let redis = RedisHandle::new(&settings.redis_url, Duration::from_secs(5)).unwrap();
         TestApp {
             base,
-            queue: Queue::new(&settings.namespace, redis),
+            queue: Queue::with_partitions(&settings.namespace, settings.queue_partitions, redis),
             settings,
             http: reqwest::Client::new(),
             admin: admin_token(),
@@ -560,6 +560,14 @@ pub fn env_of(settings: &Settings, db: &TestDb) -> Vec<(String, String)> {
             "SWITCH_WORKER_METRICS_ADDR".into(),
             format!("127.0.0.1:{}", free_port()),
         ),
+        (
+            "SWITCH_QUEUE_PARTITIONS".into(),
+            settings.queue_partitions.to_string(),
+        ),
+        (
+            "SWITCH_REDIS_WAIT_REPLICAS".into(),
+            settings.redis_wait_replicas.to_string(),
+        ),
         ("RUST_LOG".into(), "warn".into()),
     ]
 }
@@ -688,5 +696,179 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.down();
+    }
+}
+
+/// A Redis Cluster of three masters and three replicas, started on free
+/// ports for one test (`redis-server --cluster-enabled yes` and
+/// `redis-cli --cluster create --cluster-replicas 1`).
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    dir: tempfile::TempDir,
+    children: HashMap<u16, Child>,
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn free_cluster_port(taken: &[u16]) -> u16 {
+    loop {
+        let p = free_port();
+        if p < 55_000
+            && !taken.contains(&p)
+            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
+            return p;
+        }
+    }
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli on PATH");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let mut ports = Vec::new();
+        for _ in 0..6 {
+            let p = free_cluster_port(&ports);
+            ports.push(p);
+        }
+        let mut c = RedisCluster {
+            ports: ports.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            children: HashMap::new(),
+        };
+        for p in &ports {
+            c.up(*p);
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli on PATH");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        c.wait_healthy(Duration::from_secs(30));
+        c
+    }
+
+    fn up(&mut self, port: u16) {
+        let dir = self.dir.path().join(port.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                "redis.log",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        self.children.insert(port, child);
+        let started = Instant::now();
+        while redis_cli(port, &["PING"]).trim() != "PONG" {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "node {port} did not start: {}",
+                std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every live node sees the cluster ok, and every master has a replica in sync.
+    pub fn wait_healthy(&self, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let live: Vec<u16> = self.children.keys().copied().collect();
+            let ok = live
+                .iter()
+                .all(|p| redis_cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            let masters = self.masters();
+            let synced = masters.len() == 3
+                && masters.iter().all(|m| {
+                    let info = redis_cli(*m, &["INFO", "replication"]);
+                    info.contains("connected_slaves:1") && info.contains("state=online")
+                });
+            if ok && synced {
+                return;
+            }
+            assert!(started.elapsed() < within, "the cluster did not become healthy");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Ports of the nodes that are masters now.
+    pub fn masters(&self) -> Vec<u16> {
+        let mut m: Vec<u16> = self
+            .children
+            .keys()
+            .copied()
+            .filter(|p| redis_cli(*p, &["ROLE"]).starts_with("master"))
+            .collect();
+        m.sort_unstable();
+        m
+    }
+
+    /// A field of `INFO commandstats` (e.g. `cmdstat_xadd` calls) on one node.
+    pub fn calls(&self, port: u16, command: &str) -> u64 {
+        let info = redis_cli(port, &["INFO", "commandstats"]);
+        info.lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Kills a node hard.
+    pub fn kill(&mut self, port: u16) {
+        if let Some(mut c) = self.children.remove(&port) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a killed node again (it rejoins, as a replica if it was failed over).
+    pub fn restart(&mut self, port: u16) {
+        self.up(port);
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for (_, mut c) in self.children.drain() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

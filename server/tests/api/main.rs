@@ -11,4 +11,5 @@ mod messages;
 mod publish;
 mod queue;
 mod resilience;
+mod scale;
 mod stream;
