@@ -655,17 +655,13 @@ impl Queue {
         }
         // The log's script (with the idempotency record) runs last.
         let (home_tag, home_ops) = by_tag.remove(home);
-        let mut scripts: Vec<(String, Ops, Option<(&str, &str)>)> = by_tag
-            .into_iter()
-            .filter(|(_, o)| !o.is_empty())
-            .map(|(t, o)| (t, o, None))
-            .collect();
-        let others = try_join_all(
-            scripts
-                .drain(..)
-                .map(|(tag, ops, _)| self.run_ops(tag, ops, None)),
-        );
-        others.await?;
+        try_join_all(
+            by_tag
+                .into_iter()
+                .filter(|(_, o)| !o.is_empty())
+                .map(|(tag, ops)| self.run_ops(tag, ops, None)),
+        )
+        .await?;
         if home_ops.is_empty() && idempotency.is_none() {
             return Ok(Enqueued::New);
         }

@@ -23,7 +23,6 @@ both_backends!(
 #[derive(Debug, Clone)]
 struct Seen {
     id: String,
-    path: String,
     key: Option<String>,
     seq: i64,
     attempt: u32,
@@ -85,7 +84,6 @@ impl OrderReceiver {
                             .and_then(|h| h.to_str().ok())
                             .unwrap_or("")
                             .to_string(),
-                        path: req.path().to_string(),
                         key,
                         seq,
                         attempt,
@@ -544,6 +542,9 @@ async fn cluster_failover_loses_no_accepted_publish() {
             .count();
         if lost == 0 || started.elapsed() > Duration::from_secs(90) {
             break (got, lost);
+        }
+        if std::env::var("SCALE_DEBUG").is_ok() {
+            eprintln!("{:?}: {lost} missing", started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
