@@ -99,7 +99,14 @@ def compose(compose_text) -> dict:
 
 @pytest.fixture(scope="module")
 def services(compose) -> dict:
-    return compose["services"]
+    """The services `docker compose up` starts (those of no profile)."""
+    return {n: s for n, s in compose["services"].items() if not s.get("profiles")}
+
+
+@pytest.fixture(scope="module")
+def cluster_services(compose) -> dict:
+    """The services of the `cluster` profile."""
+    return {n: s for n, s in compose["services"].items() if "cluster" in (s.get("profiles") or [])}
 
 
 def env_of(service: dict) -> dict:
@@ -412,3 +419,66 @@ def test_dockerfile_final_stage_has_binaries(dockerfile_text):
     for binary in BINARIES:
         assert re.search(rf"/{re.escape(binary)}\b", copies), f"final stage does not copy {binary} from the builder"
     assert any(re.match(r"(?i)^USER\s+(?!root\b|0\b)", i) for i in final), "final stage runs as root"
+
+
+# ---------------------------------------------------------------- compose: the cluster profile
+
+CLUSTER_NODES = [f"redis-node-{i}" for i in range(1, 7)]
+
+
+def test_cluster_profile_has_six_cluster_nodes(cluster_services):
+    for name in CLUSTER_NODES:
+        assert name in cluster_services, f"cluster profile lacks `{name}`"
+        cmd = " " + command_text(cluster_services[name]) + " "
+        assert " --cluster-enabled yes " in cmd, f"`{name}` is not cluster-enabled: {cmd}"
+        assert " --appendonly yes " in cmd, f"`{name}` does not persist: {cmd}"
+        assert cluster_services[name].get("healthcheck"), f"`{name}` has no healthcheck"
+
+
+def test_cluster_is_created_with_one_replica_per_master(cluster_services):
+    init = cluster_services.get("redis-cluster-init")
+    assert init, "no `redis-cluster-init` service"
+    text = command_text(init)
+    assert "--cluster create" in text and "--cluster-replicas 1" in text, text
+    assert "--cluster-yes" in text, "cluster create would wait for a confirmation"
+    assert "1 2 3 4 5 6" in text, "every node joins the cluster"
+    deps = depends_on(init)
+    assert set(deps) == set(CLUSTER_NODES), f"init waits for {sorted(deps)}"
+    assert all(c == "service_healthy" for c in deps.values())
+
+
+def test_cluster_hub_uses_every_node_partitions_and_replica_waits(cluster_services):
+    for name, binary in (("server-cluster", "switch-server"), ("worker-cluster", "switch-worker")):
+        svc = cluster_services.get(name)
+        assert svc, f"cluster profile lacks `{name}`"
+        assert binary in command_text(svc)
+        env = env_of(svc)
+        url = env.get("SWITCH_REDIS_URL", "")
+        assert url.startswith("redis+cluster://"), f"`{name}` SWITCH_REDIS_URL is {url!r}"
+        hosts = [h.split(":")[0] for h in url[len("redis+cluster://"):].split(",")]
+        assert sorted(hosts) == sorted(CLUSTER_NODES), f"`{name}` names {hosts}"
+        assert int(env.get("SWITCH_QUEUE_PARTITIONS", "1")) >= 3, "partitions spread over the shards"
+        assert env.get("SWITCH_REDIS_WAIT_REPLICAS") == "1"
+        assert env.get("SWITCH_DATABASE_URL") == env_of(cluster_services["server-cluster"])["SWITCH_DATABASE_URL"]
+    server_deps = depends_on(cluster_services["server-cluster"])
+    assert server_deps.get("redis-cluster-init") == "service_completed_successfully"
+    assert depends_on(cluster_services["worker-cluster"]).get("server-cluster") == "service_healthy"
+
+
+def test_cluster_env_names_are_documented_and_read_by_code(cluster_services):
+    docs = spec_path().read_text() + (ROOT / "README.md").read_text()
+    source = CONFIG_RS.read_text().split("#[cfg(test)]")[0]
+    read = set(re.findall(r'"(SWITCH_[A-Z0-9_]+)"', source))
+    for name in ("server-cluster", "worker-cluster"):
+        for var in compose_var_names(cluster_services[name]):
+            assert f"`{var}" in docs or var in EXTRA_DOCUMENTED, f"{var} is in neither SPEC.md nor README.md"
+            assert var in read, f"{var} is never read by core/src/config.rs"
+
+
+def test_profiles_do_not_clash_on_host_ports(compose):
+    seen = {}
+    for name, svc in compose["services"].items():
+        for p in svc.get("ports") or []:
+            host = str(interpolate(str(p))).split(":")[0]
+            assert host not in seen, f"`{name}` and `{seen[host]}` both publish host port {host}"
+            seen[host] = name
