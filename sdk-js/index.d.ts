@@ -36,6 +36,11 @@ export interface PublishOptions {
   httpMethod?: HttpMethod;
   /** A second publish with the same key and author within 24 h creates nothing. */
   idempotencyKey?: string;
+  /**
+   * Messages with the same key reach each subscriber one at a time, in publish order. 1 to 255
+   * bytes in UTF-8, no control characters; any other value throws a `TypeError` before sending.
+   */
+  orderingKey?: string;
 }
 
 export interface PublishResult {
@@ -44,6 +49,11 @@ export interface PublishResult {
   matched: number | null;
   /** `true` when the idempotency key was seen before: `messageId` is the first message's. */
   duplicate: boolean;
+  /**
+   * `true` when Redis was unreachable and the hub kept the message in its database; it is queued,
+   * in order, once Redis is back. The message is accepted: this is not an error.
+   */
+  spooled: boolean;
 }
 
 /** A message as given to `testFilter`: a native publish body, camelCase or snake_case keys. */
@@ -303,12 +313,16 @@ export interface BatchMessage {
   queryParams?: Record<string, string>;
   pathParams?: Record<string, string>;
   httpMethod?: HttpMethod;
+  /** As `PublishOptions.orderingKey` (or `ordering_key`), checked before sending. */
+  orderingKey?: string;
   [key: string]: unknown;
 }
 
 export interface BatchPublishResult {
   messageId: string;
   matched: number;
+  /** `true` on every result of a batch the hub spooled while Redis was unreachable. */
+  spooled: boolean;
 }
 
 export interface HealthStatus {

@@ -51,9 +51,10 @@ impl Job {
             subscriber_id,
             attempt,
             replay: false,
+            // A message without an id cannot be stored apart: it stays inline.
+            stored_body: !head.id.is_empty(),
             message_id: Arc::from(head.id),
             ordering_key: head.ordering_key.map(Arc::from),
-            stored_body: true,
             message_json,
         }
     }
@@ -210,6 +211,16 @@ mod tests {
         assert!(!j.stored_body && j.replay);
         assert_eq!(&*j.message_id, "msg_3");
         assert_eq!(j.next_attempt().encode(), old.replace("v1|9|2", "v1|9|3"));
+    }
+
+    #[test]
+    fn a_message_without_an_id_stays_inline() {
+        let j = Job::new(3, 1, Arc::from(r#"{"topic":"t"}"#));
+        assert!(!j.stored_body);
+        assert_eq!(
+            Job::decode(&j.encode()).unwrap().message_json,
+            j.message_json
+        );
     }
 
     #[test]

@@ -64,10 +64,33 @@ function checkLimit(limit) {
   }
 }
 
+/** Most bytes (UTF-8) of an ordering key. */
+const MAX_ORDERING_KEY_BYTES = 255;
+/** Control characters (Unicode category Cc: C0, DEL and C1), which an ordering key cannot hold. */
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
+/** A UTF-16 surrogate without its other half: not text that UTF-8 can carry. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Throws a `TypeError` unless `key` is an ordering key the hub takes: a string of 1 to 255 bytes
+ * in UTF-8 without control characters.
+ */
+function checkOrderingKey(key, name = 'orderingKey') {
+  if (typeof key !== 'string') throw new TypeError(`${name} must be a string, not ${key === null ? 'null' : typeof key}`);
+  if (LONE_SURROGATE.test(key)) throw new TypeError(`${name} must be valid Unicode text (it holds a lone surrogate)`);
+  const bytes = new TextEncoder().encode(key).length;
+  if (bytes < 1 || bytes > MAX_ORDERING_KEY_BYTES) {
+    throw new TypeError(`${name} must be 1 to ${MAX_ORDERING_KEY_BYTES} bytes in UTF-8, not ${bytes}`);
+  }
+  if (CONTROL_CHARACTER.test(key)) throw new TypeError(`${name} must not contain control characters`);
+  return key;
+}
+
 /** A publish body in the hub's native form (snake_case keys). */
-function publishBody(topic, { body, headers, queryParams, pathParams, httpMethod } = {}) {
+function publishBody(topic, { body, headers, queryParams, pathParams, httpMethod, orderingKey } = {}) {
   if (typeof topic !== 'string' || topic === '') throw new TypeError('topic must be a non-empty string');
-  return toServer({ topic, body, headers, queryParams, pathParams, httpMethod });
+  if (given(orderingKey)) checkOrderingKey(orderingKey);
+  return toServer({ topic, body, headers, queryParams, pathParams, httpMethod, orderingKey: orderingKey ?? undefined });
 }
 
 /** A logged message: top-level keys and each delivery state in camelCase; the body, headers and params as published. */
@@ -227,16 +250,21 @@ export class Switch {
   }
 
   /**
-   * Publishes a message to a topic. With `dryRun: true` nothing is published: it resolves to the
+   * Publishes a message to a topic. With `orderingKey` (1 to 255 bytes in UTF-8, no control
+   * characters; any other key throws a `TypeError` before anything is sent), each subscriber gets
+   * the messages of that key one at a time, in publish order. `spooled: true` in the answer means
+   * Redis was unreachable and the hub kept the message in its database, to be queued once Redis is
+   * back: it is accepted all the same. With `dryRun: true` nothing is published: it resolves to the
    * answer of `explain`.
    * @param {string} topic
    * @param {{ body?: unknown, headers?: Record<string, string>, queryParams?: Record<string, string>,
-   *   pathParams?: Record<string, string>, httpMethod?: string, idempotencyKey?: string, dryRun?: boolean }} [options]
-   * @returns {Promise<{ messageId: string, matched: number | null, duplicate: boolean }>}
+   *   pathParams?: Record<string, string>, httpMethod?: string, idempotencyKey?: string,
+   *   orderingKey?: string, dryRun?: boolean }} [options]
+   * @returns {Promise<{ messageId: string, matched: number | null, duplicate: boolean, spooled: boolean }>}
    */
-  async publish(topic, { body, headers, queryParams, pathParams, httpMethod, idempotencyKey, dryRun } = {}) {
-    if (dryRun) return this.explain(topic, { body, headers, queryParams, pathParams, httpMethod });
-    const payload = publishBody(topic, { body, headers, queryParams, pathParams, httpMethod });
+  async publish(topic, { body, headers, queryParams, pathParams, httpMethod, idempotencyKey, orderingKey, dryRun } = {}) {
+    if (dryRun) return this.explain(topic, { body, headers, queryParams, pathParams, httpMethod, orderingKey });
+    const payload = publishBody(topic, { body, headers, queryParams, pathParams, httpMethod, orderingKey });
     const extra = {};
     if (idempotencyKey !== undefined && idempotencyKey !== null) extra['idempotency-key'] = String(idempotencyKey);
     const { data } = await this._request('POST', '/publish', { json: payload, headers: extra });
@@ -244,6 +272,7 @@ export class Switch {
       messageId: data?.message_id,
       matched: typeof data?.matched === 'number' ? data.matched : null,
       duplicate: data?.duplicate === true,
+      spooled: data?.spooled === true,
     };
   }
 
@@ -252,12 +281,12 @@ export class Switch {
    * pattern matches the topic would or would not. Nothing is enqueued or logged (scope `publish`).
    * @param {string} topic
    * @param {{ body?: unknown, headers?: Record<string, string>, queryParams?: Record<string, string>,
-   *   pathParams?: Record<string, string>, httpMethod?: string }} [options]
+   *   pathParams?: Record<string, string>, httpMethod?: string, orderingKey?: string }} [options]
    * @returns {Promise<{ matched: Array<number | string>, subscribers: Array<{ id: number | string,
    *   matched: boolean, reason: string, missing: string[] }> }>}
    */
-  async explain(topic, { body, headers, queryParams, pathParams, httpMethod } = {}) {
-    const payload = publishBody(topic, { body, headers, queryParams, pathParams, httpMethod });
+  async explain(topic, { body, headers, queryParams, pathParams, httpMethod, orderingKey } = {}) {
+    const payload = publishBody(topic, { body, headers, queryParams, pathParams, httpMethod, orderingKey });
     const { data } = await this._request('POST', '/publish', { query: { dry_run: 'true' }, json: payload });
     return {
       matched: Array.isArray(data?.matched) ? data.matched : [],
@@ -272,10 +301,13 @@ export class Switch {
   /**
    * `POST /publish/batch`: publishes 1 to 1000 messages at once, all or none. Each message is a
    * publish body (`topic`, and optionally `body`, `headers`, `queryParams`, `pathParams`,
-   * `httpMethod`; camelCase or snake_case keys). When the hub refuses one, the error's `index`
-   * names the first bad message (from 0) and nothing is published.
+   * `httpMethod`, `orderingKey`; camelCase or snake_case keys); an ordering key is checked as
+   * `publish` checks it, before anything is sent. When the hub refuses one, the error's `index`
+   * names the first bad message (from 0) and nothing is published. When Redis was unreachable the
+   * hub spools the whole batch: every result then has `spooled: true`.
    * @param {Array<object>} messages
-   * @returns {Promise<Array<{ messageId: string, matched: number }>>} one result per message, in order
+   * @returns {Promise<Array<{ messageId: string, matched: number, spooled: boolean }>>} one result
+   *   per message, in order
    */
   async publishBatch(messages) {
     if (!Array.isArray(messages)) throw new TypeError('messages must be an array of publish bodies');
@@ -283,12 +315,17 @@ export class Switch {
       if (message === null || typeof message !== 'object' || Array.isArray(message)) {
         throw new TypeError(`messages[${i}] must be an object such as { topic: 'orders.created', body: {…} }`);
       }
-      return toServer(message);
+      const item = toServer(message);
+      if (given(item.ordering_key)) checkOrderingKey(item.ordering_key, `messages[${i}].orderingKey`);
+      return item;
     });
     const { data } = await this._request('POST', '/publish/batch', { json: { messages: payload } });
+    // A batch is spooled as a whole: the flag sits beside the items.
+    const spooled = data?.spooled === true;
     return items(data).map((item) => ({
       messageId: item?.message_id,
       matched: typeof item?.matched === 'number' ? item.matched : 0,
+      spooled: spooled || item?.spooled === true,
     }));
   }
 

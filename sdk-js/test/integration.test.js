@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 
 import {
   Switch,
+  createToken,
   verifyWebhook,
   SwitchError,
   InvalidRequestError,
@@ -502,6 +503,87 @@ describe('against a running hub', { skip, concurrency: false }, () => {
     const empty = await admin.publishBatch([]).catch((e) => e);
     assert.ok(empty instanceof InvalidRequestError, String(empty));
     assert.equal(empty.index, null);
+  });
+
+  /** `messages.get(id)` once the message is in the log. */
+  async function loggedMessage(id) {
+    return waitFor(
+      `message ${id} in the log`,
+      () =>
+        admin.messages.get(id).catch((err) => {
+          if (err instanceof NotFoundError) return null;
+          throw err;
+        }),
+      ARCHIVE_WAIT_MS,
+    );
+  }
+
+  test('orderingKey: kept with the message, delivered one at a time in publish order', async () => {
+    const topic = topicFor('ordered');
+    const s = await createSubscriber({ topic, targetUrl: `${receiver.url}/ordered/${RUN}` });
+    await admin.refresh();
+    const key = 'customer-42 ✓';
+    assert.deepEqual((await admin.explain(topic, { body: { n: 0 }, orderingKey: key })).matched, [s.id]);
+
+    const keyed = [];
+    for (let n = 0; n < 4; n++) keyed.push(await admin.publish(topic, { body: { n }, orderingKey: key }));
+    for (const r of keyed) assert.deepEqual({ matched: r.matched, duplicate: r.duplicate, spooled: r.spooled }, { matched: 1, duplicate: false, spooled: false });
+    const plain = await admin.publish(topic, { body: { n: 4 } });
+    assert.equal(plain.spooled, false);
+    const longest = 'é'.repeat(127) + 'x'; // 255 bytes in UTF-8: the most the hub takes
+    const atLimit = await admin.publish(topic, { body: { n: 5 }, orderingKey: longest });
+
+    for (const r of keyed) assert.equal((await loggedMessage(r.messageId)).orderingKey, key);
+    assert.equal((await loggedMessage(plain.messageId)).orderingKey, null);
+    assert.equal((await loggedMessage(atLimit.messageId)).orderingKey, longest);
+
+    const path = `/ordered/${RUN}`;
+    const got = await waitFor('six deliveries', () => {
+      const mine = receiver.received.filter((r) => r.url === path);
+      return mine.length >= 6 && mine;
+    });
+    const order = got.map((r) => JSON.parse(r.rawBody.toString('utf8')).n);
+    assert.deepEqual(order.filter((n) => n < 4), [0, 1, 2, 3]);
+  });
+
+  test('a bad orderingKey is refused by the SDK as by the hub', async () => {
+    const topic = topicFor('ordered.bad');
+    const token = createToken(JWT_SECRET, { author: 'sdk-js-tests', scope: 'publish' });
+    for (const key of ['', 'x'.repeat(256), 'é'.repeat(128), 'a\nb', 'del\u007f', 'c1\u0085']) {
+      await assert.rejects(admin.publish(topic, { orderingKey: key }), TypeError);
+      // The same body sent without the SDK's check: the hub refuses it too.
+      const answer = await fetch(`${BASE_URL}/publish`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ topic, ordering_key: key }),
+      });
+      assert.equal(answer.status, 400, JSON.stringify(key));
+      assert.equal((await answer.json()).error.code, 'invalid_request');
+    }
+    const page = await admin.messages.page({ topic });
+    assert.deepEqual(page.items, []);
+  });
+
+  test('publishBatch: each message may carry its own orderingKey', async () => {
+    const topic = topicFor('ordered.batch');
+    const results = await admin.publishBatch([
+      { topic, body: { n: 0 }, orderingKey: 'k-a' },
+      { topic, body: { n: 1 } },
+      { topic, body: { n: 2 }, ordering_key: 'k-b' },
+      { topic, body: { n: 3 }, orderingKey: 'k-a' },
+    ]);
+    assert.equal(results.length, 4);
+    assert.ok(results.every((r) => r.spooled === false));
+    const messages = await logged(4, { topic });
+    assert.deepEqual(messages.map((m) => m.id), results.map((r) => r.messageId));
+    assert.deepEqual(messages.map((m) => m.orderingKey), ['k-a', null, 'k-b', 'k-a']);
+    assert.equal((await loggedMessage(results[2].messageId)).orderingKey, 'k-b');
+
+    await assert.rejects(
+      admin.publishBatch([{ topic, orderingKey: 'fine' }, { topic, orderingKey: 'x'.repeat(256) }]),
+      /messages\[1\]\.orderingKey/,
+    );
+    assert.equal((await logged(4, { topic })).length, 4, 'the refused batch sent nothing');
   });
 
   test('messages.replay: dry-run counts, then a backfill of one subscriber', async () => {

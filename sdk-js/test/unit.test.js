@@ -333,7 +333,7 @@ describe('requests and answers', () => {
       httpMethod: 'PUT',
       idempotencyKey: 'k1',
     });
-    assert.deepEqual(result, { messageId: 'm-new', matched: 2, duplicate: false });
+    assert.deepEqual(result, { messageId: 'm-new', matched: 2, duplicate: false, spooled: false });
     const sent = server.requests[0];
     assert.equal(sent.url, '/publish');
     assert.equal(sent.headers['content-type'], 'application/json');
@@ -357,7 +357,7 @@ describe('requests and answers', () => {
 
   test('a duplicate publish answers duplicate: true', async () => {
     const result = await client().publish('t', { idempotencyKey: 'dup' });
-    assert.deepEqual(result, { messageId: 'm-first', matched: null, duplicate: true });
+    assert.deepEqual(result, { messageId: 'm-first', matched: null, duplicate: true, spooled: false });
   });
 
   test('subscribers convert between camelCase and snake_case', async () => {
@@ -736,7 +736,7 @@ describe('message log, explain and batch publish', () => {
     assert.deepEqual(await client().publish('orders.created', { body: { x: 1 }, dryRun: true, idempotencyKey: 'k' }), answer);
     assert.equal(server.requests[1].url, '/publish?dry_run=true');
     assert.equal(server.requests[1].headers['idempotency-key'], undefined);
-    assert.deepEqual(await client().publish('orders.created', { dryRun: false }), { messageId: 'm-new', matched: 2, duplicate: false });
+    assert.deepEqual(await client().publish('orders.created', { dryRun: false }), { messageId: 'm-new', matched: 2, duplicate: false, spooled: false });
     await assert.rejects(client().explain(''), TypeError);
   });
 
@@ -746,7 +746,7 @@ describe('message log, explain and batch publish', () => {
       { topic: 'a.b', body: { id: 1 }, queryParams: { x: 'y' }, httpMethod: 'PUT' },
       { topic: 'a.c', path_params: { id: '2' } },
     ]);
-    assert.deepEqual(results, [{ messageId: 'm0', matched: 0 }, { messageId: 'm1', matched: 1 }]);
+    assert.deepEqual(results, [{ messageId: 'm0', matched: 0, spooled: false }, { messageId: 'm1', matched: 1, spooled: false }]);
     assert.deepEqual(JSON.parse(server.requests[0].body), {
       messages: [
         { topic: 'a.b', body: { id: 1 }, query_params: { x: 'y' }, http_method: 'PUT' },
@@ -768,6 +768,98 @@ describe('message log, explain and batch publish', () => {
     const err = await client().messages.get('nope').catch((e) => e);
     assert.equal(err.index, null);
     assert.equal(new SwitchError('x').index, null);
+  });
+});
+
+describe('ordering keys and spooled publishes', () => {
+  // Keys the hub takes: 1 to 255 bytes in UTF-8, no control characters.
+  const goodKeys = ['k', 'customer-42', 'x'.repeat(255), 'é'.repeat(127) + 'x', 'заказ 42 ✓', 'a b\u00a0c', '😀'.repeat(63)];
+  // Keys it refuses: empty, over 255 bytes, control characters (C0, DEL, C1), not text.
+  const badKeys = ['', 'x'.repeat(256), 'é'.repeat(128), '😀'.repeat(64), 'a\nb', 'tab\there', 'nul\u0000', 'del\u007f', 'c1\u0085', '\ud800', 'x\udc00', 42, {}];
+
+  // Answers like the hub: `spooled` while `state.spooled` is set (Redis unreachable).
+  const state = { spooled: false };
+  let server;
+  before(async () => {
+    server = await startServer((req, body, res) => {
+      const url = new URL(req.url, 'http://x');
+      const spooled = state.spooled ? { spooled: true } : {};
+      if (url.pathname === '/publish' && url.searchParams.get('dry_run') === 'true') {
+        return sendJson(res, 200, { matched: [], subscribers: [] });
+      }
+      if (url.pathname === '/publish') return sendJson(res, 202, { message_id: 'm1', matched: 2, ...spooled });
+      if (url.pathname === '/publish/batch') {
+        const { messages } = JSON.parse(body);
+        return sendJson(res, 202, { items: messages.map((m, i) => ({ message_id: `b${i}`, matched: 1 })), ...spooled });
+      }
+      return sendJson(res, 404, { error: { code: 'not_found', message: url.pathname } });
+    });
+  });
+  after(() => server.close());
+  const client = () => new Switch({ baseUrl: server.url, jwtSecret: 's', scope: 'publish' });
+  const sent = () => JSON.parse(server.requests.at(-1).body);
+
+  test('publish, explain and dryRun send orderingKey as ordering_key', async () => {
+    for (const key of goodKeys) {
+      await client().publish('orders.created', { body: { id: 1 }, orderingKey: key });
+      assert.deepEqual(sent(), { topic: 'orders.created', body: { id: 1 }, ordering_key: key });
+      assert.equal(server.requests.at(-1).headers['ordering-key'], undefined);
+    }
+    await client().explain('orders.created', { orderingKey: 'customer-7' });
+    assert.deepEqual(sent(), { topic: 'orders.created', ordering_key: 'customer-7' });
+    await client().publish('orders.created', { orderingKey: 'customer-8', dryRun: true });
+    assert.equal(server.requests.at(-1).url, '/publish?dry_run=true');
+    assert.deepEqual(sent(), { topic: 'orders.created', ordering_key: 'customer-8' });
+    await client().publish('orders.created', { orderingKey: null });
+    assert.deepEqual(sent(), { topic: 'orders.created' });
+  });
+
+  test('a bad ordering key is a TypeError before anything is sent', async () => {
+    const n = server.requests.length;
+    for (const key of badKeys) {
+      await assert.rejects(client().publish('t', { orderingKey: key }), (err) => err instanceof TypeError && /orderingKey/.test(err.message), JSON.stringify(key));
+      await assert.rejects(client().explain('t', { orderingKey: key }), TypeError);
+      await assert.rejects(client().publish('t', { orderingKey: key, dryRun: true }), TypeError);
+      await assert.rejects(
+        client().publishBatch([{ topic: 't' }, { topic: 't', orderingKey: key }]),
+        (err) => err instanceof TypeError && /messages\[1\]\.orderingKey/.test(err.message),
+      );
+      await assert.rejects(client().publishBatch([{ topic: 't', ordering_key: key }]), /messages\[0\]/);
+    }
+    assert.equal(server.requests.length, n);
+  });
+
+  test('publishBatch sends each message\'s ordering key, in either spelling', async () => {
+    const results = await client().publishBatch([
+      { topic: 'a', orderingKey: 'k1' },
+      { topic: 'a' },
+      { topic: 'a', ordering_key: 'k2' },
+      { topic: 'a', orderingKey: null },
+    ]);
+    assert.deepEqual(sent(), {
+      messages: [{ topic: 'a', ordering_key: 'k1' }, { topic: 'a' }, { topic: 'a', ordering_key: 'k2' }, { topic: 'a', ordering_key: null }],
+    });
+    assert.deepEqual(results.map((r) => r.spooled), [false, false, false, false]);
+  });
+
+  test('a spooled answer (202, spooled: true) is a result, not an error', async () => {
+    state.spooled = true;
+    try {
+      assert.deepEqual(await client().publish('orders.created', { orderingKey: 'k' }), {
+        messageId: 'm1',
+        matched: 2,
+        duplicate: false,
+        spooled: true,
+      });
+      assert.deepEqual(await client().publishBatch([{ topic: 'a', orderingKey: 'k' }, { topic: 'b' }]), [
+        { messageId: 'b0', matched: 1, spooled: true },
+        { messageId: 'b1', matched: 1, spooled: true },
+      ]);
+    } finally {
+      state.spooled = false;
+    }
+    assert.equal((await client().publish('orders.created')).spooled, false);
+    assert.equal((await client().publishBatch([{ topic: 'a' }]))[0].spooled, false);
   });
 });
 

@@ -148,6 +148,132 @@ def test_publish_refuses_bad_arguments_before_sending() -> None:
     assert hub.requests == []
 
 
+# --- ordering keys and spooled publishes ---------------------------------------------------
+
+#: Keys the hub takes: 1 to 255 bytes in UTF-8, no control characters.
+GOOD_ORDERING_KEYS = ["k", "customer-42", "x" * 255, "é" * 127 + "x", "заказ 42 ✓", "a b\u00a0c"]
+#: Keys the hub refuses: empty, over 255 bytes, control characters (C0, DEL, C1), not text.
+BAD_ORDERING_KEYS: List[Any] = [
+    "",
+    "x" * 256,
+    "é" * 128,
+    "a\nb",
+    "tab\there",
+    "nul\x00",
+    "del\x7f",
+    "c1\x85",
+    "\ud800",
+    42,
+    b"bytes",
+]
+
+
+@pytest.mark.parametrize("key", GOOD_ORDERING_KEYS)
+def test_publish_sends_the_ordering_key(key: str) -> None:
+    hub = Hub(answer(202, {"message_id": "m", "matched": 1}))
+    with hub.client() as client:
+        client.publish("orders.created", {"id": 1}, ordering_key=key)
+    assert body_of(hub.last) == {
+        "topic": "orders.created", "body": {"id": 1}, "http_method": "POST", "ordering_key": key,
+    }
+    assert "ordering-key" not in hub.last.headers
+
+
+def test_explain_and_dry_run_send_the_ordering_key() -> None:
+    hub = Hub(answer(200, {"matched": [], "subscribers": []}))
+    with hub.client() as client:
+        client.explain("orders.created", ordering_key="customer-7")
+        assert body_of(hub.last)["ordering_key"] == "customer-7"
+        client.publish("orders.created", ordering_key="customer-8", dry_run=True)
+        assert body_of(hub.last)["ordering_key"] == "customer-8"
+        assert dict(hub.last.url.params) == {"dry_run": "true"}
+
+
+@pytest.mark.parametrize("key", BAD_ORDERING_KEYS, ids=repr)
+def test_bad_ordering_key_is_refused_before_sending(key: Any) -> None:
+    hub = Hub(answer(202, {"message_id": "m", "matched": 0}))
+    with hub.client() as client:
+        with pytest.raises(ValueError, match="ordering_key"):
+            client.publish("t", ordering_key=key)
+        with pytest.raises(ValueError, match="ordering_key"):
+            client.explain("t", ordering_key=key)
+        with pytest.raises(ValueError, match=r"messages\[1\]\.ordering_key"):
+            client.publish_batch([{"topic": "t"}, {"topic": "t", "ordering_key": key}])
+    assert hub.requests == []
+
+
+@pytest.mark.asyncio
+async def test_async_bad_ordering_key_is_refused_before_sending() -> None:
+    hub = Hub(answer(202, {"message_id": "m", "matched": 0}))
+    async with hub.async_client() as client:
+        with pytest.raises(ValueError, match="ordering_key"):
+            await client.publish("t", ordering_key="a\rb")
+        with pytest.raises(ValueError, match=r"messages\[0\]\.ordering_key"):
+            await client.publish_batch([{"topic": "t", "ordering_key": ""}])
+    assert hub.requests == []
+
+
+def test_publish_batch_sends_each_items_ordering_key() -> None:
+    hub = Hub(answer(202, {"items": [
+        {"message_id": "m1", "matched": 1}, {"message_id": "m2", "matched": 1},
+        {"message_id": "m3", "matched": 1},
+    ]}))
+    with hub.client() as client:
+        results = client.publish_batch([
+            {"topic": "a", "ordering_key": "k1"},
+            {"topic": "a"},
+            {"topic": "a", "ordering_key": None},
+        ])
+    assert [r.spooled for r in results] == [False, False, False]
+    assert body_of(hub.last) == {"messages": [
+        {"topic": "a", "ordering_key": "k1"}, {"topic": "a"}, {"topic": "a", "ordering_key": None},
+    ]}
+
+
+def test_spooled_publish_is_a_result_not_an_error() -> None:
+    hub = Hub(answer(202, {"message_id": "m1", "matched": 2, "spooled": True}))
+    with hub.client() as client:
+        result = client.publish("orders.created", ordering_key="k")
+    assert result == PublishResult(message_id="m1", matched=2, duplicate=False, spooled=True)
+    plain = Hub(answer(202, {"message_id": "m2", "matched": 0}))
+    with plain.client() as client:
+        assert client.publish("orders.created").spooled is False
+    explicit = Hub(answer(202, {"message_id": "m3", "matched": 0, "spooled": False}))
+    with explicit.client() as client:
+        assert client.publish("orders.created").spooled is False
+
+
+def test_spooled_batch_marks_every_result() -> None:
+    hub = Hub(answer(202, {
+        "items": [{"message_id": "m1", "matched": 1}, {"message_id": "m2", "matched": 0}],
+        "spooled": True,
+    }))
+    with hub.client() as client:
+        results = client.publish_batch([{"topic": "a", "ordering_key": "k"}, {"topic": "b"}])
+    assert results == [
+        PublishResult("m1", 1, spooled=True), PublishResult("m2", 0, spooled=True),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_async_spooled_publish_and_batch() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/publish/batch":
+            return httpx.Response(
+                202, json={"items": [{"message_id": "b1", "matched": 1}], "spooled": True}
+            )
+        return httpx.Response(202, json={"message_id": "m1", "matched": 1, "spooled": True})
+
+    hub = Hub(handler)
+    async with hub.async_client() as client:
+        result = await client.publish("t", ordering_key="k")
+        assert result.spooled is True and result.message_id == "m1"
+        assert body_of(hub.last)["ordering_key"] == "k"
+        assert await client.publish_batch([{"topic": "t"}]) == [
+            PublishResult("b1", 1, spooled=True)
+        ]
+
+
 # --- error mapping ------------------------------------------------------------------------
 
 

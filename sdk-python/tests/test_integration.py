@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from datetime import datetime
 from typing import Any, Callable, List
 
+import httpx
 import pytest
 
 from switch_sdk import (
@@ -546,6 +548,120 @@ def test_publish_batch_all_or_nothing(
     with pytest.raises(InvalidRequestError) as info:
         admin.publish_batch([])
     assert info.value.index is None
+
+
+# --- ordering keys ---------------------------------------------------------------------------
+
+
+def _logged_message(admin: Client, message_id: str) -> Message:
+    """``GET /messages/{id}`` once the message is in the log."""
+
+    def probe() -> Any:
+        try:
+            return admin.messages.get(message_id)
+        except NotFoundError:
+            return None
+
+    return wait_for(probe, timeout=ARCHIVE_WAIT, what=f"message {message_id} in the log")
+
+
+@needs_hub
+def test_ordering_key_is_kept_and_delivered_in_order(
+    admin: Client, new_subscriber: NewSubscriber, receiver: Receiver, topic: str
+) -> None:
+    sub = new_subscriber(topic, receiver.url + "/ordered")
+    admin.refresh()
+    key = "customer-42 ✓"
+    explained = admin.explain(topic, {"n": 0}, ordering_key=key)
+    assert [str(i) for i in explained.matched] == [str(sub.id)]
+
+    keyed = [admin.publish(topic, {"n": n}, ordering_key=key) for n in range(4)]
+    assert all(r.matched == 1 and r.spooled is False and not r.duplicate for r in keyed)
+    plain = admin.publish(topic, {"n": 4})
+    assert plain.spooled is False
+    longest = "é" * 127 + "x"  # 255 bytes in UTF-8: the most the hub takes
+    at_limit = admin.publish(topic, {"n": 5}, ordering_key=longest)
+
+    for result in keyed:
+        message = _logged_message(admin, result.message_id)
+        assert message.ordering_key == key
+        assert message.raw["ordering_key"] == key
+    assert _logged_message(admin, plain.message_id).ordering_key is None
+    assert _logged_message(admin, at_limit.message_id).ordering_key == longest
+
+    # One subscriber, one key: delivered one at a time, in publish order.
+    received = receiver.wait("/ordered", count=6)
+    order = [json.loads(r.body)["n"] for r in received]
+    assert [n for n in order if n < 4] == [0, 1, 2, 3]
+
+
+@needs_hub
+def test_bad_ordering_key_is_refused_by_the_sdk_as_by_the_hub(
+    admin: Client, hub_url: str, hub_secret: str, topic: str
+) -> None:
+    token = sign_token(hub_secret, author=AUTHOR, scope="publish")
+    for key in ["", "x" * 256, "é" * 128, "a\nb", "del\x7f", "c1\x85"]:
+        with pytest.raises(ValueError, match="ordering_key"):
+            admin.publish(topic, ordering_key=key)
+        # The same body sent without the SDK's check: the hub refuses it too.
+        answer = httpx.post(
+            f"{hub_url}/publish",
+            json={"topic": topic, "ordering_key": key},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10.0,
+        )
+        assert answer.status_code == 400, (key, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_request"
+    assert list(admin.messages.list(topic=topic)) == []
+
+
+@needs_hub
+def test_publish_batch_with_ordering_keys(admin: Client, topic: str) -> None:
+    results = admin.publish_batch([
+        {"topic": topic, "body": {"n": 0}, "ordering_key": "k-a"},
+        {"topic": topic, "body": {"n": 1}},
+        {"topic": topic, "body": {"n": 2}, "ordering_key": "k-b"},
+        {"topic": topic, "body": {"n": 3}, "ordering_key": "k-a"},
+    ])
+    assert len(results) == 4
+    assert all(isinstance(r, PublishResult) and r.spooled is False for r in results)
+    logged = _logged(admin, 4, topic=topic)
+    assert [m.id for m in logged] == [r.message_id for r in results]
+    assert [m.ordering_key for m in logged] == ["k-a", None, "k-b", "k-a"]
+    assert _logged_message(admin, results[2].message_id).ordering_key == "k-b"
+
+    with pytest.raises(ValueError, match=r"messages\[1\]\.ordering_key"):
+        admin.publish_batch([
+            {"topic": topic, "ordering_key": "fine"},
+            {"topic": topic, "ordering_key": "x" * 256},
+        ])
+    assert len(list(admin.messages.list(topic=topic))) == 4, "the refused batch sent nothing"
+
+
+@needs_hub
+@pytest.mark.asyncio
+async def test_async_ordering_key(hub_url: str, hub_secret: str, topic: str) -> None:
+    async with AsyncClient(
+        hub_url, jwt_secret=hub_secret, author=AUTHOR, scope="publish admin"
+    ) as client:
+        result = await client.publish(topic, {"n": 1}, ordering_key="async-key")
+        assert result.spooled is False
+        [item] = await client.publish_batch([{"topic": topic, "ordering_key": "batch-key"}])
+        assert item.spooled is False
+        with pytest.raises(ValueError):
+            await client.publish(topic, ordering_key="bad\tkey")
+
+        async def logged(message_id: str) -> Message:
+            deadline = asyncio.get_running_loop().time() + ARCHIVE_WAIT
+            while True:
+                try:
+                    return await client.messages.get(message_id)
+                except NotFoundError:
+                    assert asyncio.get_running_loop().time() < deadline, "not logged within 10 s"
+                    await asyncio.sleep(0.2)
+
+        assert (await logged(result.message_id)).ordering_key == "async-key"
+        assert (await logged(item.message_id)).ordering_key == "batch-key"
 
 
 @needs_hub

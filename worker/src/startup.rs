@@ -68,6 +68,14 @@ impl Worker {
             settings.queue_partitions,
             redis.clone(),
         );
+        // Jobs left by another partition count are delivered too.
+        let queue = match queue.clone().with_leftovers(&settings.namespace).await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis unreachable at start: partitions of another count are not looked for");
+                queue
+            }
+        };
         // Blocking reads get a connection of their own, so they never delay acks.
         let reader = queue.on(redis.separate(Duration::from_secs(7)));
         let cache = Arc::new(Cache::new(pool.clone()));

@@ -62,6 +62,8 @@ pub const CLAIM_IDLE: Duration = Duration::from_secs(15);
 pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
 /// Most partitions.
 pub const MAX_PARTITIONS: usize = 1024;
+/// Partition counts whose leftovers a worker looks for at start.
+pub const LEFTOVER_SCAN: usize = 16;
 /// How long a publish waits for replicas (`SWITCH_REDIS_WAIT_REPLICAS`).
 pub const WAIT_REPLICAS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -285,7 +287,11 @@ pub struct Keys {
     pub live_on: String,
     /// Subscribers with a circuit record (at least one failure since their last success).
     pub circuits: String,
+    /// The partitions jobs are written to, then any left over from another
+    /// `SWITCH_QUEUE_PARTITIONS` that still hold jobs (read until empty).
     pub partitions: Vec<Partition>,
+    /// How many of `partitions` new jobs go to.
+    writing: usize,
     idem_prefix: String,
     prefix: String,
 }
@@ -305,6 +311,7 @@ impl Keys {
                 .enumerate()
                 .map(|(i, tag)| Partition::new(i, tag))
                 .collect(),
+            writing: partitions,
             idem_prefix: format!("{{{namespace}}}:idem:"),
             prefix: format!("{{{namespace}}}:"),
         }
@@ -313,7 +320,7 @@ impl Keys {
     /// The partition of a subscriber's jobs with this ordering key (FNV-1a,
     /// so every server picks the same one).
     pub fn partition_of(&self, subscriber_id: i64, ordering_key: Option<&str>) -> usize {
-        let n = self.partitions.len();
+        let n = self.writing;
         if n == 1 {
             return 0;
         }
@@ -491,6 +498,44 @@ impl Queue {
             redis,
             wait_replicas: 0,
         }
+    }
+
+    /// Adds the partitions of other partition counts (up to
+    /// [`LEFTOVER_SCAN`]) that still hold jobs, so that a queue whose
+    /// `SWITCH_QUEUE_PARTITIONS` changed is still drained to the end.
+    pub async fn with_leftovers(mut self, namespace: &str) -> RedisResult<Self> {
+        let mut conn = self.redis.get().await?;
+        let current: Vec<String> = self.keys.partitions.iter().map(|p| p.tag.clone()).collect();
+        let mut seen = current.clone();
+        for count in 1..=LEFTOVER_SCAN {
+            for tag in partition_tags(namespace, count) {
+                if seen.contains(&tag) {
+                    continue;
+                }
+                seen.push(tag.clone());
+                let p = Partition::new(self.keys.partitions.len(), tag);
+                let (ready, delayed, parked): (u64, u64, u64) = redis::pipe()
+                    .cmd("XLEN")
+                    .arg(&p.stream)
+                    .cmd("ZCARD")
+                    .arg(&p.delayed)
+                    .cmd("SCARD")
+                    .arg(&p.parked)
+                    .query_async(&mut conn)
+                    .await?;
+                if ready + delayed + parked > 0 {
+                    tracing::warn!(
+                        partition = %p.tag,
+                        ready,
+                        delayed,
+                        parked,
+                        "jobs left in a partition of another SWITCH_QUEUE_PARTITIONS; reading it until it is empty"
+                    );
+                    self.keys.partitions.push(p);
+                }
+            }
+        }
+        Ok(self)
     }
 
     /// Every publish waits for `n` replicas to acknowledge its writes.
@@ -719,7 +764,11 @@ impl Queue {
             .query_async(&mut conn)
             .await?;
         if (got.max(0) as usize) < self.wait_replicas {
-            tracing::warn!(tag, replicas = got, "a publish was not confirmed by enough replicas");
+            tracing::warn!(
+                tag,
+                replicas = got,
+                "a publish was not confirmed by enough replicas"
+            );
             return Err(replica_shortfall(got, self.wait_replicas));
         }
         Ok(prev)

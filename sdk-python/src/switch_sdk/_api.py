@@ -7,7 +7,8 @@ The clients only differ in how they send it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import unicodedata
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import (
     Any,
@@ -170,6 +171,25 @@ def _time(name: str, value: Optional[Time]) -> Optional[str]:
 
 # --- publishing -----------------------------------------------------------------------------
 
+#: Most bytes (UTF-8) of an ordering key.
+MAX_ORDERING_KEY = 255
+
+
+def check_ordering_key(value: Any, name: str = "ordering_key") -> str:
+    """``value`` if the hub would take it as an ordering key: text of 1 to 255 bytes in
+    UTF-8 without control characters; otherwise :class:`ValueError`."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} must be valid Unicode text (it holds a lone surrogate)") from None
+    if not 1 <= size <= MAX_ORDERING_KEY:
+        raise ValueError(f"{name} must be 1 to {MAX_ORDERING_KEY} bytes in UTF-8, not {size}")
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError(f"{name} must not contain control characters")
+    return value
+
 
 def _publish_body(
     topic: str,
@@ -178,6 +198,7 @@ def _publish_body(
     query_params: Optional[Mapping[str, Any]],
     path_params: Optional[Mapping[str, Any]],
     http_method: str,
+    ordering_key: Optional[str] = None,
 ) -> Dict[str, Any]:
     if not isinstance(topic, str) or not topic:
         raise ValueError("topic must be a non-empty string")
@@ -194,6 +215,8 @@ def _publish_body(
     if path_params is not None:
         payload["path_params"] = dict(path_params)
     payload["http_method"] = method
+    if ordering_key is not None:
+        payload["ordering_key"] = check_ordering_key(ordering_key)
     return payload
 
 
@@ -206,8 +229,11 @@ def publish(
     path_params: Optional[Mapping[str, Any]] = None,
     http_method: str = "POST",
     idempotency_key: Optional[str] = None,
+    ordering_key: Optional[str] = None,
 ) -> Call[PublishResult]:
-    payload = _publish_body(topic, body, headers, query_params, path_params, http_method)
+    payload = _publish_body(
+        topic, body, headers, query_params, path_params, http_method, ordering_key
+    )
     extra: Dict[str, str] = {}
     if idempotency_key is not None:
         if not idempotency_key:
@@ -231,8 +257,11 @@ def explain(
     query_params: Optional[Mapping[str, Any]] = None,
     path_params: Optional[Mapping[str, Any]] = None,
     http_method: str = "POST",
+    ordering_key: Optional[str] = None,
 ) -> Call[Explanation]:
-    payload = _publish_body(topic, body, headers, query_params, path_params, http_method)
+    payload = _publish_body(
+        topic, body, headers, query_params, path_params, http_method, ordering_key
+    )
     return Call(
         "POST",
         "/publish",
@@ -252,6 +281,8 @@ def _batch_item(position: int, message: Mapping[str, Any]) -> Dict[str, Any]:
     item = dict(message)
     if isinstance(item.get("http_method"), str):
         item["http_method"] = item["http_method"].upper()
+    if item.get("ordering_key") is not None:
+        check_ordering_key(item["ordering_key"], f"messages[{position}].ordering_key")
     return item
 
 
@@ -262,6 +293,10 @@ def publish_batch(messages: Sequence[Mapping[str, Any]]) -> Call[List[PublishRes
 
     def parse(response: httpx.Response) -> List[PublishResult]:
         results = [PublishResult.from_dict(item) for item in _items(response)]
+        data = _json(response)
+        # A batch is spooled as a whole: the flag sits beside the items.
+        if isinstance(data, dict) and data.get("spooled") is True:
+            results = [replace(r, spooled=True) for r in results]
         if len(results) != len(items):
             raise SwitchError(
                 f"the hub answered a batch of {len(items)} with {len(results)} results",

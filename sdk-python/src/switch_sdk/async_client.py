@@ -520,6 +520,7 @@ class AsyncClient(BaseClient):
         path_params: Optional[Mapping[str, Any]] = None,
         http_method: str = "POST",
         idempotency_key: Optional[str] = None,
+        ordering_key: Optional[str] = None,
         dry_run: Literal[False] = False,
     ) -> PublishResult: ...
 
@@ -534,6 +535,7 @@ class AsyncClient(BaseClient):
         path_params: Optional[Mapping[str, Any]] = None,
         http_method: str = "POST",
         idempotency_key: Optional[str] = None,
+        ordering_key: Optional[str] = None,
         dry_run: Literal[True],
     ) -> Explanation: ...
 
@@ -547,6 +549,7 @@ class AsyncClient(BaseClient):
         path_params: Optional[Mapping[str, Any]] = None,
         http_method: str = "POST",
         idempotency_key: Optional[str] = None,
+        ordering_key: Optional[str] = None,
         dry_run: bool = False,
     ) -> Union[PublishResult, Explanation]:
         """Publish a message to ``topic``.
@@ -556,6 +559,14 @@ class AsyncClient(BaseClient):
         ``http_method`` is GET, POST, PUT, PATCH or DELETE. With ``idempotency_key``,
         publishing again with the same key (and author) within 24 h returns the first
         message's id with ``duplicate=True`` and creates nothing.
+
+        With ``ordering_key`` (1 to 255 bytes in UTF-8, no control characters), each
+        subscriber gets the messages of that key one at a time, in publish order; a key
+        the hub would refuse raises :class:`ValueError` before anything is sent.
+
+        The result's ``spooled`` is True when Redis was unreachable and the hub kept the
+        message in its database, to be queued once Redis is back: it is accepted all the
+        same.
 
         With ``dry_run=True`` nothing is published: the answer is the
         :class:`~switch_sdk.Explanation` of :meth:`explain`.
@@ -568,6 +579,7 @@ class AsyncClient(BaseClient):
                 query_params=query_params,
                 path_params=path_params,
                 http_method=http_method,
+                ordering_key=ordering_key,
             )
         return await self._send(
             _api.publish(
@@ -578,6 +590,7 @@ class AsyncClient(BaseClient):
                 path_params=path_params,
                 http_method=http_method,
                 idempotency_key=idempotency_key,
+                ordering_key=ordering_key,
             )
         )
 
@@ -590,6 +603,7 @@ class AsyncClient(BaseClient):
         query_params: Optional[Mapping[str, Any]] = None,
         path_params: Optional[Mapping[str, Any]] = None,
         http_method: str = "POST",
+        ordering_key: Optional[str] = None,
     ) -> Explanation:
         """Which subscribers this message would reach, and why each whose pattern
         matches the topic would or would not (``POST /publish?dry_run=true``).
@@ -602,6 +616,7 @@ class AsyncClient(BaseClient):
                 query_params=query_params,
                 path_params=path_params,
                 http_method=http_method,
+                ordering_key=ordering_key,
             )
         )
 
@@ -610,9 +625,11 @@ class AsyncClient(BaseClient):
 
         Each message is a native publish body: a mapping with ``topic`` and
         optionally ``body``, ``headers``, ``query_params``, ``path_params``,
-        ``http_method``. Returns one :class:`~switch_sdk.PublishResult` per message, in
-        order. When the hub refuses a message, the error's ``index`` names the first
-        bad one (from 0) and nothing is published.
+        ``http_method``, ``ordering_key`` (checked like :meth:`publish`'s, before
+        anything is sent). Returns one :class:`~switch_sdk.PublishResult` per message, in
+        order; when Redis was unreachable the hub spools the whole batch and every
+        result has ``spooled=True``. When the hub refuses a message, the error's
+        ``index`` names the first bad one (from 0) and nothing is published.
         """
         return await self._send(_api.publish_batch(messages))
 

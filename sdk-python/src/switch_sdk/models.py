@@ -48,11 +48,15 @@ class PublishResult:
             nothing; if the hub omits the count then, it is 0.
         duplicate: True when an earlier publish with the same ``Idempotency-Key``
             was found and nothing new was created.
+        spooled: True when Redis was unreachable and the hub kept the message in its
+            database instead; it is still accepted and moves into the queue, in
+            order, once Redis is back. Not an error.
     """
 
     message_id: str
     matched: int = 0
     duplicate: bool = False
+    spooled: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PublishResult":
@@ -60,6 +64,7 @@ class PublishResult:
             message_id=str(data["message_id"]),
             matched=_opt_int(data.get("matched")) or 0,
             duplicate=bool(data.get("duplicate", False)),
+            spooled=data.get("spooled") is True,
         )
 
 

@@ -712,9 +712,7 @@ pub struct RedisCluster {
 fn free_cluster_port(taken: &[u16]) -> u16 {
     loop {
         let p = free_port();
-        if p < 55_000
-            && !taken.contains(&p)
-            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        if p < 55_000 && !taken.contains(&p) && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
         {
             return p;
         }
@@ -817,13 +815,20 @@ impl RedisCluster {
             if ok && synced {
                 return;
             }
-            assert!(started.elapsed() < within, "the cluster did not become healthy");
+            assert!(
+                started.elapsed() < within,
+                "the cluster did not become healthy"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     pub fn url(&self) -> String {
-        let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         format!("redis+cluster://{}", nodes.join(","))
     }
 

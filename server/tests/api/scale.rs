@@ -16,8 +16,30 @@ use crate::helpers::*;
 both_backends!(
     ordering_keys_keep_publish_order,
     partitions_deliver_every_job_once_and_free_each_message,
-    a_redis_outage_spools_publishes_and_loses_none
+    a_redis_outage_spools_publishes_and_loses_none,
+    jobs_left_by_another_partition_count_are_delivered
 );
+
+/// Jobs queued with one partition are delivered by a worker started with
+/// four (the count changed while jobs waited).
+async fn jobs_left_by_another_partition_count_are_delivered(backend: Backend) {
+    let db = TestDb::new(backend);
+    let s1 = settings(&db, REDIS_URL);
+    let app = TestApp::spawn(s1.clone()).await;
+    let receiver = Receiver::start().await;
+    app.subscribe("left.t", &receiver.url("/left"), None).await;
+    for n in 0..50 {
+        let (status, _) = app
+            .publish(json!({"topic": "left.t", "body": {"n": n}}))
+            .await;
+        assert_eq!(status, 202);
+    }
+    let s4 = settings_with(&s1, &db, &[("SWITCH_QUEUE_PARTITIONS", "4")]);
+    let worker = InProcessWorker::start(s4);
+    let got = receiver.wait_for(50, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 50, "every job of the old partition delivered");
+    worker.stop().await;
+}
 
 /// One delivery as a receiver saw it.
 #[derive(Debug, Clone)]
@@ -115,7 +137,10 @@ impl OrderReceiver {
         let started = Instant::now();
         loop {
             let s = self.seen();
-            if s.iter().filter(|x| x.ok && x.key.is_some() == keyed).count() >= n
+            if s.iter()
+                .filter(|x| x.ok && x.key.is_some() == keyed)
+                .count()
+                >= n
                 || started.elapsed() > within
             {
                 return s;
@@ -189,7 +214,10 @@ async fn ordering_keys_keep_publish_order(backend: Backend) {
     assert_eq!(keyed_ok.len(), 1000, "every keyed message delivered");
     let mut per_key: HashMap<&str, Vec<i64>> = HashMap::new();
     for x in &keyed_ok {
-        per_key.entry(x.key.as_deref().unwrap()).or_default().push(x.seq);
+        per_key
+            .entry(x.key.as_deref().unwrap())
+            .or_default()
+            .push(x.seq);
     }
     assert_eq!(per_key.len(), 20);
     for (k, seqs) in &per_key {
@@ -200,7 +228,8 @@ async fn ordering_keys_keep_publish_order(backend: Backend) {
         );
     }
     assert!(
-        seen.iter().any(|x| x.key.is_some() && !x.ok && x.attempt == 1),
+        seen.iter()
+            .any(|x| x.key.is_some() && !x.ok && x.attempt == 1),
         "some first attempts failed"
     );
     assert_eq!(
@@ -241,7 +270,9 @@ async fn partitions_deliver_every_job_once_and_free_each_message(backend: Backen
             .await;
     }
     for n in 0..400 {
-        let (status, _) = app.publish(json!({"topic": "part.t", "body": {"n": n}})).await;
+        let (status, _) = app
+            .publish(json!({"topic": "part.t", "body": {"n": n}}))
+            .await;
         assert_eq!(status, 202);
     }
     let mut conn = app.queue.redis().get().await.unwrap();
@@ -255,14 +286,24 @@ async fn partitions_deliver_every_job_once_and_free_each_message(backend: Backen
         lens.push(n);
     }
     assert_eq!(lens.iter().sum::<u64>(), 2000);
-    assert!(lens.iter().filter(|n| **n > 0).count() >= 2, "jobs spread: {lens:?}");
-    assert!(stored_messages(&app).await >= 400, "each message stored once per partition");
+    assert!(
+        lens.iter().filter(|n| **n > 0).count() >= 2,
+        "jobs spread: {lens:?}"
+    );
+    assert!(
+        stored_messages(&app).await >= 400,
+        "each message stored once per partition"
+    );
     let w1 = InProcessWorker::start(s.clone());
     let w2 = InProcessWorker::start(s.clone());
     let got = receiver.wait_for(2000, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_all = receiver.captured();
-    assert_eq!(got.len().max(got_all.len()), 2000, "each job delivered once");
+    assert_eq!(
+        got.len().max(got_all.len()),
+        2000,
+        "each job delivered once"
+    );
     let mut pairs: Vec<(String, String)> = got_all
         .iter()
         .map(|c| (c.path.clone(), c.header("webhook-id").unwrap().to_string()))
@@ -272,7 +313,10 @@ async fn partitions_deliver_every_job_once_and_free_each_message(backend: Backen
     assert_eq!(pairs.len(), 2000, "no duplicates");
     let started = Instant::now();
     while stored_messages(&app).await > 0 {
-        assert!(started.elapsed() < Duration::from_secs(10), "stored messages not freed");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "stored messages not freed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     w1.stop().await;
@@ -287,7 +331,8 @@ async fn a_redis_outage_spools_publishes_and_loses_none(backend: Backend) {
     let s = settings(&db, &redis.url());
     let app = TestApp::spawn(s.clone()).await;
     let receiver = Receiver::start().await;
-    app.subscribe("spill.t", &receiver.url("/spill"), None).await;
+    app.subscribe("spill.t", &receiver.url("/spill"), None)
+        .await;
     let worker = InProcessWorker::start(s.clone());
     let mut ids = Vec::new();
     let mut spooled = 0;
@@ -321,7 +366,10 @@ async fn a_redis_outage_spools_publishes_and_loses_none(backend: Backend) {
         n += 1;
     }
     eprintln!("published {} messages, {spooled} spooled", ids.len());
-    assert!(spooled > 100, "publishes during the outage were spooled ({spooled})");
+    assert!(
+        spooled > 100,
+        "publishes during the outage were spooled ({spooled})"
+    );
     let got = receiver.wait_for(ids.len(), Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got = receiver.captured().len().max(got.len());
@@ -333,7 +381,12 @@ async fn a_redis_outage_spools_publishes_and_loses_none(backend: Backend) {
     }
     let missing = ids.iter().filter(|id| !delivered.contains_key(*id)).count();
     let twice = delivered.values().filter(|n| **n > 1).count();
-    assert_eq!((missing, twice), (0, 0), "{got} deliveries for {} messages", ids.len());
+    assert_eq!(
+        (missing, twice),
+        (0, 0),
+        "{got} deliveries for {} messages",
+        ids.len()
+    );
     assert_eq!(
         switch_server::outbox::waiting(&db_pool(&db)).await.unwrap(),
         0,
@@ -477,7 +530,10 @@ async fn cluster_delivers_10k_jobs_over_6_partitions() {
         .collect();
     eprintln!("XADDs per shard (jobs, and the log on one): {xadds:?} = {shares:?}");
     for x in &xadds {
-        assert!(*x as f64 > sum as f64 * 0.15, "every shard takes a share: {xadds:?}");
+        assert!(
+            *x as f64 > sum as f64 * 0.15,
+            "every shard takes a share: {xadds:?}"
+        );
     }
     w1.stop().await;
     w2.stop().await;
@@ -548,11 +604,16 @@ async fn cluster_failover_loses_no_accepted_publish() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    eprintln!("all delivered {:?} after the publishes ended", started.elapsed());
+    eprintln!(
+        "all delivered {:?} after the publishes ended",
+        started.elapsed()
+    );
     let dup = got.values().filter(|n| **n > 1).count();
-    eprintln!("failover run: {} deliveries, {dup} delivered more than once", got.len());
+    eprintln!(
+        "failover run: {} deliveries, {dup} delivered more than once",
+        got.len()
+    );
     assert_eq!(lost, 0, "no accepted publish lost");
     w1.stop().await;
     w2.stop().await;
 }
-
