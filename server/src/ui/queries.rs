@@ -1,0 +1,526 @@
+//! The dashboard's lists: keyset pages over the subscribers, the message log
+//! and the dead letters (never OFFSET, never every row), and a few counts.
+//! Written once for SQLite and PostgreSQL, like `switch_core::db::repo`.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use switch_core::db::models::{DeadLetter, DeliveryAttempt, LoggedMessage, Subscriber};
+use switch_core::db::schema::{dead_letters, delivery_attempts, messages, subscribers};
+use switch_core::db::{repo, AnyConnection};
+
+use crate::routes::messages::TopicFilter;
+
+type Result<T> = std::result::Result<T, DieselError>;
+type Backend = <AnyConnection as diesel::Connection>::Backend;
+
+diesel::define_sql_function! {
+    /// SQL `lower`, for case-insensitive search on both backends.
+    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+diesel::define_sql_function! {
+    #[sql_name = "lower"]
+    fn lower_nullable(x: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
+}
+
+/// Where a page starts, in the list's own order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    First,
+    /// The rows after this key.
+    After(i64),
+    /// The rows before this key.
+    Before(i64),
+}
+
+impl Cursor {
+    /// From the `after` and `before` parameters of a page's URL.
+    pub fn of(after: Option<i64>, before: Option<i64>) -> Cursor {
+        match (after, before) {
+            (Some(k), _) => Cursor::After(k),
+            (None, Some(k)) => Cursor::Before(k),
+            (None, None) => Cursor::First,
+        }
+    }
+
+    /// The `(after, before)` parameters of a link to this page.
+    pub fn params(self) -> (Option<String>, Option<String>) {
+        match self {
+            Cursor::First => (None, None),
+            Cursor::After(k) => (Some(k.to_string()), None),
+            Cursor::Before(k) => (None, Some(k.to_string())),
+        }
+    }
+}
+
+/// Key order of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+impl Order {
+    fn reversed(self) -> Order {
+        match self {
+            Order::Asc => Order::Desc,
+            Order::Desc => Order::Asc,
+        }
+    }
+}
+
+/// Keys strictly greater or smaller than a key.
+#[derive(Debug, Clone, Copy)]
+pub enum Bound {
+    Gt(i64),
+    Lt(i64),
+}
+
+/// What one read found: its rows, and, when it stopped before reaching its
+/// limit or the end (a bounded scan), the key it stopped at.
+pub struct Fetched<T> {
+    pub rows: Vec<T>,
+    pub stopped_at: Option<i64>,
+}
+
+impl<T> From<Vec<T>> for Fetched<T> {
+    fn from(rows: Vec<T>) -> Self {
+        Fetched {
+            rows,
+            stopped_at: None,
+        }
+    }
+}
+
+/// One page, in the list's order, and the cursors of its neighbours.
+pub struct Page<T> {
+    pub rows: Vec<T>,
+    pub prev: Option<Cursor>,
+    pub next: Option<Cursor>,
+}
+
+/// The page read forward from `bound`, and the cursor of the next one.
+fn forward<T>(
+    fetch: &mut impl FnMut(Option<Bound>, Order, i64) -> Result<Fetched<T>>,
+    key: &impl Fn(&T) -> i64,
+    bound: Option<Bound>,
+    order: Order,
+    limit: i64,
+) -> Result<(Vec<T>, Option<Cursor>)> {
+    let got = fetch(bound, order, limit + 1)?;
+    let mut rows = got.rows;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = match (more, got.stopped_at) {
+        (true, _) => rows.last().map(|r| Cursor::After(key(r))),
+        (false, Some(k)) => Some(Cursor::After(k)),
+        (false, None) => None,
+    };
+    Ok((rows, next))
+}
+
+/// Keyset paging: reads `limit + 1` rows from the cursor to know whether more
+/// follow, and one row the other way to know whether any precede. `fetch`
+/// reads rows within a bound, in a key order, at most `n`.
+pub fn keyset<T>(
+    order: Order,
+    cursor: Cursor,
+    limit: i64,
+    key: impl Fn(&T) -> i64,
+    mut fetch: impl FnMut(Option<Bound>, Order, i64) -> Result<Fetched<T>>,
+) -> Result<Page<T>> {
+    // "After" and "before" in the list's order.
+    let after = |k: i64| match order {
+        Order::Asc => Bound::Gt(k),
+        Order::Desc => Bound::Lt(k),
+    };
+    let before = |k: i64| match order {
+        Order::Asc => Bound::Lt(k),
+        Order::Desc => Bound::Gt(k),
+    };
+    match cursor {
+        Cursor::First => {
+            let (rows, next) = forward(&mut fetch, &key, None, order, limit)?;
+            Ok(Page {
+                rows,
+                prev: None,
+                next,
+            })
+        }
+        Cursor::After(k) => {
+            let (rows, next) = forward(&mut fetch, &key, Some(after(k)), order, limit)?;
+            let first = rows.first().map(&key).unwrap_or(k);
+            let earlier = fetch(Some(before(first)), order.reversed(), 1)?;
+            let prev = (!earlier.rows.is_empty() || earlier.stopped_at.is_some())
+                .then_some(Cursor::Before(first));
+            Ok(Page { rows, prev, next })
+        }
+        Cursor::Before(k) => {
+            let got = fetch(Some(before(k)), order.reversed(), limit + 1)?;
+            let mut rows = got.rows;
+            let more = rows.len() as i64 > limit || got.stopped_at.is_some();
+            if !more {
+                // Back at the start: show a whole first page.
+                let (rows, next) = forward(&mut fetch, &key, None, order, limit)?;
+                return Ok(Page {
+                    rows,
+                    prev: None,
+                    next,
+                });
+            }
+            rows.truncate(limit as usize);
+            rows.reverse();
+            let prev = match got.stopped_at {
+                Some(s) if (rows.len() as i64) < limit => Some(Cursor::Before(s)),
+                _ => rows.first().map(|r| Cursor::Before(key(r))),
+            };
+            let next = rows.last().map(|r| Cursor::After(key(r)));
+            Ok(Page { rows, prev, next })
+        }
+    }
+}
+
+/// `%text%` for LIKE, lower-cased, with `%`, `_` and `\` taken literally.
+fn contains_pattern(text: &str) -> String {
+    let mut out = String::from("%");
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// A page of subscribers by id, those whose topic, target URL or description
+/// contains `search` (any case), or whose id it is.
+pub fn subscribers_page(
+    c: &mut AnyConnection,
+    search: Option<&str>,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Page<Subscriber>> {
+    keyset(
+        Order::Asc,
+        cursor,
+        limit,
+        |s: &Subscriber| s.id,
+        |bound, order, n| {
+            let mut q = subscribers::table.into_boxed::<Backend>();
+            if let Some(s) = search {
+                let like = contains_pattern(s);
+                let id: i64 = s.trim().parse().unwrap_or(-1);
+                q = q.filter(
+                    lower(subscribers::topic)
+                        .like(like.clone())
+                        .escape('\\')
+                        .or(lower(subscribers::target_url)
+                            .like(like.clone())
+                            .escape('\\'))
+                        .or(lower_nullable(subscribers::description)
+                            .like(like)
+                            .escape('\\')
+                            .assume_not_null())
+                        .or(subscribers::id.eq(id)),
+                );
+            }
+            q = match bound {
+                Some(Bound::Gt(k)) => q.filter(subscribers::id.gt(k)),
+                Some(Bound::Lt(k)) => q.filter(subscribers::id.lt(k)),
+                None => q,
+            };
+            q = match order {
+                Order::Asc => q.order(subscribers::id.asc()),
+                Order::Desc => q.order(subscribers::id.desc()),
+            };
+            q.limit(n).load(c).map(Fetched::from)
+        },
+    )
+}
+
+/// How many subscribers there are, and how many of them are enabled.
+pub fn subscriber_counts(c: &mut AnyConnection) -> Result<(i64, i64)> {
+    let all = subscribers::table.count().get_result(c)?;
+    let enabled = subscribers::table
+        .filter(subscribers::enabled.eq(true))
+        .count()
+        .get_result(c)?;
+    Ok((all, enabled))
+}
+
+/// The latest attempts at one subscriber, newest first.
+pub fn recent_attempts(
+    c: &mut AnyConnection,
+    subscriber_id: i64,
+    n: i64,
+) -> Result<Vec<DeliveryAttempt>> {
+    delivery_attempts::table
+        .filter(delivery_attempts::subscriber_id.eq(subscriber_id))
+        .order(delivery_attempts::id.desc())
+        .limit(n)
+        .load(c)
+}
+
+/// Which logged messages a search shows.
+#[derive(Default)]
+pub struct MessageSearch {
+    pub topic: Option<TopicFilter>,
+    pub author: Option<String>,
+    pub after: Option<NaiveDateTime>,
+    pub before: Option<NaiveDateTime>,
+}
+
+/// Rows of the (log_seq, topic) index read per step while matching a pattern.
+const SCAN_STEP: i64 = 1000;
+/// Steps one page may read before it shows what it found.
+const SCAN_STEPS: usize = 20;
+
+fn messages_query<'a>(
+    s: &MessageSearch,
+    bound: Option<Bound>,
+    order: Order,
+) -> messages::BoxedQuery<'a, Backend> {
+    let mut q = messages::table.into_boxed::<Backend>();
+    if let Some(t) = &s.topic {
+        if let Some(exact) = &t.exact {
+            q = q.filter(messages::topic.eq(exact.clone()));
+        } else if let Some(prefix) = &t.prefix {
+            q = q.filter(
+                messages::topic
+                    .like(format!("{}%", like_literal(prefix)))
+                    .escape('\\'),
+            );
+        }
+    }
+    if let Some(a) = &s.author {
+        q = q.filter(messages::author.eq(a.clone()));
+    }
+    if let Some(t) = s.after {
+        q = q.filter(messages::created_at.gt(t));
+    }
+    if let Some(t) = s.before {
+        q = q.filter(messages::created_at.lt(t));
+    }
+    q = match bound {
+        Some(Bound::Gt(k)) => q.filter(messages::log_seq.gt(k)),
+        Some(Bound::Lt(k)) => q.filter(messages::log_seq.lt(k)),
+        None => q,
+    };
+    match order {
+        Order::Asc => q.order(messages::log_seq.asc()),
+        Order::Desc => q.order(messages::log_seq.desc()),
+    }
+}
+
+fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Reads up to `n` messages of the search from `bound` in `order`. A topic
+/// pattern the database cannot select exactly is matched here, over the
+/// places and topics of the index alone, for a bounded number of rows.
+fn read_messages(
+    c: &mut AnyConnection,
+    s: &MessageSearch,
+    bound: Option<Bound>,
+    order: Order,
+    n: i64,
+) -> Result<Fetched<LoggedMessage>> {
+    let Some(pattern) = s.topic.as_ref().filter(|t| t.exact.is_none()) else {
+        return messages_query(s, bound, order)
+            .limit(n)
+            .load(c)
+            .map(Fetched::from);
+    };
+    let mut wanted: Vec<i64> = Vec::new();
+    let mut bound = bound;
+    let mut last_seen = None;
+    let mut complete = false;
+    for _ in 0..SCAN_STEPS {
+        let rows: Vec<(i64, String)> = messages_query(s, bound, order)
+            .select((messages::log_seq, messages::topic))
+            .limit(SCAN_STEP)
+            .load(c)?;
+        let exhausted = (rows.len() as i64) < SCAN_STEP;
+        for (seq, topic) in rows {
+            last_seen = Some(seq);
+            if pattern.matches(&topic) {
+                wanted.push(seq);
+                if wanted.len() as i64 == n {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+        if complete || exhausted {
+            complete = true;
+            break;
+        }
+        bound = last_seen.map(|seq| match order {
+            Order::Asc => Bound::Gt(seq),
+            Order::Desc => Bound::Lt(seq),
+        });
+    }
+    let stopped_at = if complete { None } else { last_seen };
+    let mut rows = repo::messages_at(c, &wanted)?;
+    if order == Order::Desc {
+        rows.reverse();
+    }
+    Ok(Fetched { rows, stopped_at })
+}
+
+/// A page of the message log, newest first.
+pub fn messages_page(
+    c: &mut AnyConnection,
+    s: &MessageSearch,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Page<LoggedMessage>> {
+    keyset(
+        Order::Desc,
+        cursor,
+        limit,
+        |m: &LoggedMessage| m.log_seq,
+        |bound, order, n| read_messages(c, s, bound, order, n),
+    )
+}
+
+/// A page of dead letters, newest first: of one subscriber or all, pending
+/// only or replayed too.
+pub fn dead_letters_page(
+    c: &mut AnyConnection,
+    subscriber_id: Option<i64>,
+    pending_only: bool,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Page<DeadLetter>> {
+    keyset(
+        Order::Desc,
+        cursor,
+        limit,
+        |d: &DeadLetter| d.id,
+        |bound, order, n| {
+            let mut q = dead_letters::table.into_boxed::<Backend>();
+            if let Some(id) = subscriber_id {
+                q = q.filter(dead_letters::subscriber_id.eq(id));
+            }
+            if pending_only {
+                q = q.filter(dead_letters::replayed_at.is_null());
+            }
+            q = match bound {
+                Some(Bound::Gt(k)) => q.filter(dead_letters::id.gt(k)),
+                Some(Bound::Lt(k)) => q.filter(dead_letters::id.lt(k)),
+                None => q,
+            };
+            q = match order {
+                Order::Asc => q.order(dead_letters::id.asc()),
+                Order::Desc => q.order(dead_letters::id.desc()),
+            };
+            q.limit(n).load(c).map(Fetched::from)
+        },
+    )
+}
+
+/// Pending dead letters, counted up to `cap` (a large backlog shows as "cap+").
+pub fn pending_dead_letters(c: &mut AnyConnection, cap: i64) -> Result<i64> {
+    let ids: Vec<i64> = dead_letters::table
+        .select(dead_letters::id)
+        .filter(dead_letters::replayed_at.is_null())
+        .limit(cap + 1)
+        .load(c)?;
+    Ok(ids.len() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keyset paging over the keys 1..=n, as a table would answer.
+    fn pages(n: i64, order: Order, cursor: Cursor, limit: i64) -> Page<i64> {
+        let all: Vec<i64> = (1..=n).collect();
+        keyset(
+            order,
+            cursor,
+            limit,
+            |k| *k,
+            |bound, o, take| {
+                let mut rows: Vec<i64> = all
+                    .iter()
+                    .copied()
+                    .filter(|k| match bound {
+                        Some(Bound::Gt(b)) => *k > b,
+                        Some(Bound::Lt(b)) => *k < b,
+                        None => true,
+                    })
+                    .collect();
+                if o == Order::Desc {
+                    rows.reverse();
+                }
+                rows.truncate(take as usize);
+                Ok(Fetched::from(rows))
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn pages_follow_each_other_both_ways_without_overlap() {
+        for order in [Order::Asc, Order::Desc] {
+            let mut seen = Vec::new();
+            let mut cursor = Cursor::First;
+            let mut visited = Vec::new();
+            loop {
+                let p = pages(23, order, cursor, 5);
+                assert!(p.rows.len() <= 5);
+                visited.push((cursor, p.rows.clone()));
+                seen.extend(p.rows.iter().copied());
+                match p.next {
+                    Some(n) => cursor = n,
+                    None => break,
+                }
+            }
+            let mut expected: Vec<i64> = (1..=23).collect();
+            if order == Order::Desc {
+                expected.reverse();
+            }
+            assert_eq!(seen, expected, "{order:?}: every row once, in order");
+            // Walking back from the last page gives the same pages.
+            let (_, last_rows) = visited.last().unwrap().clone();
+            let mut back = pages(23, order, visited.last().unwrap().0, 5).prev;
+            let mut i = visited.len() - 1;
+            let mut rows = last_rows;
+            while let Some(c) = back {
+                i -= 1;
+                let p = pages(23, order, c, 5);
+                assert_eq!(p.rows, visited[i].1, "{order:?}: page {i} again");
+                assert_eq!(p.next.map(|n| pages(23, order, n, 5).rows), Some(rows));
+                rows = p.rows.clone();
+                back = p.prev;
+            }
+            assert_eq!(i, 0, "{order:?}: back to the first page");
+        }
+    }
+
+    #[test]
+    fn an_empty_list_has_no_neighbours() {
+        let p = pages(0, Order::Asc, Cursor::First, 5);
+        assert!(p.rows.is_empty() && p.prev.is_none() && p.next.is_none());
+        let p = pages(5, Order::Asc, Cursor::First, 5);
+        assert_eq!((p.rows.len(), p.next), (5, None));
+    }
+
+    #[test]
+    fn search_text_is_taken_literally() {
+        assert_eq!(contains_pattern("A_b%"), "%a\\_b\\%%");
+        assert_eq!(like_literal("x\\y"), "x\\\\y");
+    }
+}
