@@ -12,3 +12,4 @@ mod publish;
 mod queue;
 mod resilience;
 mod stream;
+mod ui;
