@@ -6,8 +6,9 @@ use maud::html;
 
 use super::error::UiError;
 use super::form::{link, Form};
+use super::keyset::Cursor;
 use super::layout::{self, cut, ts, Nav};
-use super::queries::{self, Cursor};
+use super::queries;
 use super::session::{Posted, Session};
 use crate::error::ApiError;
 use crate::routes::dead_letters::{replay_letter, replay_pending};

@@ -5,6 +5,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
 use maud::{html, Markup, DOCTYPE};
+use switch_core::queue::circuit::CircuitState;
 
 use super::assets;
 use super::form::Form;
@@ -176,6 +177,27 @@ pub fn notice(req: &HttpRequest) -> Markup {
         _ => return html! {},
     };
     html! { p.notice role="status" { (text) } }
+}
+
+/// A circuit state as a coloured badge.
+pub fn circuit_badge(state: CircuitState) -> Markup {
+    let class = match state {
+        CircuitState::Closed => "badge ok",
+        CircuitState::HalfOpen => "badge warn",
+        CircuitState::Open => "badge bad",
+    };
+    html! { span class=(class) { (state.as_str()) } }
+}
+
+/// A delivery outcome or state as a coloured badge.
+pub fn outcome_badge(outcome: &str) -> Markup {
+    let class = match outcome {
+        "delivered" => "badge ok",
+        "dead" => "badge bad",
+        "failed" => "badge warn",
+        _ => "badge",
+    };
+    html! { span class=(class) { (outcome) } }
 }
 
 /// A stored time, in UTC to the millisecond.

@@ -11,16 +11,19 @@ use switch_core::topic::Topic;
 
 use super::error::UiError;
 use super::form::{link, Form};
-use super::layout::{self, cut, pretty_json, ts, Nav};
-use super::queries::{self, Cursor, MessageSearch};
+use super::keyset::Cursor;
+use super::layout::{self, cut, outcome_badge, pretty_json, ts, Nav};
+use super::queries::{self, MessageSearch};
 use super::session::Session;
-use super::subscribers::outcome_badge;
 use crate::error::ApiError;
 use crate::routes::messages::{deliveries, time_param, to_message, TopicFilter};
 use crate::routes::{db, State};
 
 /// Messages per page.
 const PAGE: i64 = 50;
+/// Rows of a message's deliveries and attempts shown (a message can fan out
+/// to thousands of subscribers).
+const SHOWN: usize = 500;
 
 /// A time typed in the search form: RFC 3339, or a date and time in UTC
 /// (`2026-12-06 10:00`, seconds optional), or a date.
@@ -178,7 +181,7 @@ pub async fn show(
         table id="deliveries" {
             thead { tr { th { "Subscriber" } th { "Topic" } th { "State" } th.num { "Attempts" } th.num { "Last status" } } }
             tbody {
-                @for d in &states {
+                @for d in states.iter().take(SHOWN) {
                     @let sid = d["subscriber_id"].as_i64().unwrap_or_default();
                     tr {
                         td { a href={ "/ui/subscribers/" (sid) } { (sid) } }
@@ -189,6 +192,7 @@ pub async fn show(
                     }
                 }
                 @if states.is_empty() { tr { td.muted colspan="5" { "It matched no subscriber." } } }
+                @if states.len() > SHOWN { tr { td.muted colspan="5" { "and " (states.len() - SHOWN) " more subscribers" } } }
             }
         }
         @if !attempts.is_empty() {
@@ -196,7 +200,7 @@ pub async fn show(
             table {
                 thead { tr { th { "Time (UTC)" } th { "Subscriber" } th.num { "Attempt" } th { "Outcome" } th.num { "Status" } th { "Error" } th.num { "Duration" } } }
                 tbody {
-                    @for a in &attempts {
+                    @for a in attempts.iter().take(SHOWN) {
                         tr {
                             td.mono { (ts(a.created_at)) }
                             td { a href={ "/ui/subscribers/" (a.subscriber_id) } { (a.subscriber_id) } }
@@ -207,6 +211,7 @@ pub async fn show(
                             td.num { (a.duration_ms) " ms" }
                         }
                     }
+                    @if attempts.len() > SHOWN { tr { td.muted colspan="7" { "and " (attempts.len() - SHOWN) " more attempts" } } }
                 }
             }
         }
@@ -214,7 +219,7 @@ pub async fn show(
         table id="explain" {
             thead { tr { th { "Subscriber" } th { "Topic" } th { "Would get it" } th { "Why" } th { "Variables the message lacks" } } }
             tbody {
-                @for e in &explained {
+                @for e in explained.iter().take(SHOWN) {
                     tr {
                         td { a href={ "/ui/subscribers/" (e.id) } { (e.id) } }
                         td.mono { (topic_of(e.id)) }
@@ -223,6 +228,7 @@ pub async fn show(
                         td.mono { (e.missing.join(", ")) }
                     }
                 }
+                @if explained.len() > SHOWN { tr { td.muted colspan="5" { "and " (explained.len() - SHOWN) " more subscribers" } } }
                 @if explained.is_empty() { tr { td.muted colspan="5" { "No subscriber's pattern matches this topic today." } } }
             }
         }

@@ -14,11 +14,13 @@ mod assets;
 mod dead_letters;
 mod error;
 mod form;
+mod keyset;
 mod layout;
 mod messages;
 mod overview;
 mod queries;
 mod session;
+mod subscriber;
 mod subscribers;
 mod tail;
 
@@ -52,23 +54,23 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             .route("/subscribers", web::get().to(subscribers::list))
             .route("/subscribers", web::post().to(subscribers::create))
             .route("/subscribers/new", web::get().to(subscribers::new_form))
-            .route("/subscribers/{id}", web::get().to(subscribers::show))
-            .route("/subscribers/{id}", web::post().to(subscribers::update))
+            .route("/subscribers/{id}", web::get().to(subscriber::show))
+            .route("/subscribers/{id}", web::post().to(subscriber::update))
             .route(
                 "/subscribers/{id}/enabled",
-                web::post().to(subscribers::set_enabled),
+                web::post().to(subscriber::set_enabled),
             )
             .route(
                 "/subscribers/{id}/rotate-secret",
-                web::post().to(subscribers::rotate_secret),
+                web::post().to(subscriber::rotate_secret),
             )
             .route(
                 "/subscribers/{id}/test-filter",
-                web::post().to(subscribers::test_filter),
+                web::post().to(subscriber::test_filter),
             )
             .route(
                 "/subscribers/{id}/delete",
-                web::post().to(subscribers::delete),
+                web::post().to(subscriber::delete),
             )
             .route("/messages", web::get().to(messages::list))
             .route("/messages/{id}", web::get().to(messages::show))

@@ -10,7 +10,7 @@ use switch_core::queue::circuit::{Circuit, CircuitState};
 
 use super::error::UiError;
 use super::form::Form;
-use super::layout::{self, count, duration, Nav};
+use super::layout::{self, circuit_badge, count, duration, Nav};
 use super::queries;
 use super::session::{removal_cookie, sign_in_page, Session};
 use crate::error::ApiError;
@@ -235,14 +235,4 @@ pub async fn page(req: HttpRequest, state: State) -> Result<HttpResponse, UiErro
         }
     };
     Ok(layout::page(&session, Nav::Overview, "Overview", body))
-}
-
-/// A circuit state as a coloured badge.
-pub fn circuit_badge(state: CircuitState) -> maud::Markup {
-    let class = match state {
-        CircuitState::Closed => "badge ok",
-        CircuitState::HalfOpen => "badge warn",
-        CircuitState::Open => "badge bad",
-    };
-    html! { span class=(class) { (state.as_str()) } }
 }
