@@ -15,27 +15,47 @@ use crate::routes::messages::TopicFilter;
 type Result<T> = std::result::Result<T, DieselError>;
 type Backend = <AnyConnection as diesel::Connection>::Backend;
 
-diesel::define_sql_function! {
-    /// SQL `lower`, for case-insensitive search on both backends.
-    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
-}
-
-diesel::define_sql_function! {
-    #[sql_name = "lower"]
-    fn lower_nullable(x: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
-}
-
-/// `%text%` for LIKE, lower-cased, with `%`, `_` and `\` taken literally.
+/// `%text%` for LIKE, with `%`, `_` and `\` taken literally.
 fn contains_pattern(text: &str) -> String {
-    let mut out = String::from("%");
-    for c in text.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
+    format!("%{}%", like_literal(text))
+}
+
+/// Subscribers whose topic, target URL or description contains `text`,
+/// whatever its case, or whose id it is. SQLite's LIKE already ignores case
+/// (ASCII, as far as its `lower()` goes too); on PostgreSQL each column is
+/// lowered first, which it does faster than an ILIKE.
+fn subscriber_search(
+    sqlite: bool,
+    text: &str,
+) -> diesel::expression::SqlLiteral<
+    diesel::sql_types::Bool,
+    impl diesel::query_builder::QueryFragment<Backend> + Send + 'static,
+> {
+    use diesel::sql_types::{BigInt, Text};
+    let text = text.trim();
+    let like = if sqlite {
+        contains_pattern(text)
+    } else {
+        contains_pattern(&text.to_lowercase())
+    };
+    let column = |c: &str| {
+        if sqlite {
+            c.to_string()
+        } else {
+            format!("lower({c})")
         }
-        out.push(c);
-    }
-    out.push('%');
-    out
+    };
+    let id: i64 = text.parse().unwrap_or(-1);
+    let test = |c: &str| format!("{} LIKE ", column(c));
+    diesel::dsl::sql::<diesel::sql_types::Bool>(&format!("({}", test("topic")))
+        .bind::<Text, _>(like.clone())
+        .sql(&format!(" ESCAPE '\\' OR {}", test("target_url")))
+        .bind::<Text, _>(like.clone())
+        .sql(&format!(" ESCAPE '\\' OR {}", test("description")))
+        .bind::<Text, _>(like)
+        .sql(" ESCAPE '\\' OR id = ")
+        .bind::<BigInt, _>(id)
+        .sql(")")
 }
 
 /// A page of subscribers by id, those whose topic, target URL or description
@@ -46,6 +66,7 @@ pub fn subscribers_page(
     cursor: Cursor,
     limit: i64,
 ) -> Result<Page<Subscriber>> {
+    let sqlite = matches!(c, AnyConnection::Sqlite(_));
     keyset(
         Order::Asc,
         cursor,
@@ -54,21 +75,7 @@ pub fn subscribers_page(
         |bound, order, n| {
             let mut q = subscribers::table.into_boxed::<Backend>();
             if let Some(s) = search {
-                let like = contains_pattern(s);
-                let id: i64 = s.trim().parse().unwrap_or(-1);
-                q = q.filter(
-                    lower(subscribers::topic)
-                        .like(like.clone())
-                        .escape('\\')
-                        .or(lower(subscribers::target_url)
-                            .like(like.clone())
-                            .escape('\\'))
-                        .or(lower_nullable(subscribers::description)
-                            .like(like)
-                            .escape('\\')
-                            .assume_not_null())
-                        .or(subscribers::id.eq(id)),
-                );
+                q = q.filter(subscriber_search(sqlite, s));
             }
             q = match bound {
                 Some(Bound::Gt(k)) => q.filter(subscribers::id.gt(k)),
@@ -290,7 +297,7 @@ mod tests {
 
     #[test]
     fn search_text_is_taken_literally() {
-        assert_eq!(contains_pattern("A_b%"), "%a\\_b\\%%");
+        assert_eq!(contains_pattern("A_b%"), "%A\\_b\\%%");
         assert_eq!(like_literal("x\\y"), "x\\\\y");
     }
 }
