@@ -6,7 +6,7 @@ export SWITCH_JWT_SECRET ?= dev-secret-change-me
 export SWITCH_DATABASE_URL ?= sqlite://switch.db
 export SWITCH_REDIS_URL ?= redis://127.0.0.1:6379
 
-.PHONY: build run token test test-deps test-rust test-sdk-python test-sdk-js test-compose bench bench-micro fmt lint clean
+.PHONY: build run token test test-deps test-rust test-sdk-python test-sdk-js test-compose test-browser screenshots bench bench-micro fmt lint clean
 
 build:
 	$(CARGO) build --release
@@ -40,7 +40,7 @@ test-deps: .venv-switcher/.ok .venv-sdk/.ok
 	.venv-sdk/bin/pip install -q -e './sdk-python[test]' pyyaml standardwebhooks prometheus-client
 	touch $@
 
-test: test-deps test-rust test-sdk-python test-sdk-js test-compose
+test: test-deps test-rust test-sdk-python test-sdk-js test-compose test-browser
 
 test-rust:
 	$(CARGO) build --workspace --bins
@@ -56,6 +56,22 @@ test-sdk-js:
 
 test-compose: test-deps
 	.venv-sdk/bin/python -m pytest -q tests/compose_check.py
+
+## The dashboard in headless Chromium (Debian's chromium and chromium-driver)
+## against a server and a worker of their own; screenshots in target/browser-screenshots.
+.venv-browser/.ok: Makefile
+	$(PYTHON) -m venv .venv-browser
+	.venv-browser/bin/pip install -q 'selenium>=4.11,<5' pytest
+	touch $@
+
+test-browser: .venv-browser/.ok
+	$(CARGO) build -p switch-server -p switch-worker -p switch-cli --bins
+	timeout 600 .venv-browser/bin/python -m pytest -q tests/browser
+
+## The README's dashboard screenshots (docs/screenshots), taken by the browser test.
+screenshots: .venv-browser/.ok
+	$(CARGO) build -p switch-server -p switch-worker -p switch-cli --bins
+	SWITCH_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots .venv-browser/bin/python -m pytest -q tests/browser
 
 ## The whole hub on this machine: bench/results/results.{md,json}, and the
 ## message log's figures in bench/results/log.{md,json}.
@@ -76,4 +92,4 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf .venv-switcher .venv-sdk
+	rm -rf .venv-switcher .venv-sdk .venv-browser

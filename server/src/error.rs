@@ -177,18 +177,19 @@ impl ResponseError for ApiError {
 
 /// Error answers that did not come from [`ApiError`] (actix's own: a body over
 /// the size limit on an admin endpoint, a method not allowed) get the same
-/// JSON shape and a stable code.
+/// JSON shape and a stable code. Pages of the dashboard (HTML) are its own
+/// answers to people and stay as they are.
 pub fn json_errors<B>(
     res: actix_web::dev::ServiceResponse<B>,
 ) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
     use actix_web::middleware::ErrorHandlerResponse;
-    let is_json = res
+    let answered = res
         .response()
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if answered {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();

@@ -10,3 +10,4 @@ pub mod routes;
 pub mod seed;
 pub mod startup;
 pub mod state;
+pub mod ui;

@@ -147,6 +147,7 @@ impl Application {
                     .configure(routes::messages::config)
                     .configure(routes::stream::config)
                     .configure(routes::keys::config)
+                    .configure(crate::ui::config)
                     .default_service(web::to(|| async {
                         Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound(
                             "no such endpoint".into(),

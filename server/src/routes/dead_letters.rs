@@ -203,9 +203,11 @@ const REPLAY_CHUNK: usize = 500;
 
 /// What a replay did: letters re-enqueued, and those that cannot be replayed
 /// (left pending, each with why), so one bad letter never blocks the others.
-struct Replayed {
-    replayed: usize,
-    failed: Vec<Value>,
+pub(crate) struct Replayed {
+    pub replayed: usize,
+    /// Letters left because their subscriber is disabled or gone.
+    pub skipped: usize,
+    pub failed: Vec<Value>,
 }
 
 /// Enqueues the replays first, then marks them: a crash between the two
@@ -213,6 +215,7 @@ struct Replayed {
 async fn replay(state: &State, letters: Vec<DeadLetter>) -> Result<Replayed, ApiError> {
     let mut done = Replayed {
         replayed: 0,
+        skipped: 0,
         failed: Vec::new(),
     };
     for chunk in letters.chunks(REPLAY_CHUNK) {
@@ -260,19 +263,26 @@ async fn replay_one(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::NotFound(format!("no dead letter {id}")))?;
-    let letter = db(&state, move |c| Ok(repo::get_dead_letter(c, id)?))
+    let message_id = replay_letter(&state, id).await?;
+    Ok(HttpResponse::Accepted().json(json!({"replayed": 1, "message_id": message_id})))
+}
+
+/// Replays dead letter `id` if its subscriber is enabled; returns its
+/// message id. Shared by the API and the dashboard.
+pub(crate) async fn replay_letter(state: &State, id: i64) -> Result<String, ApiError> {
+    let letter = db(state, move |c| Ok(repo::get_dead_letter(c, id)?))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
-    ensure_enabled(&state, letter.subscriber_id).await?;
+    ensure_enabled(state, letter.subscriber_id).await?;
     let message_id = letter.message_id.clone();
-    let done = replay(&state, vec![letter]).await?;
+    let done = replay(state, vec![letter]).await?;
     if let Some(error) = done.failed.first().and_then(|f| f["error"].as_str()) {
         return Err(ApiError::Conflict(format!(
             "dead letter {id} cannot be replayed: {error}"
         )));
     }
     tracing::info!(dead_letter_id = id, message_id = %message_id, "dead letter replayed");
-    Ok(HttpResponse::Accepted().json(json!({"replayed": done.replayed, "message_id": message_id})))
+    Ok(message_id)
 }
 
 #[derive(Deserialize)]
@@ -292,10 +302,21 @@ async fn replay_all(
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let subscriber_id = int_param("subscriber_id", q.subscriber_id.as_deref())?;
+    let done = replay_pending(&state, subscriber_id).await?;
+    Ok(HttpResponse::Accepted()
+        .json(json!({"replayed": done.replayed, "skipped": done.skipped, "failed": done.failed})))
+}
+
+/// Replays the pending dead letters of one subscriber, or of every enabled
+/// one (see `replay_all`). Shared by the API and the dashboard.
+pub(crate) async fn replay_pending(
+    state: &State,
+    subscriber_id: Option<i64>,
+) -> Result<Replayed, ApiError> {
     if let Some(id) = subscriber_id {
-        ensure_enabled(&state, id).await?;
+        ensure_enabled(state, id).await?;
     }
-    let (letters, skipped) = db(&state, move |c| {
+    let (letters, skipped) = db(state, move |c| {
         let letters = repo::pending_dead_letters(c, subscriber_id)?;
         if subscriber_id.is_some() {
             return Ok((letters, 0));
@@ -311,7 +332,8 @@ async fn replay_all(
         Ok((ready, left.len()))
     })
     .await?;
-    let done = replay(&state, letters).await?;
+    let mut done = replay(state, letters).await?;
+    done.skipped = skipped;
     tracing::info!(
         subscriber_id,
         replayed = done.replayed,
@@ -319,8 +341,7 @@ async fn replay_all(
         failed = done.failed.len(),
         "dead letters replayed"
     );
-    Ok(HttpResponse::Accepted()
-        .json(json!({"replayed": done.replayed, "skipped": skipped, "failed": done.failed})))
+    Ok(done)
 }
 
 #[cfg(test)]

@@ -28,7 +28,20 @@ async fn test_filter(
         Some(Value::String(s)) => Some(s),
         Some(_) => return Err(ApiError::invalid("`filter_expression` must be a string")),
     };
-    let mut message = match m.remove("message") {
+    let message = m.remove("message");
+    let (matches, compiled) = try_filter(expr.as_deref(), message, principal.author)?;
+    Ok(HttpResponse::Ok().json(json!({"matches": matches, "compiled": compiled})))
+}
+
+/// Whether `expr` matches `message` (a native publish body; its topic
+/// defaults to `test`, its author to `author`), and the filter as compiled.
+/// Shared by the API and the dashboard.
+pub(crate) fn try_filter(
+    expr: Option<&str>,
+    message: Option<Value>,
+    author: Option<String>,
+) -> Result<(bool, String), ApiError> {
+    let mut message = match message {
         None | Some(Value::Null) => json!({}),
         Some(v @ Value::Object(_)) => v,
         Some(_) => {
@@ -42,18 +55,16 @@ async fn test_filter(
     }
     // `author` comes from the token when publishing; here the message may name one.
     let author = match message.as_object_mut().and_then(|o| o.remove("author")) {
-        None | Some(Value::Null) => principal.author,
+        None | Some(Value::Null) => author,
         Some(Value::String(a)) => Some(a),
         Some(_) => return Err(ApiError::invalid("`message.author` must be a string")),
     };
-    let filter =
-        CompiledFilter::compile(expr.as_deref()).map_err(|e| ApiError::InvalidRequest {
-            message: format!("filter_expression: {}", e.message),
-            position: e.position,
-        })?;
+    let filter = CompiledFilter::compile(expr).map_err(|e| ApiError::InvalidRequest {
+        message: format!("filter_expression: {}", e.message),
+        position: e.position,
+    })?;
     let parsed = PublishRequest::from_json_bytes(message.to_string().as_bytes())
         .map_err(|e| ApiError::invalid(format!("message: {}", e.0)))?;
     let msg = parsed.into_message("msg_test".into(), author, None, 0);
-    Ok(HttpResponse::Ok()
-        .json(json!({"matches": filter.matches(&msg), "compiled": filter.source()})))
+    Ok((filter.matches(&msg), filter.source().to_string()))
 }

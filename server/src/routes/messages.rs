@@ -71,7 +71,10 @@ pub(crate) fn to_message(m: &LoggedMessage) -> Message {
     }
 }
 
-fn time_param(name: &str, v: Option<&str>) -> Result<Option<chrono::NaiveDateTime>, ApiError> {
+pub(crate) fn time_param(
+    name: &str,
+    v: Option<&str>,
+) -> Result<Option<chrono::NaiveDateTime>, ApiError> {
     match v.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(s) => chrono::DateTime::parse_from_rfc3339(s)
@@ -82,14 +85,14 @@ fn time_param(name: &str, v: Option<&str>) -> Result<Option<chrono::NaiveDateTim
 
 /// A topic pattern, and what of it the database can select on: the exact
 /// topic, or the literal start of the topics it can match.
-struct TopicFilter {
-    pattern: TopicPattern,
-    exact: Option<String>,
-    prefix: Option<String>,
+pub(crate) struct TopicFilter {
+    pub pattern: TopicPattern,
+    pub exact: Option<String>,
+    pub prefix: Option<String>,
 }
 
 impl TopicFilter {
-    fn parse(src: &str) -> Result<Self, ApiError> {
+    pub fn parse(src: &str) -> Result<Self, ApiError> {
         let pattern =
             TopicPattern::parse(src).map_err(|e| ApiError::invalid(format!("topic: {}", e.0)))?;
         if pattern.is_exact() {
@@ -112,7 +115,7 @@ impl TopicFilter {
         })
     }
 
-    fn matches(&self, topic: &str) -> bool {
+    pub fn matches(&self, topic: &str) -> bool {
         Topic::parse(topic).is_ok_and(|t| self.pattern.matches(&t))
     }
 }
@@ -240,15 +243,22 @@ async fn get(
     })
     .await?;
     let message = message.ok_or_else(|| ApiError::NotFound(format!("no message {id}")))?;
+    let mut body = to_json(&message);
+    body["deliveries"] = Value::Array(deliveries(&message, &attempts));
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// The delivery state per subscriber of a message, from its attempts: the
+/// subscribers the publish matched, then those replays and backfills added.
+pub(crate) fn deliveries(message: &LoggedMessage, attempts: &[DeliveryAttempt]) -> Vec<Value> {
     let mut subscribers: Vec<i64> =
         serde_json::from_str(&message.subscriber_ids).unwrap_or_default();
-    // Replays and backfills add subscribers the publish did not match.
-    for a in &attempts {
+    for a in attempts {
         if !subscribers.contains(&a.subscriber_id) {
             subscribers.push(a.subscriber_id);
         }
     }
-    let deliveries: Vec<Value> = subscribers
+    subscribers
         .iter()
         .map(|sid| {
             let mine: Vec<&DeliveryAttempt> = attempts
@@ -257,10 +267,7 @@ async fn get(
                 .collect();
             delivery_state(*sid, &mine)
         })
-        .collect();
-    let mut body = to_json(&message);
-    body["deliveries"] = Value::Array(deliveries);
-    Ok(HttpResponse::Ok().json(body))
+        .collect()
 }
 
 /// `POST /messages/replay`: every logged message in the range, matched again

@@ -18,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::messages::{to_json, to_message};
 use super::{db, State};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::live::{Frame, Watch};
 
@@ -155,6 +156,16 @@ async fn open(req: &HttpRequest, state: &State, q: StreamQuery) -> Result<Feed, 
         (Some(t), false) => state.auth.verify(t)?,
         _ => state.auth.authenticate(req)?,
     };
+    open_as(req, state, principal, q).await
+}
+
+/// [`open`] for a client already authenticated.
+async fn open_as(
+    req: &HttpRequest,
+    state: &State,
+    principal: Principal,
+    q: StreamQuery,
+) -> Result<Feed, ApiError> {
     let pattern = TopicPattern::parse(q.topic.as_deref().filter(|t| !t.is_empty()).unwrap_or("#"))
         .map_err(|e| ApiError::invalid(format!("topic: {}", e.0)))?;
     principal.require_watch(&pattern)?;
@@ -221,6 +232,30 @@ async fn sse(
     q: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let feed = open(&req, &state, q.into_inner()).await?;
+    Ok(sse_response(feed))
+}
+
+/// `GET /stream` for a caller authenticated some other way (the dashboard's
+/// session cookie, which `EventSource` sends by itself): the same checks,
+/// resume and feed, watching `topic` (default `#`) through `filter`.
+pub async fn sse_for(
+    req: &HttpRequest,
+    state: &State,
+    principal: Principal,
+    topic: Option<String>,
+    filter: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let q = StreamQuery {
+        topic,
+        filter,
+        token: None,
+        since: None,
+    };
+    let feed = open_as(req, state, principal, q).await?;
+    Ok(sse_response(feed))
+}
+
+fn sse_response(feed: Feed) -> HttpResponse {
     let body = futures_util::stream::unfold(Some(feed), |feed| async move {
         let mut feed = feed?;
         let chunk = match feed.next().await? {
@@ -234,11 +269,11 @@ async fn sse(
         Some((Ok(chunk), Some(feed)))
     });
     let opening = futures_util::stream::once(async { Ok(Bytes::from_static(b": live\n\n")) });
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(futures_util::StreamExt::chain(opening, body)))
+        .streaming(futures_util::StreamExt::chain(opening, body))
 }
 
 async fn ws(

@@ -240,15 +240,7 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let new = new_subscriber(&json_object(&body, &FIELDS)?, &state.targets)?;
-    let row = db(&state, move |c| {
-        c.transaction(|c| {
-            refuse_duplicate(c, &new.topic, &new.target_url, None)?;
-            Ok(repo::insert_subscriber(c, &new)?)
-        })
-    })
-    .await?;
-    state.subscribers_changed().await?;
-    tracing::info!(subscriber_id = row.id, topic = %row.topic, "subscriber created");
+    let row = insert(&state, new).await?;
     Ok(HttpResponse::Created().json(to_json(&row, CircuitState::Closed)))
 }
 
@@ -269,15 +261,12 @@ async fn get(
     Ok(HttpResponse::Ok().json(one(&state, &row).await))
 }
 
-async fn update(
-    req: HttpRequest,
-    state: State,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    admin(&req, &state)?;
-    let id = parse_id(&id)?;
-    let m = json_object(&body, &FIELDS)?;
+/// Validates an update body into the changes to make.
+pub fn subscriber_changes(
+    m: &Map<String, Value>,
+    policy: &TargetPolicy,
+) -> Result<SubscriberChanges, ApiError> {
+    reject_unknown(m, &FIELDS)?;
     let not_null = |k: &str, v: Option<Option<String>>| -> Result<Option<String>, ApiError> {
         match v {
             Some(None) => Err(ApiError::invalid(format!("`{k}` cannot be null"))),
@@ -285,30 +274,54 @@ async fn update(
             None => Ok(None),
         }
     };
-    let changes = SubscriberChanges {
-        topic: not_null("topic", opt_string(&m, "topic")?)?
+    Ok(SubscriberChanges {
+        topic: not_null("topic", opt_string(m, "topic")?)?
             .map(|t| check_pattern(&t))
             .transpose()?,
-        target_url: not_null("target_url", opt_string(&m, "target_url")?)?
-            .map(|u| check_url(&u, &state.targets))
+        target_url: not_null("target_url", opt_string(m, "target_url")?)?
+            .map(|u| check_url(&u, policy))
             .transpose()?,
-        filter_expression: opt_string(&m, "filter_expression")?
+        filter_expression: opt_string(m, "filter_expression")?
             .map(|f| check_filter(f.as_deref()))
             .transpose()?,
-        secret: not_null("secret", opt_string(&m, "secret")?)?
+        secret: not_null("secret", opt_string(m, "secret")?)?
             .map(|s| check_secret(&s).map(Some))
             .transpose()?,
-        enabled: opt_bool(&m, "enabled")?,
-        description: opt_string(&m, "description")?,
+        enabled: opt_bool(m, "enabled")?,
+        description: opt_string(m, "description")?,
         updated_at: Some(now()),
         previous_secret: None,
         previous_secret_expires_at: None,
-        max_in_flight: check_max_in_flight(&m)?,
+        max_in_flight: check_max_in_flight(m)?,
         // An operator's enable or disable replaces the hub's own reason.
-        disabled_reason: opt_bool(&m, "enabled")?.map(|_| None),
-    };
+        disabled_reason: opt_bool(m, "enabled")?.map(|_| None),
+    })
+}
+
+/// Inserts a validated subscriber (refusing a duplicate) and tells every
+/// process; shared by the API and the dashboard.
+pub(crate) async fn insert(state: &State, new: NewSubscriber) -> Result<Subscriber, ApiError> {
+    let row = db(state, move |c| {
+        c.transaction(|c| {
+            refuse_duplicate(c, &new.topic, &new.target_url, None)?;
+            Ok(repo::insert_subscriber(c, &new)?)
+        })
+    })
+    .await?;
+    state.subscribers_changed().await?;
+    tracing::info!(subscriber_id = row.id, topic = %row.topic, "subscriber created");
+    Ok(row)
+}
+
+/// Applies validated changes (refusing a duplicate); an operator enabling a
+/// subscriber also resets its circuit. Shared by the API and the dashboard.
+pub(crate) async fn apply_changes(
+    state: &State,
+    id: i64,
+    changes: SubscriberChanges,
+) -> Result<Subscriber, ApiError> {
     let enabling = changes.enabled == Some(true);
-    let row = db(&state, move |c| {
+    let row = db(state, move |c| {
         c.transaction(|c| {
             let Some(current) = repo::get_subscriber(c, id)? else {
                 return Ok(None);
@@ -330,6 +343,19 @@ async fn update(
         }
     }
     state.subscribers_changed().await?;
+    Ok(row)
+}
+
+async fn update(
+    req: HttpRequest,
+    state: State,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    admin(&req, &state)?;
+    let id = parse_id(&id)?;
+    let changes = subscriber_changes(&json_object(&body, &FIELDS)?, &state.targets)?;
+    let row = apply_changes(&state, id, changes).await?;
     Ok(HttpResponse::Ok().json(one(&state, &row).await))
 }
 
@@ -355,7 +381,14 @@ async fn rotate_secret(
 ) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let id = parse_id(&id)?;
-    let row = db(&state, move |c| {
+    let row = rotate(&state, id).await?;
+    Ok(HttpResponse::Ok().json(one(&state, &row).await))
+}
+
+/// Gives subscriber `id` a new secret, keeping the old one for 24 h; shared
+/// by the API and the dashboard.
+pub(crate) async fn rotate(state: &State, id: i64) -> Result<Subscriber, ApiError> {
+    let row = db(state, move |c| {
         let current = repo::get_subscriber(c, id)?
             .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
         let changes = SubscriberChanges {
@@ -370,5 +403,5 @@ async fn rotate_secret(
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id}")))?;
     state.subscribers_changed().await?;
-    Ok(HttpResponse::Ok().json(one(&state, &row).await))
+    Ok(row)
 }

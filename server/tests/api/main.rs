@@ -13,3 +13,4 @@ mod queue;
 mod resilience;
 mod scale;
 mod stream;
+mod ui;
