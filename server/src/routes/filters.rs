@@ -7,12 +7,35 @@ use switch_core::message::PublishRequest;
 
 use super::{admin, State};
 use crate::error::ApiError;
+use crate::shapes::filters::{FilterTest, FilterTestResult};
+use crate::shapes::{BadRequest, Forbidden, Internal, PayloadTooLarge, Unauthorized, Unavailable};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/filters/test", web::post().to(test_filter));
 }
 
-async fn test_filter(
+/// Evaluate a filter against a message
+///
+/// Nothing is published. A filter that does not compile gives `400` with the
+/// byte offset of the problem in `error.position`.
+#[utoipa::path(
+    post,
+    path = "/filters/test",
+    operation_id = "testFilter",
+    tag = "filters",
+    request_body = FilterTest,
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The result.", body = FilterTestResult),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn test_filter(
     req: HttpRequest,
     state: State,
     body: web::Bytes,
@@ -54,6 +77,8 @@ async fn test_filter(
     let parsed = PublishRequest::from_json_bytes(message.to_string().as_bytes())
         .map_err(|e| ApiError::invalid(format!("message: {}", e.0)))?;
     let msg = parsed.into_message("msg_test".into(), author, None, 0);
-    Ok(HttpResponse::Ok()
-        .json(json!({"matches": filter.matches(&msg), "compiled": filter.source()})))
+    Ok(HttpResponse::Ok().json(FilterTestResult {
+        matches: filter.matches(&msg),
+        compiled: filter.source().to_string(),
+    }))
 }
