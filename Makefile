@@ -6,7 +6,7 @@ export SWITCH_JWT_SECRET ?= dev-secret-change-me
 export SWITCH_DATABASE_URL ?= sqlite://switch.db
 export SWITCH_REDIS_URL ?= redis://127.0.0.1:6379
 
-.PHONY: build run token test test-deps test-rust test-sdk-python test-sdk-js test-compose bench bench-micro fmt lint clean
+.PHONY: build run token test test-deps test-rust test-sdk-python test-sdk-js test-compose test-schema bench bench-micro fmt lint clean
 
 build:
 	$(CARGO) build --release
@@ -40,7 +40,7 @@ test-deps: .venv-switcher/.ok .venv-sdk/.ok
 	.venv-sdk/bin/pip install -q -e './sdk-python[test]' pyyaml standardwebhooks prometheus-client
 	touch $@
 
-test: test-deps test-rust test-sdk-python test-sdk-js test-compose
+test: test-deps test-rust test-sdk-python test-sdk-js test-compose test-schema
 
 test-rust:
 	$(CARGO) build --workspace --bins
@@ -56,6 +56,21 @@ test-sdk-js:
 
 test-compose: test-deps
 	.venv-sdk/bin/python -m pytest -q tests/compose_check.py
+
+## schemathesis, pinned, in a virtualenv of its own.
+SCHEMATHESIS_VERSION := 4.32.5
+.venv-schema/.ok: Makefile
+	$(PYTHON) -m venv .venv-schema
+	.venv-schema/bin/pip install -q schemathesis==$(SCHEMATHESIS_VERSION)
+	touch $@
+
+## A running hub against its own OpenAPI document: requests generated from
+## the document (valid and invalid, a fixed seed, at most 50 per operation)
+## must get no 5xx and only the statuses, content types and bodies it
+## documents. Per-operation settings: tests/schema/schemathesis.toml.
+test-schema: .venv-schema/.ok
+	$(CARGO) build -p switch-server -p switch-worker --bins
+	scripts/with-hub.sh -- tests/schema/run.sh
 
 ## The whole hub on this machine: bench/results/results.{md,json}, and the
 ## message log's figures in bench/results/log.{md,json}.
@@ -76,4 +91,4 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf .venv-switcher .venv-sdk
+	rm -rf .venv-switcher .venv-sdk .venv-schema
