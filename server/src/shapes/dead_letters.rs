@@ -16,7 +16,6 @@ pub struct DeadLetterOut {
     /// and value pairs, without the per-attempt signature headers), `body`,
     /// and the published `message` that a replay enqueues again; a string
     /// when it could not be read as JSON.
-    #[schema(value_type = Object)]
     pub request: Value,
     pub last_error: String,
     #[schema(minimum = 0)]
