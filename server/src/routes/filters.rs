@@ -8,7 +8,9 @@ use switch_core::message::PublishRequest;
 use super::{admin, State};
 use crate::error::ApiError;
 use crate::shapes::filters::{FilterTest, FilterTestResult};
-use crate::shapes::{BadRequest, Forbidden, Internal, PayloadTooLarge, Unauthorized, Unavailable};
+use crate::shapes::{
+    BadRequest, Forbidden, Internal, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable,
+};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/filters/test", web::post().to(test_filter));
@@ -30,6 +32,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),

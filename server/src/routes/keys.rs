@@ -10,7 +10,8 @@ use super::{admin, db, json_object, reject_unknown, ts, State};
 use crate::error::ApiError;
 use crate::shapes::keys::{KeyCreated, KeyIn, KeyList, KeyOut};
 use crate::shapes::{
-    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+    Unavailable,
 };
 
 pub fn config(cfg: &mut web::ServiceConfig) {
@@ -157,6 +158,7 @@ pub fn new_key(m: &Map<String, Value>) -> Result<(NewApiKey, String), ApiError> 
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),

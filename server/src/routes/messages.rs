@@ -22,7 +22,8 @@ use crate::shapes::messages::{
     ReplayRangeResult,
 };
 use crate::shapes::{
-    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+    Unavailable,
 };
 
 pub fn config(cfg: &mut web::ServiceConfig) {
@@ -345,6 +346,7 @@ pub(crate) async fn get(
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, description = "No subscriber `subscriber_id` (`not_found`).", body = crate::error::ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),

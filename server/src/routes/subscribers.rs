@@ -18,7 +18,8 @@ use super::{admin, db, json_object, reject_unknown, State};
 use crate::error::{ApiError, ErrorBody};
 use crate::shapes::subscribers::{SubscriberIn, SubscriberList, SubscriberOut, SubscriberPatch};
 use crate::shapes::{
-    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+    Unavailable,
 };
 
 pub fn config(cfg: &mut web::ServiceConfig) {
@@ -256,6 +257,7 @@ fn refuse_duplicate(
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 409, description = "A subscriber with this `topic` and `target_url` exists (`conflict`).", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
@@ -330,6 +332,7 @@ pub(crate) async fn get(
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "Another subscriber has this `topic` and `target_url` (`conflict`).", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
