@@ -16,6 +16,7 @@ run: build
 	@echo "Switch listening on http://127.0.0.1:8080 (SQLite at $(SWITCH_DATABASE_URL), Redis at $(SWITCH_REDIS_URL))"
 	@echo "Dev token (admin + publish, 30 days):"
 	@echo "  export TOKEN=$$(target/release/switch-server --print-dev-token)   # or: export TOKEN=\$$(make -s token)"
+	@echo "API reference (try requests with the token): http://127.0.0.1:8080/docs"
 	@echo "Try:  curl -X POST localhost:8080/publish -H \"Authorization: Bearer \$$TOKEN\" -d '{\"topic\": \"orders.created\", \"body\": {\"id\": 42}}'"
 	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	  target/release/switch-server & \
