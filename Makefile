@@ -6,7 +6,7 @@ export SWITCH_JWT_SECRET ?= dev-secret-change-me
 export SWITCH_DATABASE_URL ?= sqlite://switch.db
 export SWITCH_REDIS_URL ?= redis://127.0.0.1:6379
 
-.PHONY: build run token test test-deps test-rust test-sdk-python test-sdk-js test-compose test-browser screenshots bench bench-micro fmt lint clean
+.PHONY: build run token test test-deps test-rust test-sdk-python test-sdk-js test-compose test-browser test-schema screenshots bench bench-micro fmt lint clean
 
 build:
 	$(CARGO) build --release
@@ -16,6 +16,7 @@ run: build
 	@echo "Switch listening on http://127.0.0.1:8080 (SQLite at $(SWITCH_DATABASE_URL), Redis at $(SWITCH_REDIS_URL))"
 	@echo "Dev token (admin + publish, 30 days):"
 	@echo "  export TOKEN=$$(target/release/switch-server --print-dev-token)   # or: export TOKEN=\$$(make -s token)"
+	@echo "API reference (try requests with the token): http://127.0.0.1:8080/docs"
 	@echo "Try:  curl -X POST localhost:8080/publish -H \"Authorization: Bearer \$$TOKEN\" -d '{\"topic\": \"orders.created\", \"body\": {\"id\": 42}}'"
 	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	  target/release/switch-server & \
@@ -40,7 +41,7 @@ test-deps: .venv-switcher/.ok .venv-sdk/.ok
 	.venv-sdk/bin/pip install -q -e './sdk-python[test]' pyyaml standardwebhooks prometheus-client
 	touch $@
 
-test: test-deps test-rust test-sdk-python test-sdk-js test-compose test-browser
+test: test-deps test-rust test-sdk-python test-sdk-js test-compose test-browser test-schema
 
 test-rust:
 	$(CARGO) build --workspace --bins
@@ -73,6 +74,23 @@ screenshots: .venv-browser/.ok
 	$(CARGO) build -p switch-server -p switch-worker -p switch-cli --bins
 	SWITCH_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots .venv-browser/bin/python -m pytest -q tests/browser
 
+## schemathesis, pinned, in a virtualenv of its own.
+SCHEMATHESIS_VERSION := 4.32.5
+.venv-schema/.ok: Makefile
+	$(PYTHON) -m venv .venv-schema
+	.venv-schema/bin/pip install -q schemathesis==$(SCHEMATHESIS_VERSION)
+	touch $@
+
+## A running server against its own OpenAPI document: requests generated from
+## the document (valid and invalid, a fixed seed, at most 50 per operation)
+## must get no 5xx and only the statuses, content types and bodies it
+## documents. No worker runs: the fuzzer's subscribers have made-up target
+## URLs, and nothing must be delivered to them. Per-operation settings:
+## tests/schema/schemathesis.toml.
+test-schema: .venv-schema/.ok
+	$(CARGO) build -p switch-server --bins
+	scripts/with-hub.sh --no-worker -- tests/schema/run.sh
+
 ## The whole hub on this machine: bench/results/results.{md,json}, and the
 ## message log's figures in bench/results/log.{md,json}.
 bench: build
@@ -92,4 +110,4 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf .venv-switcher .venv-sdk .venv-browser
+	rm -rf .venv-switcher .venv-sdk .venv-browser .venv-schema

@@ -3,7 +3,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -27,6 +28,13 @@ pub enum ApiError {
     BodyTimeout(String),
     #[error("{0}")]
     NotFound(String),
+    /// The path exists, not with this method: `405` with `Allow`, code
+    /// `invalid_request`.
+    #[error("{method} is not allowed here; allowed: {}", allowed.join(", "))]
+    MethodNotAllowed {
+        method: String,
+        allowed: Vec<&'static str>,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -56,20 +64,84 @@ impl ApiError {
     }
 
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            ApiError::AtItem { inner, .. } => inner.code(),
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::InvalidRequest { .. } => "invalid_request",
-            ApiError::TargetNotAllowed(_) => "target_not_allowed",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::BodyTimeout(_) => "invalid_request",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Internal(_) => "internal",
+            ApiError::AtItem { inner, .. } => inner.error_code(),
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            ApiError::TargetNotAllowed(_) => ErrorCode::TargetNotAllowed,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::BodyTimeout(_) => ErrorCode::InvalidRequest,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed { .. } => ErrorCode::InvalidRequest,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
+}
+
+/// The stable codes of error answers: clients branch on these, never on
+/// the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    InvalidRequest,
+    TargetNotAllowed,
+    PayloadTooLarge,
+    NotFound,
+    Conflict,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::TargetNotAllowed => "target_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = Error,
+    example = json!({"error": {"code": "unauthorized", "message": "missing Authorization header"}})
+)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// What went wrong, for a human.
+    pub message: String,
+    /// Only on `invalid_request` errors about a filter expression: the byte
+    /// offset in the expression where compilation failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u64, required = false)]
+    pub position: Option<usize>,
+    /// Only on errors about one message of `POST /publish/batch`: its place
+    /// in `messages`, from 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u64, required = false)]
+    pub index: Option<usize>,
 }
 
 /// What a client is told when a write collides with a unique field.
@@ -132,6 +204,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,16 +219,22 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        let mut error = json!({"code": self.code(), "message": message});
-        if let ApiError::InvalidRequest {
-            position: Some(p), ..
-        } = self
-        {
-            error["position"] = json!(p);
-        }
-        if let ApiError::AtItem { index, .. } = self {
-            error["index"] = json!(index);
-        }
+        let position = match self {
+            ApiError::InvalidRequest { position, .. } => *position,
+            _ => None,
+        };
+        let index = match self {
+            ApiError::AtItem { index, .. } => Some(*index),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.error_code(),
+                message,
+                position,
+                index,
+            },
+        };
         let mut resp = HttpResponse::build(self.status_code());
         match self {
             ApiError::Unavailable(_) => {
@@ -164,6 +243,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => {
                 resp.insert_header(("WWW-Authenticate", "Bearer"));
             }
+            ApiError::MethodNotAllowed { allowed, .. } => {
+                resp.insert_header((actix_web::http::header::ALLOW, allowed.join(", ")));
+            }
             ApiError::BodyTimeout(_) => {
                 // The rest of the body may still be on its way: the
                 // connection cannot be reused.
@@ -171,7 +253,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        resp.json(json!({ "error": error }))
+        resp.json(body)
     }
 }
 
@@ -244,6 +326,14 @@ mod tests {
             ),
             (ApiError::BodyTimeout("s".into()), 408, "invalid_request"),
             (ApiError::NotFound("n".into()), 404, "not_found"),
+            (
+                ApiError::MethodNotAllowed {
+                    method: "TRACE".into(),
+                    allowed: vec!["GET", "PATCH"],
+                },
+                405,
+                "invalid_request",
+            ),
             (ApiError::Conflict("c".into()), 409, "conflict"),
             (
                 ApiError::TargetNotAllowed("t".into()),
@@ -262,6 +352,9 @@ mod tests {
             assert_eq!(resp.status().as_u16(), status);
             if status == 503 {
                 assert_eq!(resp.headers().get("Retry-After").unwrap(), "1");
+            }
+            if status == 405 {
+                assert_eq!(resp.headers().get("Allow").unwrap(), "GET, PATCH");
             }
             let body: serde_json::Value =
                 serde_json::from_slice(&to_bytes(resp.into_body()).await.unwrap()).unwrap();

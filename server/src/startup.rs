@@ -138,21 +138,9 @@ impl Application {
                     .app_data(web::QueryConfig::default().error_handler(|e, _| {
                         crate::error::ApiError::invalid(e.to_string()).into()
                     }))
-                    .configure(routes::health::config)
-                    .configure(routes::publish::config)
-                    .configure(routes::subscribers::config)
-                    .configure(routes::filters::config)
-                    .configure(routes::deliveries::config)
-                    .configure(routes::dead_letters::config)
-                    .configure(routes::messages::config)
-                    .configure(routes::stream::config)
-                    .configure(routes::keys::config)
+                    .configure(routes::configure)
                     .configure(crate::ui::config)
-                    .default_service(web::to(|| async {
-                        Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound(
-                            "no such endpoint".into(),
-                        ))
-                    }))
+                    .default_service(web::to(routes::unrouted))
             })
             .listen(listener)?
             .shutdown_timeout(10)

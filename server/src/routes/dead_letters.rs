@@ -5,15 +5,20 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use switch_core::db::models::DeadLetter;
 use switch_core::db::repo;
 use switch_core::job::Job;
 use switch_core::message::Message;
+use utoipa::IntoParams;
 
 use super::deliveries::int_param;
 use super::{admin, db, ts, State};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::shapes::dead_letters::{
+    DeadLetterList, DeadLetterOut, ReplayAllResult, ReplayFailure, ReplayOneResult,
+};
+use crate::shapes::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/dead-letters", web::get().to(list))
@@ -21,28 +26,54 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/dead-letters/{id}/replay", web::post().to(replay_one));
 }
 
-fn to_json(d: &DeadLetter) -> Value {
-    json!({
-        "id": d.id,
-        "message_id": d.message_id,
-        "subscriber_id": d.subscriber_id,
-        "topic": d.topic,
-        "request": stored_request(&d.request),
-        "last_error": d.last_error,
-        "attempts": d.attempts,
-        "created_at": ts(d.created_at),
-        "replayed_at": d.replayed_at.map(ts),
-    })
+fn to_out(d: &DeadLetter) -> DeadLetterOut {
+    DeadLetterOut {
+        id: d.id,
+        message_id: d.message_id.clone(),
+        subscriber_id: d.subscriber_id,
+        topic: d.topic.clone(),
+        request: stored_request(&d.request),
+        last_error: d.last_error.clone(),
+        attempts: d.attempts,
+        created_at: ts(d.created_at),
+        replayed_at: d.replayed_at.map(ts),
+    }
 }
 
-#[derive(Deserialize)]
-struct Query {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Query {
+    /// Only dead letters of this subscriber.
+    #[param(value_type = Option<i64>)]
     subscriber_id: Option<String>,
+    /// Only dead letters with a greater id: the previous page's `next_since`.
+    #[param(value_type = Option<i64>)]
     since: Option<String>,
+    /// Page size.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000, default = json!(100))]
     limit: Option<String>,
 }
 
-async fn list(
+/// List dead letters
+///
+/// Ascending by id, replayed ones included (with `replayed_at`).
+#[utoipa::path(
+    get,
+    path = "/dead-letters",
+    operation_id = "listDeadLetters",
+    tag = "dead-letters",
+    params(Query),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "A page of dead letters.", body = DeadLetterList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn list(
     req: HttpRequest,
     state: State,
     q: web::Query<Query>,
@@ -59,9 +90,10 @@ async fn list(
     })
     .await?;
     let next_since = rows.last().map(|r| r.id).or(since);
-    Ok(HttpResponse::Ok().json(
-        json!({"items": rows.iter().map(to_json).collect::<Vec<_>>(), "next_since": next_since}),
-    ))
+    Ok(HttpResponse::Ok().json(DeadLetterList {
+        items: rows.iter().map(to_out).collect(),
+        next_since,
+    }))
 }
 
 /// A stored request as JSON. It nests the published body two levels deeper
@@ -207,7 +239,7 @@ pub(crate) struct Replayed {
     pub replayed: usize,
     /// Letters left because their subscriber is disabled or gone.
     pub skipped: usize,
-    pub failed: Vec<Value>,
+    pub failed: Vec<ReplayFailure>,
 }
 
 /// Enqueues the replays first, then marks them: a crash between the two
@@ -229,7 +261,7 @@ async fn replay(state: &State, letters: Vec<DeadLetter>) -> Result<Replayed, Api
                 }
                 Err(error) => {
                     tracing::warn!(dead_letter_id = d.id, %error, "dead letter cannot be replayed");
-                    done.failed.push(json!({"id": d.id, "error": error}));
+                    done.failed.push(ReplayFailure { id: d.id, error });
                 }
             }
         }
@@ -254,7 +286,28 @@ async fn ensure_enabled(state: &State, subscriber_id: i64) -> Result<(), ApiErro
     }
 }
 
-async fn replay_one(
+/// Replay one dead letter
+///
+/// Enqueues the stored message again with fresh attempts and the same
+/// message id, to the subscriber's current URL and secret.
+#[utoipa::path(
+    post,
+    path = "/dead-letters/{id}/replay",
+    operation_id = "replayDeadLetter",
+    tag = "dead-letters",
+    params(("id" = i64, Path, description = "The dead letter's id.")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 202, description = "Enqueued again.", body = ReplayOneResult),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "Its subscriber is disabled or gone, or its stored request cannot be replayed (`conflict`).", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn replay_one(
     req: HttpRequest,
     state: State,
     id: web::Path<String>,
@@ -264,7 +317,10 @@ async fn replay_one(
         .parse()
         .map_err(|_| ApiError::NotFound(format!("no dead letter {id}")))?;
     let message_id = replay_letter(&state, id).await?;
-    Ok(HttpResponse::Accepted().json(json!({"replayed": 1, "message_id": message_id})))
+    Ok(HttpResponse::Accepted().json(ReplayOneResult {
+        replayed: 1,
+        message_id,
+    }))
 }
 
 /// Replays dead letter `id` if its subscriber is enabled; returns its
@@ -276,7 +332,7 @@ pub(crate) async fn replay_letter(state: &State, id: i64) -> Result<String, ApiE
     ensure_enabled(state, letter.subscriber_id).await?;
     let message_id = letter.message_id.clone();
     let done = replay(state, vec![letter]).await?;
-    if let Some(error) = done.failed.first().and_then(|f| f["error"].as_str()) {
+    if let Some(error) = done.failed.first().map(|f| &f.error) {
         return Err(ApiError::Conflict(format!(
             "dead letter {id} cannot be replayed: {error}"
         )));
@@ -285,8 +341,12 @@ pub(crate) async fn replay_letter(state: &State, id: i64) -> Result<String, ApiE
     Ok(message_id)
 }
 
-#[derive(Deserialize)]
-struct ReplayAllQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReplayAllQuery {
+    /// The subscriber whose dead letters to replay; every enabled
+    /// subscriber's when absent.
+    #[param(value_type = Option<i64>)]
     subscriber_id: Option<String>,
 }
 
@@ -295,7 +355,26 @@ struct ReplayAllQuery {
 /// deleted subscribers are then left as they are and counted as `skipped`.
 /// Letters that cannot be replayed are listed in `failed` (`{"id", "error"}`)
 /// and left pending; the others are replayed all the same.
-async fn replay_all(
+#[utoipa::path(
+    post,
+    path = "/dead-letters/replay",
+    operation_id = "replayDeadLetters",
+    tag = "dead-letters",
+    summary = "Replay every pending dead letter of a subscriber, or of every enabled subscriber",
+    description = "Enqueues each dead letter not yet replayed again, with fresh attempts and the same message id, to the subscriber's current URL and secret. Without `subscriber_id`, dead letters of disabled or deleted subscribers are left pending and counted in `skipped`.",
+    params(ReplayAllQuery),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 202, description = "Enqueued again.", body = ReplayAllResult),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "The subscriber named is disabled or gone (`conflict`).", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn replay_all(
     req: HttpRequest,
     state: State,
     q: web::Query<ReplayAllQuery>,
@@ -303,8 +382,11 @@ async fn replay_all(
     admin(&req, &state)?;
     let subscriber_id = int_param("subscriber_id", q.subscriber_id.as_deref())?;
     let done = replay_pending(&state, subscriber_id).await?;
-    Ok(HttpResponse::Accepted()
-        .json(json!({"replayed": done.replayed, "skipped": done.skipped, "failed": done.failed})))
+    Ok(HttpResponse::Accepted().json(ReplayAllResult {
+        replayed: done.replayed,
+        skipped: done.skipped,
+        failed: done.failed,
+    }))
 }
 
 /// Replays the pending dead letters of one subscriber, or of every enabled

@@ -2,12 +2,14 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 use switch_core::db::models::DeliveryAttempt;
 use switch_core::db::repo::{self, AttemptQuery};
+use utoipa::IntoParams;
 
 use super::{admin, db, ts, State};
 use crate::error::ApiError;
+use crate::shapes::deliveries::{AttemptList, AttemptOut, Outcome};
+use crate::shapes::{BadRequest, Forbidden, Internal, Unauthorized, Unavailable};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/deliveries", web::get().to(list));
@@ -15,12 +17,23 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 
 pub const OUTCOMES: [&str; 3] = ["delivered", "failed", "dead"];
 
-#[derive(Deserialize)]
-struct Query {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Query {
+    /// Only attempts at this subscriber.
+    #[param(value_type = Option<i64>)]
     subscriber_id: Option<String>,
+    /// Only attempts at this message.
+    #[param(pattern = "^[^\\u0000]*$")]
     message_id: Option<String>,
+    /// Only attempts with this outcome.
+    #[param(value_type = Option<Outcome>)]
     outcome: Option<String>,
+    /// Only attempts with a greater id: the previous page's `next_since`.
+    #[param(value_type = Option<i64>)]
     since: Option<String>,
+    /// Page size.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000, default = json!(100))]
     limit: Option<String>,
 }
 
@@ -46,22 +59,42 @@ pub fn int_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
     }
 }
 
-fn to_json(a: &DeliveryAttempt) -> serde_json::Value {
-    json!({
-        "id": a.id,
-        "message_id": a.message_id,
-        "subscriber_id": a.subscriber_id,
-        "attempt": a.attempt,
-        "outcome": a.outcome,
-        "http_status": a.http_status,
-        "error_kind": a.error_kind,
-        "error": a.error,
-        "duration_ms": a.duration_ms,
-        "created_at": ts(a.created_at),
-    })
+fn to_out(a: &DeliveryAttempt) -> AttemptOut {
+    AttemptOut {
+        id: a.id,
+        message_id: a.message_id.clone(),
+        subscriber_id: a.subscriber_id,
+        attempt: a.attempt,
+        outcome: a.outcome.clone(),
+        http_status: a.http_status,
+        error_kind: a.error_kind.clone(),
+        error: a.error.clone(),
+        duration_ms: a.duration_ms,
+        created_at: ts(a.created_at),
+    }
 }
 
-async fn list(
+/// List delivery attempts
+///
+/// Ascending by id; pass the last page's `next_since` as `since` to get only
+/// newer attempts.
+#[utoipa::path(
+    get,
+    path = "/deliveries",
+    operation_id = "listDeliveries",
+    tag = "deliveries",
+    params(Query),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "A page of attempts.", body = AttemptList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn list(
     req: HttpRequest,
     state: State,
     q: web::Query<Query>,
@@ -69,7 +102,7 @@ async fn list(
     admin(&req, &state)?;
     let q = q.into_inner();
     let message_id = text_param("message_id", q.message_id)?.filter(|m| !m.is_empty());
-    let outcome = text_param("outcome", q.outcome)?;
+    let outcome = text_param("outcome", q.outcome)?.filter(|o| !o.is_empty());
     if let Some(o) = &outcome {
         if !OUTCOMES.contains(&o.as_str()) {
             return Err(ApiError::invalid(format!(
@@ -92,8 +125,8 @@ async fn list(
     };
     let rows = db(&state, move |c| Ok(repo::list_attempts(c, &query)?)).await?;
     let next_since = rows.last().map(|r| r.id).or(since);
-    Ok(HttpResponse::Ok().json(json!({
-        "items": rows.iter().map(to_json).collect::<Vec<_>>(),
-        "next_since": next_since,
-    })))
+    Ok(HttpResponse::Ok().json(AttemptList {
+        items: rows.iter().map(to_out).collect(),
+        next_since,
+    }))
 }

@@ -7,12 +7,38 @@ use switch_core::message::PublishRequest;
 
 use super::{admin, State};
 use crate::error::ApiError;
+use crate::shapes::filters::{FilterTest, FilterTestResult};
+use crate::shapes::{
+    BadRequest, Forbidden, Internal, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable,
+};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/filters/test", web::post().to(test_filter));
 }
 
-async fn test_filter(
+/// Evaluate a filter against a message
+///
+/// Nothing is published. A filter that does not compile gives `400` with the
+/// byte offset of the problem in `error.position`.
+#[utoipa::path(
+    post,
+    path = "/filters/test",
+    operation_id = "testFilter",
+    tag = "filters",
+    request_body = FilterTest,
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The result.", body = FilterTestResult),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn test_filter(
     req: HttpRequest,
     state: State,
     body: web::Bytes,
@@ -30,7 +56,7 @@ async fn test_filter(
     };
     let message = m.remove("message");
     let (matches, compiled) = try_filter(expr.as_deref(), message, principal.author)?;
-    Ok(HttpResponse::Ok().json(json!({"matches": matches, "compiled": compiled})))
+    Ok(HttpResponse::Ok().json(FilterTestResult { matches, compiled }))
 }
 
 /// Whether `expr` matches `message` (a native publish body; its topic

@@ -1,19 +1,26 @@
-//! `/ping`, `/health`, `/metrics`, `/openapi.json`: no authentication.
+//! `/ping`, `/health`, `/metrics`: no authentication.
 
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 
 use super::State;
+use crate::shapes::health::{CheckState, Health, HealthStatus};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/ping", web::get().to(ping))
         .route("/health", web::get().to(health))
-        .route("/metrics", web::get().to(metrics))
-        .route("/openapi.json", web::get().to(openapi));
+        .route("/metrics", web::get().to(metrics));
 }
 
+/// Liveness check
+#[utoipa::path(
+    get,
+    path = "/ping",
+    operation_id = "ping",
+    tag = "operations",
+    responses((status = 200, description = "The server is up.", body = String, content_type = "text/plain", example = "pong"))
+)]
 async fn ping() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("pong")
 }
@@ -34,14 +41,30 @@ async fn redis_ok(state: &State) -> bool {
     )
 }
 
+/// Database and Redis health
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "getHealth",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database and Redis both answer.", body = Health),
+        (status = 503, description = "The database or Redis does not answer; the body names which.", body = Health,
+            headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")))
+    )
+)]
 async fn health(state: State) -> HttpResponse {
     let (db, redis) = tokio::join!(database_ok(&state), redis_ok(&state));
-    let word = |ok: bool| if ok { "ok" } else { "down" };
-    let body = json!({
-        "status": if db && redis { "ok" } else { "degraded" },
-        "database": word(db),
-        "redis": word(redis),
-    });
+    let word = |ok: bool| if ok { CheckState::Ok } else { CheckState::Down };
+    let body = Health {
+        status: if db && redis {
+            HealthStatus::Ok
+        } else {
+            HealthStatus::Degraded
+        },
+        database: word(db),
+        redis: word(redis),
+    };
     if db && redis {
         HttpResponse::Ok().json(body)
     } else {
@@ -51,6 +74,17 @@ async fn health(state: State) -> HttpResponse {
     }
 }
 
+/// Prometheus metrics
+///
+/// This process's series and the whole hub's totals (kept in Redis), in the
+/// Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "getMetrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.", body = String, content_type = "text/plain"))
+)]
 async fn metrics(state: State) -> HttpResponse {
     let m = &state.metrics;
     m.queue.update(&state.queue).await;
@@ -58,10 +92,4 @@ async fn metrics(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(m.render() + &switch_core::metrics::hub_totals(&state.queue).await)
-}
-
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(include_str!("../../openapi.json"))
 }

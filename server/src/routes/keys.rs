@@ -1,13 +1,18 @@
 //! Admin: API keys — issue (the key is shown once), list, revoke.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use switch_core::db::models::{now, ApiKey, NewApiKey};
 use switch_core::db::repo;
 use switch_core::topic::TopicPattern;
 
 use super::{admin, db, json_object, reject_unknown, ts, State};
 use crate::error::ApiError;
+use crate::shapes::keys::{KeyCreated, KeyIn, KeyList, KeyOut};
+use crate::shapes::{
+    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+    Unavailable,
+};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/keys", web::get().to(list))
@@ -19,21 +24,41 @@ const KEY_FIELDS: [&str; 4] = ["name", "scope", "topics", "expires_at"];
 const SCOPES: [&str; 3] = ["publish", "admin", "publish admin"];
 
 /// The API shape of a key: never the key itself.
-fn to_json(k: &ApiKey) -> Value {
-    json!({
-        "id": k.id,
-        "name": k.name,
-        "scope": k.scope,
-        "topics": k.topics.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()),
-        "expires_at": k.expires_at.map(ts),
-        "created_at": ts(k.created_at),
-    })
+fn to_out(k: &ApiKey) -> KeyOut {
+    KeyOut {
+        id: k.id,
+        name: k.name.clone(),
+        scope: k.scope.clone(),
+        topics: k
+            .topics
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok()),
+        expires_at: k.expires_at.map(ts),
+        created_at: ts(k.created_at),
+    }
 }
 
-async fn list(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
+/// List API keys (never the keys themselves)
+#[utoipa::path(
+    get,
+    path = "/keys",
+    operation_id = "listKeys",
+    tag = "keys",
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "Every key.", body = KeyList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn list(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     admin(&req, &state)?;
     let keys = db(&state, |c| Ok(repo::list_api_keys(c)?)).await?;
-    Ok(HttpResponse::Ok().json(json!({"items": keys.iter().map(to_json).collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok().json(KeyList {
+        items: keys.iter().map(to_out).collect(),
+    }))
 }
 
 /// Validates a key's fields (API body or seed file entry); returns the row
@@ -41,7 +66,9 @@ async fn list(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> 
 pub fn new_key(m: &Map<String, Value>) -> Result<(NewApiKey, String), ApiError> {
     reject_unknown(m, &KEY_FIELDS)?;
     let name = match m.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 && !s.contains('\0') => {
+        Some(Value::String(s))
+            if !s.trim().is_empty() && s.chars().count() <= 200 && !s.contains('\0') =>
+        {
             s.trim().to_string()
         }
         _ => {
@@ -116,7 +143,28 @@ pub fn new_key(m: &Map<String, Value>) -> Result<(NewApiKey, String), ApiError> 
     Ok((new, key))
 }
 
-async fn create(
+/// Issue an API key
+///
+/// The key is in this answer only; the hub keeps a hash of it.
+#[utoipa::path(
+    post,
+    path = "/keys",
+    operation_id = "createKey",
+    tag = "keys",
+    request_body = KeyIn,
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 201, description = "Issued.", body = KeyCreated),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn create(
     req: HttpRequest,
     state: State,
     body: web::Bytes,
@@ -129,12 +177,32 @@ async fn create(
         ApiError::Unavailable(format!("the key is stored but could not be loaded: {e}"))
     })?;
     tracing::info!(key_id = row.id, name = %row.name, scope = %row.scope, "API key issued");
-    let mut body = to_json(&row);
-    body["key"] = json!(key);
-    Ok(HttpResponse::Created().json(body))
+    Ok(HttpResponse::Created().json(KeyCreated {
+        key_info: to_out(&row),
+        key,
+    }))
 }
 
-async fn revoke(
+/// Revoke an API key
+///
+/// Every server refuses it within a second.
+#[utoipa::path(
+    delete,
+    path = "/keys/{id}",
+    operation_id = "revokeKey",
+    tag = "keys",
+    params(("id" = i64, Path, description = "The key's id.")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn revoke(
     req: HttpRequest,
     state: State,
     id: web::Path<String>,

@@ -12,14 +12,25 @@ use switch_core::db::repo::{self, MessageQuery};
 use switch_core::job::Job;
 use switch_core::message::{HttpMethod, Message};
 use switch_core::topic::{Topic, TopicPattern};
+use utoipa::IntoParams;
 
 use super::deliveries::{int_param, text_param};
 use super::{admin, db, json_object, ts, State};
 use crate::error::ApiError;
+use crate::shapes::messages::{
+    DeliveryState, DeliveryStateName, MessageDetail, MessageList, MessageOut, ReplayRange,
+    ReplayRangeResult,
+};
+use crate::shapes::{
+    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+    Unavailable,
+};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/messages", web::get().to(list))
-        .route("/messages/replay", web::post().to(replay))
+        // A resource of its own, so that another method on this path is
+        // answered 405 instead of reaching `GET /messages/{id}`.
+        .service(web::resource("/messages/replay").route(web::post().to(replay)))
         .route("/messages/{id}", web::get().to(get));
 }
 
@@ -34,21 +45,27 @@ fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
+impl MessageOut {
+    pub fn new(m: &LoggedMessage) -> Self {
+        MessageOut {
+            id: m.id.clone(),
+            topic: m.topic.clone(),
+            author: m.author.clone(),
+            body: parse_json(&m.body),
+            headers: parse_json(&m.headers),
+            query_params: parse_json(&m.query_params),
+            path_params: parse_json(&m.path_params),
+            http_method: m.http_method.clone(),
+            ordering_key: m.ordering_key.clone(),
+            matched: m.matched,
+            created_at: ts(m.created_at),
+        }
+    }
+}
+
 /// The API shape of a logged message.
 pub fn to_json(m: &LoggedMessage) -> Value {
-    json!({
-        "id": m.id,
-        "topic": m.topic,
-        "author": m.author,
-        "body": parse_json(&m.body),
-        "headers": parse_json(&m.headers),
-        "query_params": parse_json(&m.query_params),
-        "path_params": parse_json(&m.path_params),
-        "http_method": m.http_method,
-        "ordering_key": m.ordering_key,
-        "matched": m.matched,
-        "created_at": ts(m.created_at),
-    })
+    json!(MessageOut::new(m))
 }
 
 /// The message a logged row was published as (for replays).
@@ -120,20 +137,51 @@ impl TopicFilter {
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only messages whose topic this pattern matches.
+    #[param(value_type = Option<crate::shapes::TopicPattern>)]
     topic: Option<String>,
+    /// Only messages of this publisher.
+    #[param(pattern = "^[^\\u0000]*$")]
     author: Option<String>,
+    /// Only messages published after this time (exclusive).
+    #[param(format = DateTime)]
     after: Option<String>,
+    /// Only messages published before this time (exclusive).
+    #[param(format = DateTime)]
     before: Option<String>,
+    /// A `next_since` from an earlier page: only newer messages.
+    #[param(value_type = Option<i64>)]
     since: Option<String>,
+    /// Page size.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000, default = json!(100))]
     limit: Option<String>,
 }
 
 /// `GET /messages`: ascending by publish order, only messages below the log's
 /// horizon (every message before it is committed), so a poller following
 /// `next_since` sees each message once and never passes one that commits late.
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/messages",
+    operation_id = "listMessages",
+    tag = "messages",
+    summary = "List logged messages by publish order",
+    description = "Ascending by publish order. Only messages every one before which is stored are listed, so polling with `next_since` never skips one and never shows one twice.",
+    params(ListQuery),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "A page of messages.", body = MessageList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn list(
     req: HttpRequest,
     state: State,
     q: web::Query<ListQuery>,
@@ -196,30 +244,47 @@ async fn list(
         Ok((items, cursor))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "items": items.iter().map(to_json).collect::<Vec<_>>(),
-        "next_since": next_since.map(|s| s.to_string()),
-    })))
+    Ok(HttpResponse::Ok().json(MessageList {
+        items: items.iter().map(MessageOut::new).collect(),
+        next_since: next_since.map(|s| s.to_string()),
+    }))
 }
 
 /// The delivery state of one subscriber from its attempts at one message.
-fn delivery_state(subscriber_id: i64, attempts: &[&DeliveryAttempt]) -> Value {
+fn delivery_state(subscriber_id: i64, attempts: &[&DeliveryAttempt]) -> DeliveryState {
     let last = attempts.last();
     let state = match last.map(|a| a.outcome.as_str()) {
-        None => "pending",
-        Some("delivered") => "delivered",
-        Some("dead") => "dead",
-        Some(_) => "failed",
+        None => DeliveryStateName::Pending,
+        Some("delivered") => DeliveryStateName::Delivered,
+        Some("dead") => DeliveryStateName::Dead,
+        Some(_) => DeliveryStateName::Failed,
     };
-    json!({
-        "subscriber_id": subscriber_id,
-        "state": state,
-        "attempts": attempts.len(),
-        "last_http_status": last.and_then(|a| a.http_status),
-    })
+    DeliveryState {
+        subscriber_id,
+        state,
+        attempts: attempts.len(),
+        last_http_status: last.and_then(|a| a.http_status),
+    }
 }
 
-async fn get(
+/// A logged message and its deliveries
+#[utoipa::path(
+    get,
+    path = "/messages/{id}",
+    operation_id = "getMessage",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message id (`msg_…`).")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The message, and per subscriber it matched, its delivery state.", body = MessageDetail),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn get(
     req: HttpRequest,
     state: State,
     id: web::Path<String>,
@@ -243,14 +308,18 @@ async fn get(
     })
     .await?;
     let message = message.ok_or_else(|| ApiError::NotFound(format!("no message {id}")))?;
-    let mut body = to_json(&message);
-    body["deliveries"] = Value::Array(deliveries(&message, &attempts));
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(MessageDetail {
+        message: MessageOut::new(&message),
+        deliveries: deliveries(&message, &attempts),
+    }))
 }
 
 /// The delivery state per subscriber of a message, from its attempts: the
 /// subscribers the publish matched, then those replays and backfills added.
-pub(crate) fn deliveries(message: &LoggedMessage, attempts: &[DeliveryAttempt]) -> Vec<Value> {
+pub(crate) fn deliveries(
+    message: &LoggedMessage,
+    attempts: &[DeliveryAttempt],
+) -> Vec<DeliveryState> {
     let mut subscribers: Vec<i64> =
         serde_json::from_str(&message.subscriber_ids).unwrap_or_default();
     for a in attempts {
@@ -273,7 +342,28 @@ pub(crate) fn deliveries(message: &LoggedMessage, attempts: &[DeliveryAttempt]) 
 /// `POST /messages/replay`: every logged message in the range, matched again
 /// against today's enabled subscribers (or only the one named, with its
 /// filter), enqueued as new jobs with the original message id.
-async fn replay(
+#[utoipa::path(
+    post,
+    path = "/messages/replay",
+    operation_id = "replayMessages",
+    tag = "messages",
+    summary = "Match logged messages again and enqueue them (range replay, backfill)",
+    description = "Every logged message in the range is matched against today's enabled subscribers (or only the one named, whose filter applies) and enqueued as new jobs with its original message id.",
+    request_body = ReplayRange,
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "What was (or with `dry_run`, would be) enqueued.", body = ReplayRangeResult),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No subscriber `subscriber_id` (`not_found`).", body = crate::error::ErrorBody),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn replay(
     req: HttpRequest,
     state: State,
     body: web::Bytes,
@@ -289,12 +379,19 @@ async fn replay(
         }
     };
     let topic = text("topic")?.map(|t| TopicFilter::parse(&t)).transpose()?;
-    let after = time_param("after", text("after")?.as_deref())?;
-    let before = time_param("before", text("before")?.as_deref())?;
+    // In a body an empty time is not a missing one (as it is in a query).
+    let time = |k: &str| match text(k)? {
+        Some(s) if s.trim().is_empty() => {
+            Err(ApiError::invalid(format!("`{k}` must be an RFC 3339 time")))
+        }
+        other => time_param(k, other.as_deref()),
+    };
+    let after = time("after")?;
+    let before = time("before")?;
     let only = match m.get("subscriber_id") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
-            v.as_i64()
+            super::json_integer(v)
                 .ok_or_else(|| ApiError::invalid("`subscriber_id` must be an integer"))?,
         ),
     };
@@ -366,5 +463,9 @@ async fn replay(
         }
     }
     tracing::info!(messages, jobs, dry_run, "message log replayed");
-    Ok(HttpResponse::Ok().json(json!({"messages": messages, "jobs": jobs, "dry_run": dry_run})))
+    Ok(HttpResponse::Ok().json(ReplayRangeResult {
+        messages,
+        jobs,
+        dry_run,
+    }))
 }

@@ -1,22 +1,51 @@
 pub mod dead_letters;
 pub mod deliveries;
+pub mod docs;
 pub mod filters;
 pub mod health;
 pub mod keys;
 pub mod messages;
-#[cfg(test)]
-mod openapi_check;
 pub mod publish;
 pub mod stream;
 pub mod subscribers;
 
-use actix_web::{web, HttpRequest};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 pub type State = web::Data<AppState>;
+
+/// Every route of the API, each of which the OpenAPI document describes
+/// (a test in [`crate::openapi`] holds them to it).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(health::config)
+        .configure(docs::config)
+        .configure(publish::config)
+        .configure(subscribers::config)
+        .configure(filters::config)
+        .configure(deliveries::config)
+        .configure(dead_letters::config)
+        .configure(messages::config)
+        .configure(stream::config)
+        .configure(keys::config);
+}
+
+/// A request no route took: `405` with `Allow` when its path is one of the
+/// API's (and only the method is wrong), `404` otherwise. Each route is its
+/// own resource guarded by its method, so actix itself cannot tell the two
+/// apart; the document knows every path and its methods.
+pub async fn unrouted(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let allowed = crate::openapi::RouteTable::get().allowed(req.path());
+    if allowed.is_empty() {
+        return Err(ApiError::NotFound("no such endpoint".into()));
+    }
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        allowed,
+    })
+}
 
 /// Authenticates and requires the `admin` scope.
 pub fn admin(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
@@ -37,6 +66,40 @@ where
         f(&mut conn)
     })
     .await?
+}
+
+/// Runs `f` in a transaction that holds the database's write lock from its
+/// start. On SQLite a transaction that reads and then writes fails at once
+/// ("database is locked") when another connection wrote in between, which
+/// `busy_timeout` cannot help; one begun `IMMEDIATE` waits its turn instead.
+/// PostgreSQL needs nothing of the sort.
+pub fn write_transaction<T, F>(c: &mut switch_core::db::AnyConnection, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&mut switch_core::db::AnyConnection) -> Result<T, ApiError>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    use diesel::Connection;
+    use switch_core::db::AnyConnection;
+    let AnyConnection::Sqlite(sqlite) = c else {
+        return c.transaction(f);
+    };
+    AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+    let result = f(c);
+    let AnyConnection::Sqlite(sqlite) = c else {
+        return result;
+    };
+    match result {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(sqlite)?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = AnsiTransactionManager::rollback_transaction(sqlite) {
+                tracing::warn!(error = %rollback, "rollback failed");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// RFC 3339 in UTC, as every timestamp in the API is written.
@@ -79,6 +142,15 @@ pub fn json_object(
     };
     reject_unknown(&m, fields)?;
     Ok(m)
+}
+
+/// An integer as JSON Schema reads one: `7` and `7.0` alike.
+pub fn json_integer(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && (i64::MIN as f64..i64::MAX as f64).contains(f))
+            .map(|f| f as i64)
+    })
 }
 
 /// Refuses keys not in `fields`, naming the first and what is expected.

@@ -14,12 +14,15 @@ use tracing::Instrument;
 use super::State;
 use crate::error::ApiError;
 use crate::outbox::{self, Spooled};
+use crate::shapes::publish::{
+    PublishAccepted, PublishAnswer, PublishBatch, PublishBatchAccepted, PublishBody, Refreshed,
+};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/publish", web::post().to(publish))
         .route("/publish/batch", web::post().to(publish_batch))
         .route("/refresh", web::post().to(refresh))
-        .route("/refresh", web::get().to(refresh));
+        .route("/refresh", web::get().to(refresh_legacy));
 }
 
 /// Reads the body up to `limit` bytes; more is a 413, a body that does not
@@ -67,7 +70,40 @@ fn request_id(req: &HttpRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string())
 }
 
-async fn publish(
+/// Publish a message
+///
+/// Matches the message against every subscriber and queues one delivery per
+/// match; answers once every job is durably in Redis. The body is read as
+/// JSON whatever the `Content-Type` says. Needs the `publish` or `admin`
+/// scope (or a token without scope), allowed to publish to the topic.
+#[utoipa::path(
+    post,
+    path = "/publish",
+    operation_id = "publish",
+    tag = "publishing",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([\t -~]*[!-~])?$",
+            description = "A second publish with the same key and credential author within 24 h creates nothing and answers `200` with the first message's id and `\"duplicate\": true`."),
+        ("X-Request-Id" = Option<String>, Header, description = "Ties the logs of this publish and its deliveries together (used when 1 to 128 characters); generated otherwise."),
+        ("Ordering-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([\t -~]*[!-~])?$",
+            description = "The ordering key of a legacy-form publish (the native form's `ordering_key` field wins): messages of one subscriber with the same key are delivered one at a time, in publish order."),
+        ("dry_run" = Option<bool>, Query, description = "`true`: explain which subscribers would get the message and why; nothing is enqueued or logged (answers `200` with an `Explain`)."),
+    ),
+    request_body = PublishBody,
+    security(("bearer" = ["publish"])),
+    responses(
+        (status = 200, description = "A duplicate of an earlier publish with the same `Idempotency-Key` and author (nothing was queued; `duplicate` is true), or with `dry_run=true` the explanation.", body = PublishAnswer),
+        (status = 202, description = "Accepted: every job is durably queued.", body = PublishAccepted),
+        (status = 400, response = crate::shapes::BadRequest),
+        (status = 401, response = crate::shapes::Unauthorized),
+        (status = 403, response = crate::shapes::Forbidden),
+        (status = 408, response = crate::shapes::RequestTimeout),
+        (status = 413, response = crate::shapes::PayloadTooLarge),
+        (status = 500, response = crate::shapes::Internal),
+        (status = 503, response = crate::shapes::Unavailable),
+    )
+)]
+pub(crate) async fn publish(
     req: HttpRequest,
     payload: web::Payload,
     state: State,
@@ -112,9 +148,6 @@ async fn publish_inner(
             parsed.ordering_key = Some(key.to_string());
         }
     }
-    if dry_run(req)? {
-        return Ok(explain(state, parsed, principal.author.clone()));
-    }
     let idempotency_key = match req.headers().get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -130,6 +163,9 @@ async fn publish_inner(
             Some(key.to_string())
         }
     };
+    if dry_run(req)? {
+        return Ok(explain(state, parsed, principal.author.clone()));
+    }
     if !state.freshness.is_fresh() {
         // The pinger brings this back (after a reload) once the database answers.
         return Err(ApiError::Unavailable(
@@ -282,7 +318,27 @@ const MAX_BATCH: usize = 1000;
 
 /// `POST /publish/batch`: 1 to 1,000 messages, enqueued (and logged) all
 /// together or not at all.
-async fn publish_batch(
+#[utoipa::path(
+    post,
+    path = "/publish/batch",
+    operation_id = "publishBatch",
+    tag = "publishing",
+    summary = "Publish up to 1,000 messages, all or none",
+    description = "All are enqueued together or none is. An invalid message makes it `400`, with `error.index` naming the first bad one.",
+    request_body = PublishBatch,
+    security(("bearer" = ["publish"])),
+    responses(
+        (status = 202, description = "Accepted: every job of every message is durably queued.", body = PublishBatchAccepted),
+        (status = 400, response = crate::shapes::BadRequest),
+        (status = 401, response = crate::shapes::Unauthorized),
+        (status = 403, response = crate::shapes::Forbidden),
+        (status = 408, response = crate::shapes::RequestTimeout),
+        (status = 413, response = crate::shapes::PayloadTooLarge),
+        (status = 500, response = crate::shapes::Internal),
+        (status = 503, response = crate::shapes::Unavailable),
+    )
+)]
+pub(crate) async fn publish_batch(
     req: HttpRequest,
     payload: web::Payload,
     state: State,
@@ -419,10 +475,52 @@ fn record_of(record: &str) -> &str {
     record.split_once('|').map_or(record, |(id, _)| id)
 }
 
-async fn refresh(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
+/// Reload the subscriber cache
+///
+/// Every server and worker reloads at once (rows changed by SQL are noticed
+/// without this too, within `SWITCH_REFRESH_INTERVAL`).
+#[utoipa::path(
+    post,
+    path = "/refresh",
+    operation_id = "refreshSubscribers",
+    tag = "publishing",
+    security(("bearer" = ["publish"])),
+    responses(
+        (status = 200, description = "Reloaded.", body = Refreshed),
+        (status = 401, response = crate::shapes::Unauthorized),
+        (status = 403, response = crate::shapes::Forbidden),
+        (status = 500, response = crate::shapes::Internal),
+        (status = 503, response = crate::shapes::Unavailable),
+    )
+)]
+pub(crate) async fn refresh(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     let principal = state.auth.authenticate(&req)?;
     principal.require_publish()?;
     // Rows changed by SQL: the workers and other servers reload at once too.
     let n = state.subscribers_changed().await?;
     Ok(HttpResponse::Ok().json(json!({"subscribers": n})))
+}
+
+/// Reload the subscriber cache (legacy GET)
+///
+/// What the original SDKs call; the same as `POST /refresh`.
+#[utoipa::path(
+    get,
+    path = "/refresh",
+    operation_id = "refreshSubscribersLegacy",
+    tag = "publishing",
+    security(("bearer" = ["publish"])),
+    responses(
+        (status = 200, description = "Reloaded.", body = Refreshed),
+        (status = 401, response = crate::shapes::Unauthorized),
+        (status = 403, response = crate::shapes::Forbidden),
+        (status = 500, response = crate::shapes::Internal),
+        (status = 503, response = crate::shapes::Unavailable),
+    )
+)]
+pub(crate) async fn refresh_legacy(
+    req: HttpRequest,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    refresh(req, state).await
 }

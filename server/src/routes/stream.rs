@@ -15,12 +15,14 @@ use switch_core::filter::CompiledFilter;
 use switch_core::message::Message;
 use switch_core::topic::{Topic, TopicPattern};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
 
 use super::messages::{to_json, to_message};
 use super::{db, State};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::live::{Frame, Watch};
+use crate::shapes::{BadRequest, Forbidden, Internal, Unauthorized, Unavailable};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/stream", web::get().to(sse))
@@ -34,11 +36,21 @@ const CATCH_UP_PAGE: i64 = 500;
 /// How long a resume waits for its message to reach the log.
 const RESUME_WAIT: Duration = Duration::from_secs(3);
 
-#[derive(Deserialize)]
-struct StreamQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StreamQuery {
+    /// The messages to watch: those whose topic this pattern matches (`#`,
+    /// every one, when absent).
+    #[param(value_type = Option<crate::shapes::TopicPattern>)]
     topic: Option<String>,
+    /// Only messages this filter matches (the subscribers' syntax).
+    #[param(value_type = Option<crate::shapes::FilterExpression>)]
     filter: Option<String>,
+    /// The credential, for clients that cannot set headers (see the `token`
+    /// security scheme).
     token: Option<String>,
+    /// A message id: first every logged message after it, then live (as
+    /// `Last-Event-ID`).
     since: Option<String>,
 }
 
@@ -152,7 +164,8 @@ impl Feed {
 /// watch the pattern, compiles its filter, finds where a resume starts, and
 /// joins the hub — all before anything is sent.
 async fn open(req: &HttpRequest, state: &State, q: StreamQuery) -> Result<Feed, ApiError> {
-    let principal = match (&q.token, req.headers().contains_key("authorization")) {
+    let token = q.token.as_deref().filter(|t| !t.is_empty());
+    let principal = match (token, req.headers().contains_key("authorization")) {
         (Some(t), false) => state.auth.verify(t)?,
         _ => state.auth.authenticate(req)?,
     };
@@ -226,7 +239,36 @@ async fn resume_cursor(state: &State, id: String) -> Result<i64, ApiError> {
     }
 }
 
-async fn sse(
+/// Watch messages live (Server-Sent Events)
+///
+/// One event per message published from the moment the headers are sent,
+/// through any server: `id: <message id>`, `event: message`, `data:` the
+/// message as `GET /messages/{id}` shows it, without deliveries. A comment
+/// line at least every 15 s; a client that falls behind gets `event: error`
+/// with `{"code":"slow_consumer"}` and is closed. `Last-Event-ID` (or
+/// `since`) first replays the logged messages after that one. Needs the
+/// `admin` scope or a `topics` claim covering the pattern.
+#[utoipa::path(
+    get,
+    path = "/stream",
+    operation_id = "streamMessages",
+    tag = "messages",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last message received: resume after it."),
+    ),
+    security(("bearer" = []), ("token" = [])),
+    responses(
+        (status = 200, description = "The event stream; it stays open.", body = String, content_type = "text/event-stream"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No logged message to resume after (`not_found`).", body = crate::error::ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn sse(
     req: HttpRequest,
     state: State,
     q: web::Query<StreamQuery>,
@@ -276,7 +318,29 @@ fn sse_response(feed: Feed) -> HttpResponse {
         .streaming(futures_util::StreamExt::chain(opening, body))
 }
 
-async fn ws(
+/// Watch messages live (WebSocket)
+///
+/// The same as `GET /stream`, one text frame per message (its JSON); a
+/// client that falls behind gets `{"error":{"code":"slow_consumer"}}` and a
+/// close frame.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    operation_id = "streamMessagesWs",
+    tag = "messages",
+    params(StreamQuery),
+    security(("bearer" = []), ("token" = [])),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No logged message to resume after (`not_found`).", body = crate::error::ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn ws(
     req: HttpRequest,
     body: web::Payload,
     state: State,

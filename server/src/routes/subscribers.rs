@@ -1,22 +1,26 @@
 //! Admin: subscribers CRUD and secret rotation.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use diesel::Connection;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use utoipa::IntoParams;
 
 use switch_core::db::models::{now, NewSubscriber, Subscriber, SubscriberChanges};
 use switch_core::db::repo;
 use switch_core::filter::CompiledFilter;
 use switch_core::queue::circuit::{Circuit, CircuitState};
 use switch_core::signature::{generate_secret, is_valid_secret};
-use switch_core::subscribers::Loaded;
 use switch_core::target::{TargetError, TargetPolicy};
 use switch_core::topic::TopicPattern;
 
-use super::{admin, db, json_object, reject_unknown, ts, State};
-use crate::error::ApiError;
+use super::{admin, db, json_object, reject_unknown, State};
+use crate::error::{ApiError, ErrorBody};
+use crate::shapes::subscribers::{SubscriberIn, SubscriberList, SubscriberOut, SubscriberPatch};
+use crate::shapes::{
+    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+    Unavailable,
+};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/subscribers", web::get().to(list))
@@ -35,22 +39,7 @@ const MAX_IN_FLIGHT: i64 = 10_000;
 
 /// The API shape of a subscriber, with its circuit as the workers share it.
 pub fn to_json(s: &Subscriber, circuit: CircuitState) -> Value {
-    let loaded = Loaded::new(s.clone());
-    json!({
-        "id": s.id,
-        "topic": s.topic,
-        "target_url": s.target_url,
-        "filter_expression": s.filter_expression,
-        "secret": s.secret,
-        "enabled": s.enabled,
-        "description": s.description,
-        "created_at": ts(s.created_at),
-        "updated_at": ts(s.updated_at),
-        "filter_error": loaded.load_error(),
-        "max_in_flight": s.max_in_flight,
-        "disabled_reason": s.disabled_reason,
-        "circuit": circuit.as_str(),
-    })
+    json!(SubscriberOut::new(s, circuit))
 }
 
 /// Circuit states of every subscriber that has one (the rest are closed).
@@ -66,8 +55,8 @@ fn circuit_of(circuits: &HashMap<i64, Circuit>, id: i64) -> CircuitState {
     circuits.get(&id).map(|c| c.state).unwrap_or_default()
 }
 
-async fn one(state: &State, row: &Subscriber) -> Value {
-    to_json(row, circuit_of(&circuits(state).await, row.id))
+async fn one(state: &State, row: &Subscriber) -> SubscriberOut {
+    SubscriberOut::new(row, circuit_of(&circuits(state).await, row.id))
 }
 
 fn check_pattern(topic: &str) -> Result<String, ApiError> {
@@ -93,7 +82,7 @@ fn check_max_in_flight(m: &Map<String, Value>) -> Result<Option<Option<i32>>, Ap
     match m.get("max_in_flight") {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
-        Some(v) => match v.as_i64() {
+        Some(v) => match super::json_integer(v) {
             Some(n) if (1..=MAX_IN_FLIGHT).contains(&n) => Ok(Some(Some(n as i32))),
             _ => Err(ApiError::invalid(format!(
                 "`max_in_flight` must be an integer from 1 to {MAX_IN_FLIGHT}, or null"
@@ -130,12 +119,32 @@ fn check_secret(src: &str) -> Result<String, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only subscribers with exactly this topic pattern.
+    #[param(value_type = Option<crate::shapes::TopicPattern>)]
     topic: Option<String>,
 }
 
-async fn list(
+/// List subscribers
+#[utoipa::path(
+    get,
+    path = "/subscribers",
+    operation_id = "listSubscribers",
+    tag = "subscribers",
+    params(ListQuery),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "Every subscriber (with `topic`, those with exactly that pattern).", body = SubscriberList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn list(
     req: HttpRequest,
     state: State,
     q: web::Query<ListQuery>,
@@ -144,6 +153,7 @@ async fn list(
     let topic = q
         .into_inner()
         .topic
+        .filter(|t| !t.is_empty())
         .map(|t| check_pattern(&t))
         .transpose()?;
     let rows = db(&state, move |c| {
@@ -153,11 +163,11 @@ async fn list(
     })
     .await?;
     let circuits = circuits(&state).await;
-    let items: Vec<Value> = rows
+    let items = rows
         .iter()
-        .map(|r| to_json(r, circuit_of(&circuits, r.id)))
+        .map(|r| SubscriberOut::new(r, circuit_of(&circuits, r.id)))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(SubscriberList { items }))
 }
 
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
@@ -233,7 +243,27 @@ fn refuse_duplicate(
     }
 }
 
-async fn create(
+/// Create a subscriber
+#[utoipa::path(
+    post,
+    path = "/subscribers",
+    operation_id = "createSubscriber",
+    tag = "subscribers",
+    request_body = SubscriberIn,
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 201, description = "Created; the answer holds its secret.", body = SubscriberOut),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "A subscriber with this `topic` and `target_url` exists (`conflict`).", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn create(
     req: HttpRequest,
     state: State,
     body: web::Bytes,
@@ -241,10 +271,27 @@ async fn create(
     admin(&req, &state)?;
     let new = new_subscriber(&json_object(&body, &FIELDS)?, &state.targets)?;
     let row = insert(&state, new).await?;
-    Ok(HttpResponse::Created().json(to_json(&row, CircuitState::Closed)))
+    Ok(HttpResponse::Created().json(SubscriberOut::new(&row, CircuitState::Closed)))
 }
 
-async fn get(
+/// Get a subscriber
+#[utoipa::path(
+    get,
+    path = "/subscribers/{id}",
+    operation_id = "getSubscriber",
+    tag = "subscribers",
+    params(("id" = i64, Path, description = "The subscriber's id.")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The subscriber.", body = SubscriberOut),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn get(
     req: HttpRequest,
     state: State,
     id: web::Path<String>,
@@ -302,7 +349,7 @@ pub fn subscriber_changes(
 /// process; shared by the API and the dashboard.
 pub(crate) async fn insert(state: &State, new: NewSubscriber) -> Result<Subscriber, ApiError> {
     let row = db(state, move |c| {
-        c.transaction(|c| {
+        super::write_transaction(c, |c| {
             refuse_duplicate(c, &new.topic, &new.target_url, None)?;
             Ok(repo::insert_subscriber(c, &new)?)
         })
@@ -322,7 +369,7 @@ pub(crate) async fn apply_changes(
 ) -> Result<Subscriber, ApiError> {
     let enabling = changes.enabled == Some(true);
     let row = db(state, move |c| {
-        c.transaction(|c| {
+        super::write_transaction(c, |c| {
             let Some(current) = repo::get_subscriber(c, id)? else {
                 return Ok(None);
             };
@@ -346,7 +393,29 @@ pub(crate) async fn apply_changes(
     Ok(row)
 }
 
-async fn update(
+/// Update a subscriber
+#[utoipa::path(
+    patch,
+    path = "/subscribers/{id}",
+    operation_id = "updateSubscriber",
+    tag = "subscribers",
+    params(("id" = i64, Path, description = "The subscriber's id.")),
+    request_body = SubscriberPatch,
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The subscriber as it is now.", body = SubscriberOut),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "Another subscriber has this `topic` and `target_url` (`conflict`).", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn update(
     req: HttpRequest,
     state: State,
     id: web::Path<String>,
@@ -359,7 +428,24 @@ async fn update(
     Ok(HttpResponse::Ok().json(one(&state, &row).await))
 }
 
-async fn delete(
+/// Delete a subscriber
+#[utoipa::path(
+    delete,
+    path = "/subscribers/{id}",
+    operation_id = "deleteSubscriber",
+    tag = "subscribers",
+    params(("id" = i64, Path, description = "The subscriber's id.")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn delete(
     req: HttpRequest,
     state: State,
     id: web::Path<String>,
@@ -373,8 +459,27 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// New secret now; the old one keeps signing (beside the new) for 24 h.
-async fn rotate_secret(
+/// Rotate a subscriber's secret
+///
+/// A new secret now; deliveries are signed with the previous one too, beside
+/// the new, for 24 hours.
+#[utoipa::path(
+    post,
+    path = "/subscribers/{id}/rotate-secret",
+    operation_id = "rotateSubscriberSecret",
+    tag = "subscribers",
+    params(("id" = i64, Path, description = "The subscriber's id.")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The subscriber with its new secret.", body = SubscriberOut),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn rotate_secret(
     req: HttpRequest,
     state: State,
     id: web::Path<String>,

@@ -154,7 +154,10 @@ pub async fn show(
     })
     .await?;
     let message = message.ok_or_else(|| ApiError::NotFound(format!("no message {id}")))?;
-    let states = deliveries(&message, &attempts);
+    let states: Vec<serde_json::Value> = deliveries(&message, &attempts)
+        .iter()
+        .map(|d| serde_json::to_value(d).unwrap_or_default())
+        .collect();
     let index = state.cache.current();
     let topic_of = |sid: i64| {
         index

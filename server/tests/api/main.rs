@@ -1,6 +1,7 @@
 //! Integration tests: real Redis, real SQLite and PostgreSQL, real HTTP receivers.
 
 mod admin;
+mod contract;
 mod delivery;
 mod helpers;
 mod hostile_input;
