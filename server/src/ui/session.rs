@@ -247,6 +247,14 @@ pub async fn sign_in(
     let next = form.get("next").unwrap_or("").to_string();
     let token = form.get("token").unwrap_or("").trim().to_string();
     let refused = |status, why: &str| Ok(sign_in_page(status, &next, Some(why)));
+    // There is no session yet to derive a CSRF token from: a browser's
+    // Origin tells a sign-in posted from another site, which is refused.
+    if !same_origin(&req) {
+        return refused(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "A sign-in from another site is refused.",
+        );
+    }
     if token.is_empty() {
         return refused(
             actix_web::http::StatusCode::BAD_REQUEST,
@@ -284,6 +292,24 @@ pub async fn sign_in(
             )
         }
     }
+}
+
+/// Whether the request's `Origin` (when a browser sent one) is this hub.
+fn same_origin(req: &HttpRequest) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let Some(origin) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
+        return false;
+    };
+    let Some(host) = origin.host_str() else {
+        return false;
+    };
+    let origin_host = match origin.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    origin_host.eq_ignore_ascii_case(req.connection_info().host())
 }
 
 /// `POST /ui/logout`: forgets the cookie.

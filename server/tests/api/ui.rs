@@ -101,6 +101,33 @@ async fn signs_in_with_an_admin_token_only(backend: Backend) {
     assert!(!cookie.contains("Secure"), "plain HTTP here: {cookie}");
     b.cookie = session_cookie(&a);
 
+    // A sign-in posted from another site is refused; from this one it is not.
+    let cross = app
+        .http
+        .post(format!("{}/ui/login", app.base))
+        .header("Origin", "http://evil.example")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    assert!(cross
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .all(|c| !c.to_str().unwrap_or("").starts_with("switch_session=")));
+    let same = app
+        .http
+        .post(format!("{}/ui/login", app.base))
+        .header("Origin", app.base.as_str())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 200, "signed in and sent on to the overview");
+
     // Never back to another site.
     let a = b
         .post(
