@@ -105,6 +105,8 @@ def http(method, url, token=None, body=None):
 
 def rcli(port_or_url, *args):
     target = ["-u", port_or_url] if isinstance(port_or_url, str) else ["-p", str(port_or_url)]
+    if not isinstance(port_or_url, str):
+        target = ["-h", "127.0.0.1"] + target
     return subprocess.run(["redis-cli", *target, *map(str, args)], capture_output=True,
                           text=True).stdout.strip()
 
@@ -192,10 +194,19 @@ class Hub:
         for i in range(n):
             wait_http(f"http://127.0.0.1:{METRICS_PORTS[i]}/health")
 
-    def close(self):
+    def close(self, nodes=()):
         for w in self.workers:
             stop(w, 40)
         stop(self.server)
+        # Whatever the namespace left (a publish run leaves its jobs): on
+        # the shared Redis its keys, on the bench's own cluster everything.
+        for n in nodes:
+            if isinstance(n, str):
+                subprocess.run(f"redis-cli -u {n} --scan --pattern '{{{self.ns}*' | "
+                               f"xargs -r -n 500 redis-cli -u {n} UNLINK >/dev/null",
+                               shell=True, check=False)
+            else:
+                rcli(n, "FLUSHALL")
 
 
 def wrk(hub, topic, seconds, body_bytes=None):
@@ -239,22 +250,48 @@ def drain(hub, expected, workers=2):
     return expected / (time.time() - started)
 
 
-def publish_and_drain(redis_url, partitions, fanout=10):
-    """Median publish/s over RUNS wrk runs, then drain/s of a DRAIN_JOBS backlog."""
+def redis_usec(nodes):
+    """Microseconds Redis spent in commands since the last reset, over `nodes`."""
+    total = 0
+    for n in nodes:
+        for line in rcli(n, "INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_") and "usec=" in line:
+                total += int(line.split("usec=")[1].split(",")[0])
+    return total
+
+
+def reset_stats(nodes):
+    for n in nodes:
+        rcli(n, "CONFIG", "RESETSTAT")
+
+
+def publish_and_drain(redis_url, partitions, fanout=10, nodes=None):
+    """Median publish/s over RUNS wrk runs, then drain/s of a DRAIN_JOBS
+    backlog; and the Redis time (all nodes) per publish and per delivered job."""
+    nodes = nodes or [redis_url]
     hub = Hub(redis_url, partitions)
     try:
         hub.subscribe("bench.f10", fanout)
-        rates = [wrk(hub, "bench.f10", SECONDS)["rate"] for _ in range(RUNS)]
-        # What wrk published waits too; the backlog is topped up to DRAIN_JOBS.
-        queued = sum(int(r * SECONDS) for r in rates) * fanout
-        messages = max(0, DRAIN_JOBS // fanout - queued // fanout)
-        if messages:
-            fill(hub, "bench.f10", messages)
-        total = receiver_total_expected(hub)
-        return {"publish_per_s": statistics.median(rates), "publish_runs": rates,
-                "drain_per_s": drain(hub, total), "drained_jobs": total}
+        reset_stats(nodes)
+        runs = [wrk(hub, "bench.f10", SECONDS) for _ in range(RUNS)]
+        rates = [r["rate"] for r in runs]
+        publish_usec = redis_usec(nodes) / max(1, sum(r["requests"] for r in runs))
     finally:
-        hub.close()
+        hub.close(nodes)
+    # The drain: a backlog of DRAIN_JOBS on a namespace of its own.
+    hub = Hub(redis_url, partitions)
+    try:
+        hub.subscribe("bench.f10", fanout)
+        fill(hub, "bench.f10", DRAIN_JOBS // fanout)
+        total = receiver_total_expected(hub)
+        reset_stats(nodes)
+        drain_rate = drain(hub, total)
+        job_usec = redis_usec(nodes) / max(1, total)
+        return {"publish_per_s": statistics.median(rates), "publish_runs": rates,
+                "drain_per_s": drain_rate, "drained_jobs": total,
+                "redis_usec_per_publish": publish_usec, "redis_usec_per_job": job_usec}
+    finally:
+        hub.close(nodes)
 
 
 def receiver_total_expected(hub):
@@ -323,7 +360,7 @@ def main():
         log("starting a 3-master Redis Cluster")
         cluster = Cluster()
         before = cluster.xadds()
-        results["cluster"] = publish_and_drain(cluster.url(), 6)
+        results["cluster"] = publish_and_drain(cluster.url(), 6, nodes=cluster.masters())
         after = cluster.xadds()
         total = sum(after[m] - before.get(m, 0) for m in after)
         results["cluster"]["xadd_share"] = {
@@ -339,7 +376,7 @@ def main():
                                   "p99_ms": r["latency_p99_us"] / 1000,
                                   "errors": r["errors_status"]}
             finally:
-                hub.close()
+                hub.close(cluster.masters())
         results["wait_replicas"] = lat
     finally:
         for p in reversed(PROCS):
@@ -378,17 +415,23 @@ def report(r):
         f"~{r['drain_jobs']:,} jobs by two workers (64 slots each). Everything on this one "
         "machine, so the cluster's six Redis processes share its cores with the hub.",
         "",
-        "| Setup | publish/s | drain (jobs/s) |",
-        "|---|---:|---:|",
-        f"| one Redis, 1 partition | {s1['publish_per_s']:,.0f} | {s1['drain_per_s']:,.0f} |",
-        f"| one Redis, 4 partitions | {s4['publish_per_s']:,.0f} | {s4['drain_per_s']:,.0f} |",
+        "| Setup | publish/s | drain (jobs/s) | Redis µs per publish | Redis µs per delivered job |",
+        "|---|---:|---:|---:|---:|",
+        f"| one Redis, 1 partition | {s1['publish_per_s']:,.0f} | {s1['drain_per_s']:,.0f} | "
+        f"{s1['redis_usec_per_publish']:.1f} | {s1['redis_usec_per_job']:.1f} |",
+        f"| one Redis, 4 partitions | {s4['publish_per_s']:,.0f} | {s4['drain_per_s']:,.0f} | "
+        f"{s4['redis_usec_per_publish']:.1f} | {s4['redis_usec_per_job']:.1f} |",
         f"| 4 vs 1 partition | {s4['publish_per_s'] / s1['publish_per_s']:.2f}× | "
-        f"{s4['drain_per_s'] / s1['drain_per_s']:.2f}× |",
+        f"{s4['drain_per_s'] / s1['drain_per_s']:.2f}× | | |",
         f"| Redis Cluster, 3 masters + 3 replicas, 6 partitions | {c['publish_per_s']:,.0f} | "
-        f"{c['drain_per_s']:,.0f} |",
+        f"{c['drain_per_s']:,.0f} | {c['redis_usec_per_publish']:.1f} (all masters) | "
+        f"{c['redis_usec_per_job']:.1f} (all masters) |",
         "",
         "Share of stream writes (XADD) per cluster master: "
-        + ", ".join(f"{v:.0%}" for v in c["xadd_share"].values()) + ".",
+        + ", ".join(f"{v:.0%}" for v in c["xadd_share"].values())
+        + " (a job's partition follows its subscriber; ten subscribers over six "
+        "partitions cannot split evenly). Redis µs: the time Redis spent in commands "
+        "(INFO commandstats) over the publishes, or over the jobs delivered in the drain.",
         "",
         "## Redis memory per job (fan-out 100, no worker running)",
         "",

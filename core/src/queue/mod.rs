@@ -2,8 +2,9 @@
 //!
 //! The queue is split into `SWITCH_QUEUE_PARTITIONS` partitions, each under a
 //! hash tag of its own, so that a Redis Cluster spreads them over its shards
-//! (see [`Partition`]). A job's partition is chosen by its subscriber and
-//! ordering key. Per partition `{p}`:
+//! (see [`Partition`]). A keyed job's partition is chosen by its subscriber
+//! and ordering key, an unkeyed job's by its message (see
+//! [`Keys::partition_of`]). Per partition `{p}`:
 //! - `{p}:jobs`: a stream of ready jobs, read by the consumer group `workers`.
 //!   A job is XACKed and XDELed when it is finished, so the stream holds only
 //!   pending work and per-job cost does not grow with the backlog.
@@ -12,6 +13,8 @@
 //! - `{p}:m:<message id>`: the message, stored once for all of its jobs in the
 //!   partition (field `b`), with the number of jobs still holding it (`n`);
 //!   a job is a few dozen bytes naming it, and the last job to finish deletes it.
+//!   On a single Redis (no slots to respect) it is stored once under `{ns}`
+//!   for every partition (see [`Queue::message_key`]).
 //! - `{p}:lane:<subscriber>:<ordering key>`: the keyed jobs of one subscriber,
 //!   in publish order; its head is the one in the queue, and finishing the head
 //!   (delivered or dead, not retried) moves the next into the stream.
@@ -317,23 +320,32 @@ impl Keys {
         }
     }
 
-    /// The partition of a subscriber's jobs with this ordering key (FNV-1a,
-    /// so every server picks the same one).
-    pub fn partition_of(&self, subscriber_id: i64, ordering_key: Option<&str>) -> usize {
+    /// The partition of a job (FNV-1a, so every server picks the same one).
+    /// A keyed job's is chosen by its subscriber and key, so that a lane
+    /// lives in one partition. An unkeyed job's is chosen by its message:
+    /// every unkeyed job of a publish goes to one partition (the message is
+    /// stored once, in one script), and each partition holds a mix of
+    /// subscribers, as a single stream would, so a read is not filled with
+    /// the jobs of a few subscribers that are at their in-flight limit.
+    pub fn partition_of(&self, job: &Job) -> usize {
         let n = self.writing;
         if n == 1 {
             return 0;
         }
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let key = ordering_key.unwrap_or("");
-        for b in subscriber_id
-            .to_le_bytes()
-            .iter()
-            .chain([0xffu8].iter())
-            .chain(key.as_bytes())
-        {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= *b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        match &job.ordering_key {
+            Some(key) => {
+                eat(&job.subscriber_id.to_le_bytes());
+                eat(&[0xff]);
+                eat(key.as_bytes());
+            }
+            None => eat(job.message_id.as_bytes()),
         }
         (h % n as u64) as usize
     }
@@ -561,6 +573,19 @@ impl Queue {
         &self.keys.partitions
     }
 
+    /// Where the message `message_id` is stored for jobs of `partition`: in
+    /// the partition itself on a Redis Cluster (a script touches one slot),
+    /// and once under the namespace's tag on a single Redis, whatever the
+    /// partition (so a publish to many partitions stores it once, and
+    /// changing the partition count moves nothing).
+    pub fn message_key(&self, partition: usize, message_id: &str) -> String {
+        if self.redis.is_cluster() {
+            self.partition(partition).message(message_id)
+        } else {
+            format!("{}:m:{message_id}", self.keys.home_tag())
+        }
+    }
+
     pub fn partition(&self, index: usize) -> &Partition {
         &self.keys.partitions[index.min(self.keys.partitions.len() - 1)]
     }
@@ -642,9 +667,7 @@ impl Queue {
             // Group this message's jobs by partition.
             let mut per_partition: Vec<(usize, Vec<&Job>)> = Vec::new();
             for job in p.jobs {
-                let part = self
-                    .keys
-                    .partition_of(job.subscriber_id, job.ordering_key.as_deref());
+                let part = self.keys.partition_of(job);
                 match per_partition.iter_mut().find(|(i, _)| *i == part) {
                     Some((_, v)) => v.push(job),
                     None => per_partition.push((part, vec![job])),
@@ -667,7 +690,7 @@ impl Queue {
                     }
                 }
                 for (id, json, n) in bodies {
-                    let k = ops.key(&partition.message(id));
+                    let k = ops.key(&self.message_key(part, id));
                     ops.args
                         .extend(["B".into(), k, json.to_string(), n.to_string()]);
                 }
@@ -848,7 +871,6 @@ impl Queue {
 
     /// Gives each entry its partition, what it holds, and its stored message.
     async fn fill(&self, partition: usize, entries: &mut [Entry]) -> RedisResult<()> {
-        let p = self.partition(partition);
         let mut wanted: Vec<String> = Vec::new();
         for e in entries.iter_mut() {
             e.partition = partition;
@@ -865,7 +887,9 @@ impl Queue {
         let mut conn = self.redis.get().await?;
         let mut pipe = redis::pipe();
         for id in &wanted {
-            pipe.cmd("HGET").arg(p.message(id)).arg("b");
+            pipe.cmd("HGET")
+                .arg(self.message_key(partition, id))
+                .arg("b");
         }
         let bodies: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
         let bodies: HashMap<&str, Arc<str>> = wanted
@@ -906,7 +930,7 @@ impl Queue {
         inv.key(&p.stream).arg(GROUP);
         for e in entries {
             match &e.holds.message {
-                Some(id) => inv.key(p.message(id)),
+                Some(id) => inv.key(self.message_key(partition, id)),
                 None => inv.key(&p.stream),
             };
             match &e.holds.lane {
@@ -1285,15 +1309,34 @@ mod tests {
         }
     }
 
+    fn job(sub: i64, message: &str, key: Option<&str>) -> Job {
+        Job::first(sub, Arc::from(message), key.map(Arc::from), Arc::from("{}"))
+    }
+
     #[test]
     fn a_subscriber_and_key_always_land_in_one_partition_and_keys_spread() {
         let keys = Keys::new("t", 6);
-        let a = keys.partition_of(7, Some("order-1"));
-        assert_eq!(a, keys.partition_of(7, Some("order-1")));
+        let a = keys.partition_of(&job(7, "m1", Some("order-1")));
+        assert_eq!(
+            a,
+            keys.partition_of(&job(7, "m2", Some("order-1"))),
+            "whatever the message"
+        );
         let used: std::collections::HashSet<usize> = (0..200)
-            .map(|k| keys.partition_of(7, Some(&format!("order-{k}"))))
+            .map(|k| keys.partition_of(&job(7, "m", Some(&format!("order-{k}")))))
             .collect();
         assert_eq!(used.len(), 6, "one subscriber's keys use every partition");
-        assert_eq!(Keys::new("t", 1).partition_of(7, Some("x")), 0);
+        assert_eq!(Keys::new("t", 1).partition_of(&job(7, "m", Some("x"))), 0);
+    }
+
+    #[test]
+    fn unkeyed_jobs_of_a_message_share_a_partition_and_messages_spread() {
+        let keys = Keys::new("t", 6);
+        let p = keys.partition_of(&job(1, "msg_a", None));
+        assert!((2..50).all(|s| keys.partition_of(&job(s, "msg_a", None)) == p));
+        let used: std::collections::HashSet<usize> = (0..200)
+            .map(|m| keys.partition_of(&job(1, &format!("msg_{m}"), None)))
+            .collect();
+        assert_eq!(used.len(), 6, "messages spread over every partition");
     }
 }

@@ -290,7 +290,7 @@ impl TestApp {
             let mut job = switch_core::job::Job::decode(&fields[0].1).unwrap();
             if job.stored_body {
                 let body: String = redis::cmd("HGET")
-                    .arg(self.queue.partition(0).message(&job.message_id))
+                    .arg(self.queue.message_key(0, &job.message_id))
                     .arg("b")
                     .query_async(&mut conn)
                     .await
