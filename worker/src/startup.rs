@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::dev::ServerHandle;
 use switch_core::queue::circuit::CircuitPolicy;
 use switch_core::queue::consumer::{Consumer, Tasks};
 use switch_core::queue::{Entry, Queue, RedisHandle};
@@ -37,6 +38,8 @@ pub struct Worker {
     handler: Arc<Handler>,
     background: Vec<JoinHandle<()>>,
     recorder_done: JoinHandle<()>,
+    /// `/metrics` and `/health`, answering until the very end of a shutdown.
+    endpoint: ServerHandle,
 }
 
 /// A consumer name unique to this process.
@@ -78,18 +81,19 @@ impl Worker {
         };
         // Blocking reads get a connection of their own, so they never delay acks.
         let reader = queue.on(redis.separate(Duration::from_secs(7)));
+        let metrics = Metrics::new();
+        // Bound before anything is spawned: a busy address stops the start here.
+        let endpoint = crate::metrics::serve(
+            &settings.worker_metrics_addr,
+            metrics.clone(),
+            queue.clone(),
+            pool.clone(),
+        )?;
         let cache = Arc::new(Cache::new(pool.clone()));
         if let Err(e) = cache.reload_async().await {
             tracing::warn!(error = %e, "subscribers could not be loaded yet");
         }
         let refresh = cache.spawn_refresh(settings.refresh_interval, queue.clone(), |_| {});
-        let metrics = Metrics::new();
-        crate::metrics::serve(
-            settings.worker_metrics_addr.clone(),
-            metrics.clone(),
-            queue.clone(),
-            pool.clone(),
-        );
         let (recorder, recorder_done) = Recorder::start(pool.clone(), queue.clone());
         let name = consumer_name();
         let concurrency = settings.worker_concurrency;
@@ -144,6 +148,12 @@ impl Worker {
                 name.clone(),
             )));
         }
+        let endpoint_handle = endpoint.handle();
+        background.push(tokio::spawn(async move {
+            if let Err(e) = endpoint.await {
+                tracing::error!(error = %e, "worker metrics endpoint stopped");
+            }
+        }));
         tracing::info!(consumer = %name, concurrency, namespace = %settings.namespace, "switch-worker started");
         Ok(Worker {
             name,
@@ -154,6 +164,7 @@ impl Worker {
             handler,
             background,
             recorder_done,
+            endpoint: endpoint_handle,
         })
     }
 
@@ -190,6 +201,8 @@ impl Worker {
             tracing::info!("in-flight deliveries finished");
         }
         self.consumer_tasks.abort();
+        // Stopped, not only abandoned: the address is free again once this returns.
+        self.endpoint.stop(true).await;
         for task in &self.background {
             task.abort();
         }
