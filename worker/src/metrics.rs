@@ -153,9 +153,9 @@ where
 
 /// Binds `addr` and builds the worker's `/metrics`, `/health` and `/ping`
 /// endpoint; nothing is served until the returned server is awaited or
-/// spawned. A bind failure is an error: a worker that cannot be watched or
-/// health-checked must not run unnoticed, so several workers on one host
-/// each need an `SWITCH_WORKER_METRICS_ADDR` of their own.
+/// spawned. A bind failure is returned; the worker logs it and delivers
+/// without the endpoint (several workers on one host each need an
+/// `SWITCH_WORKER_METRICS_ADDR` of their own to be watched).
 pub fn serve(addr: &str, metrics: Metrics, queue: Queue, pool: DbPool) -> anyhow::Result<Server> {
     let endpoint = web::Data::new(Endpoint {
         metrics,

@@ -39,7 +39,7 @@ pub struct Worker {
     background: Vec<JoinHandle<()>>,
     recorder_done: JoinHandle<()>,
     /// `/metrics` and `/health`, answering until the very end of a shutdown.
-    endpoint: ServerHandle,
+    endpoint: Option<ServerHandle>,
 }
 
 /// A consumer name unique to this process.
@@ -82,13 +82,21 @@ impl Worker {
         // Blocking reads get a connection of their own, so they never delay acks.
         let reader = queue.on(redis.separate(Duration::from_secs(7)));
         let metrics = Metrics::new();
-        // Bound before anything is spawned: a busy address stops the start here.
-        let endpoint = crate::metrics::serve(
+        // A busy address (another worker on this host with the default
+        // SWITCH_WORKER_METRICS_ADDR) leaves this worker without the endpoint
+        // rather than without deliveries: it says so and runs on.
+        let endpoint = match crate::metrics::serve(
             &settings.worker_metrics_addr,
             metrics.clone(),
             queue.clone(),
             pool.clone(),
-        )?;
+        ) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "running without /metrics and /health; give each worker on a host its own SWITCH_WORKER_METRICS_ADDR");
+                None
+            }
+        };
         let cache = Arc::new(Cache::new(pool.clone()));
         if let Err(e) = cache.reload_async().await {
             tracing::warn!(error = %e, "subscribers could not be loaded yet");
@@ -148,12 +156,14 @@ impl Worker {
                 name.clone(),
             )));
         }
-        let endpoint_handle = endpoint.handle();
-        background.push(tokio::spawn(async move {
-            if let Err(e) = endpoint.await {
-                tracing::error!(error = %e, "worker metrics endpoint stopped");
-            }
-        }));
+        let endpoint_handle = endpoint.as_ref().map(|e| e.handle());
+        if let Some(endpoint) = endpoint {
+            background.push(tokio::spawn(async move {
+                if let Err(e) = endpoint.await {
+                    tracing::error!(error = %e, "worker metrics endpoint stopped");
+                }
+            }));
+        }
         tracing::info!(consumer = %name, concurrency, namespace = %settings.namespace, "switch-worker started");
         Ok(Worker {
             name,
@@ -202,7 +212,9 @@ impl Worker {
         }
         self.consumer_tasks.abort();
         // Stopped, not only abandoned: the address is free again once this returns.
-        self.endpoint.stop(true).await;
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.stop(true).await;
+        }
         for task in &self.background {
             task.abort();
         }
