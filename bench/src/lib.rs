@@ -54,6 +54,7 @@ pub fn message() -> Message {
         http_method: HttpMethod::Post,
         request_id: Some("req-1".into()),
         ordering_key: None,
+        trace_id: None,
         published_at_ms: 0,
         extra: Default::default(),
     }

@@ -16,5 +16,6 @@ pub mod subscribers;
 pub mod target;
 pub mod telemetry;
 pub mod topic;
+pub mod trace;
 
 pub use config::Settings;

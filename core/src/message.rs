@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::topic::Topic;
+use crate::trace::TraceId;
 
 /// HTTP methods a delivery may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -72,11 +73,47 @@ pub struct Message {
     /// time, in publish order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
+    /// The W3C trace every delivery of this message belongs to (see
+    /// [`Message::traced`]). Messages queued before trace ids existed have
+    /// none; [`Message::trace`] answers for them.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::trace::lenient"
+    )]
+    pub trace_id: Option<TraceId>,
     /// Keys of a legacy `Payload` beside the five known ones: the original
     /// filters could read them (`data["special_key"]`). Read by filters at
     /// publish time only; not delivered.
     #[serde(skip)]
     pub extra: Map<String, Value>,
+}
+
+impl Message {
+    /// Sets the trace of a message being published: the publish request's own
+    /// `traceparent` (`incoming`, when it was valid), else a valid
+    /// `traceparent` among the headers it forwards, else a new trace.
+    pub fn traced(mut self, incoming: Option<TraceId>) -> Self {
+        let forwarded = || {
+            self.headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+                .and_then(|(_, value)| TraceId::from_traceparent(value))
+        };
+        self.trace_id = Some(
+            incoming
+                .or_else(forwarded)
+                .unwrap_or_else(TraceId::generate),
+        );
+        self
+    }
+
+    /// The trace id its deliveries send: its own, or for a message without
+    /// one, one taken from its id (the same at every attempt).
+    pub fn trace(&self) -> TraceId {
+        self.trace_id
+            .unwrap_or_else(|| TraceId::of_message_id(&self.id))
+    }
 }
 
 fn empty_object() -> Value {
@@ -344,6 +381,7 @@ impl PublishRequest {
             request_id,
             published_at_ms: now_ms,
             ordering_key: self.ordering_key,
+            trace_id: None,
             extra: self.extra,
         }
     }
@@ -398,6 +436,49 @@ mod tests {
         let m = r.into_message("msg_1".into(), None, None, 0);
         let json = serde_json::to_value(&m).unwrap();
         assert!(json.get("extra").is_none() && json.get("special_key").is_none());
+    }
+
+    #[test]
+    fn a_message_keeps_the_publishers_trace_or_gets_a_new_one() {
+        let message = |headers: Value| {
+            parse(serde_json::json!({"topic": "t", "headers": headers}))
+                .unwrap()
+                .into_message("msg_1".into(), None, None, 0)
+        };
+        let incoming = TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let forwarded = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let m = message(serde_json::json!({"Traceparent": forwarded})).traced(Some(incoming));
+        assert_eq!(m.trace_id, Some(incoming), "the request's header first");
+        let m = message(serde_json::json!({"Traceparent": forwarded})).traced(None);
+        assert_eq!(
+            m.trace_id.map(|t| t.to_string()).as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c"),
+            "then one the message forwards"
+        );
+        let a = message(serde_json::json!({"traceparent": "bogus"})).traced(None);
+        let b = message(serde_json::json!({})).traced(None);
+        assert!(a.trace_id.is_some() && b.trace_id.is_some());
+        assert_ne!(a.trace_id, b.trace_id, "else a new trace each");
+    }
+
+    #[test]
+    fn the_trace_id_is_optional_in_message_json() {
+        let m = parse(serde_json::json!({"topic": "t"}))
+            .unwrap()
+            .into_message("msg_0190a1b2c3d4e5f60718293a4b5c6d7e".into(), None, None, 0);
+        let untraced = serde_json::to_value(&m).unwrap();
+        assert!(untraced.get("trace_id").is_none(), "{untraced}");
+        let back: Message = serde_json::from_value(untraced).unwrap();
+        assert_eq!(back.trace().to_string(), "0190a1b2c3d4e5f60718293a4b5c6d7e");
+        let traced = m.traced(None);
+        let json = serde_json::to_value(&traced).unwrap();
+        assert_eq!(json["trace_id"], traced.trace().to_string());
+        let back: Message = serde_json::from_value(json).unwrap();
+        assert_eq!(back.trace_id, traced.trace_id);
+        let mut odd = serde_json::to_value(&traced).unwrap();
+        odd["trace_id"] = serde_json::json!("not a trace id");
+        let back: Message = serde_json::from_value(odd).unwrap();
+        assert_eq!(back.trace_id, None, "read as none, never refused");
     }
 
     #[test]

@@ -1,24 +1,33 @@
 #[global_allocator]
 static ALLOC: switch_core::memory::Allocator = switch_core::memory::Allocator;
 
+use clap::Parser;
 use switch_core::{telemetry, Settings};
 use switch_server::startup::Application;
+
+/// The HTTP API of the Switch webhook hub: publish, subscribers, deliveries,
+/// the message log, the live stream and the dashboard.
+///
+/// Settings come from environment variables (and a `.env` file in the
+/// working directory): SWITCH_DATABASE_URL, SWITCH_REDIS_URL,
+/// SWITCH_JWT_SECRET, SWITCH_SERVER_ADDR and the others the README lists.
+#[derive(Parser)]
+#[command(name = "switch-server", version, max_term_width = 100)]
+struct Cli {
+    /// Start without running pending database migrations.
+    #[arg(long)]
+    no_migrate: bool,
+
+    /// Print an admin + publish token valid for 30 days, signed with
+    /// SWITCH_JWT_SECRET, and exit.
+    #[arg(long)]
+    print_dev_token: bool,
+}
 
 #[actix_web::main]
 async fn main() {
     switch_core::memory::no_huge_pages();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let migrate = !args.iter().any(|a| a == "--no-migrate");
-    let print_token = args.iter().any(|a| a == "--print-dev-token");
-    if let Some(bad) = args
-        .iter()
-        .find(|a| *a != "--no-migrate" && *a != "--print-dev-token")
-    {
-        eprintln!(
-            "switch-server: unknown argument `{bad}` (accepted: --no-migrate, --print-dev-token)"
-        );
-        std::process::exit(2);
-    }
+    let cli = Cli::parse();
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -30,7 +39,7 @@ async fn main() {
         eprintln!("switch-server: SWITCH_JWT_SECRET is not set (nor SWITCH_JWT_PUBLIC_KEYS); it is the HS256 secret publisher tokens are signed with");
         std::process::exit(2);
     }
-    if print_token {
+    if cli.print_dev_token {
         // An admin+publish token for trying the hub locally, valid for 30 days.
         let Some(secret) = settings.jwt_secret.as_deref() else {
             eprintln!("switch-server: --print-dev-token needs SWITCH_JWT_SECRET");
@@ -41,7 +50,7 @@ async fn main() {
     }
     let log = telemetry::init(settings.log_json);
     let addr = settings.server_addr.clone();
-    let app = match Application::build(settings, migrate).await {
+    let app = match Application::build(settings, !cli.no_migrate).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("switch-server: {e:#}");

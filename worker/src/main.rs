@@ -1,7 +1,20 @@
 #[global_allocator]
 static ALLOC: switch_core::memory::Allocator = switch_core::memory::Allocator;
 
+use clap::Parser;
 use switch_core::{telemetry, Settings};
+
+/// The delivery worker of the Switch webhook hub: takes jobs from the Redis
+/// queue, delivers them to subscribers, retries and records every attempt.
+///
+/// Settings come from environment variables (and a `.env` file in the
+/// working directory): SWITCH_DATABASE_URL, SWITCH_REDIS_URL,
+/// SWITCH_WORKER_CONCURRENCY, SWITCH_WORKER_METRICS_ADDR (its /metrics and
+/// /health) and the others the README lists. SIGTERM or Ctrl-C stops taking
+/// jobs, finishes those in flight and exits 0.
+#[derive(Parser)]
+#[command(name = "switch-worker", version, max_term_width = 100)]
+struct Cli {}
 
 /// Installs the SIGTERM and Ctrl-C handlers at once (a signal arriving before
 /// they exist would kill the process), and returns the future that waits for them.
@@ -26,6 +39,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
 
 #[tokio::main]
 async fn main() {
+    Cli::parse();
     switch_core::memory::no_huge_pages();
     let settings = match Settings::from_env() {
         Ok(s) => s,

@@ -1,12 +1,16 @@
-//! Prometheus metrics of a worker, served on `SWITCH_WORKER_METRICS_ADDR`.
+//! Prometheus metrics of a worker, and its `/metrics` and `/health`
+//! endpoint on `SWITCH_WORKER_METRICS_ADDR`.
 
 use std::time::Duration;
 
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::{guard, web, App, HttpResponse, HttpServer};
+use anyhow::Context;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use switch_core::db::DbPool;
 use switch_core::metrics::{register, QueueGauges};
 use switch_core::queue::Queue;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -72,13 +76,20 @@ impl Default for Metrics {
     }
 }
 
+/// What the endpoint's handlers read.
+struct Endpoint {
+    metrics: Metrics,
+    queue: Queue,
+    pool: DbPool,
+}
+
 /// `/health`: 200 when Redis and the database both answer, else 503 naming
 /// what is down (a worker that cannot reach either delivers nothing).
-async fn health(queue: &Queue, pool: &DbPool) -> (&'static str, String) {
-    let redis_ok = tokio::time::timeout(Duration::from_secs(2), queue.redis().ping())
+async fn get_health(endpoint: web::Data<Endpoint>) -> HttpResponse {
+    let redis_ok = tokio::time::timeout(Duration::from_secs(2), endpoint.queue.redis().ping())
         .await
         .is_ok_and(|r| r.is_ok());
-    let p = pool.clone();
+    let p = endpoint.pool.clone();
     let db_ok = tokio::time::timeout(
         Duration::from_secs(4),
         tokio::task::spawn_blocking(move || switch_core::db::answers(&p)),
@@ -92,60 +103,83 @@ async fn health(queue: &Queue, pool: &DbPool) -> (&'static str, String) {
         "database": word(db_ok),
     })
     .to_string();
-    let status = if redis_ok && db_ok {
-        "200 OK"
+    let mut answer = if redis_ok && db_ok {
+        HttpResponse::Ok()
     } else {
-        "503 Service Unavailable"
+        HttpResponse::ServiceUnavailable()
     };
-    (status, body)
+    answer.content_type("application/json").body(body)
 }
 
-/// A minimal HTTP endpoint: `GET /metrics` and `GET /health`. A busy port is
-/// logged, not fatal, so several workers can share a host.
-pub fn serve(addr: String, metrics: Metrics, queue: Queue, pool: DbPool) {
-    tokio::spawn(async move {
-        let listener = match tokio::net::TcpListener::bind(&addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(addr = %addr, error = %e, "worker metrics endpoint not started");
-                return;
-            }
-        };
-        tracing::info!(addr = %addr, "worker metrics on /metrics");
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let (m, q, p) = (metrics.clone(), queue.clone(), pool.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n =
-                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let path = head.split_whitespace().nth(1).unwrap_or("/");
-                let (status, ctype, body) = match path {
-                    "/metrics" => (
-                        "200 OK",
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        m.render(&q).await,
-                    ),
-                    "/health" => {
-                        let (status, body) = health(&q, &p).await;
-                        (status, "application/json", body)
-                    }
-                    "/ping" => ("200 OK", "text/plain", "ok".to_string()),
-                    _ => ("404 Not Found", "text/plain", "not found".to_string()),
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
+/// `/metrics`: this worker's series and the hub-wide totals kept in Redis.
+async fn get_metrics(endpoint: web::Data<Endpoint>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(endpoint.metrics.render(&endpoint.queue).await)
+}
+
+async fn get_ping() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("text/plain")
+        .body("not found")
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, "GET, HEAD"))
+        .content_type("text/plain")
+        .body("method not allowed")
+}
+
+/// A read-only resource: GET (and HEAD) answer, any other method is a 405.
+fn readable<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(
+            web::route()
+                .guard(guard::Any(guard::Get()).or(guard::Head()))
+                .to(handler),
+        )
+        .default_service(web::to(method_not_allowed))
+}
+
+/// Binds `addr` and builds the worker's `/metrics`, `/health` and `/ping`
+/// endpoint; nothing is served until the returned server is awaited or
+/// spawned. A bind failure is returned; the worker logs it and delivers
+/// without the endpoint (several workers on one host each need an
+/// `SWITCH_WORKER_METRICS_ADDR` of their own to be watched).
+pub fn serve(addr: &str, metrics: Metrics, queue: Queue, pool: DbPool) -> anyhow::Result<Server> {
+    let endpoint = web::Data::new(Endpoint {
+        metrics,
+        queue,
+        pool,
     });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(endpoint.clone())
+            .service(readable("/metrics", get_metrics))
+            .service(readable("/health", get_health))
+            .service(readable("/ping", get_ping))
+            .default_service(web::to(not_found))
+    })
+    // Scrapes and health checks are few; deliveries need the cores.
+    .workers(1)
+    // The worker's own shutdown future stops this server.
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(addr)
+    .with_context(|| {
+        format!("cannot serve /metrics and /health on {addr} (SWITCH_WORKER_METRICS_ADDR)")
+    })?
+    .run();
+    tracing::info!(addr = %addr, "worker metrics on /metrics, health on /health");
+    Ok(server)
 }

@@ -1,9 +1,11 @@
 //! Builds the HTTP request of one delivery: URL with path params and query,
-//! forwarded headers, JSON body and the Standard Webhooks signature.
+//! forwarded headers, JSON body, the Standard Webhooks signature and the W3C
+//! `traceparent`.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use switch_core::message::Message;
 use switch_core::signature::sign;
+use switch_core::trace::{traceparent, SpanId};
 
 /// Characters escaped in a substituted path parameter (RFC 3986 segment).
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -24,7 +26,9 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'[')
     .add(b']');
 
-/// Headers a publisher cannot forward: hop-by-hop ones, and those we set.
+/// Headers a publisher cannot forward: hop-by-hop ones, and those we set
+/// (a forwarded `traceparent` names the message's trace instead, see
+/// [`Message::traced`]).
 fn is_reserved(name: &str) -> bool {
     const HOP: [&str; 11] = [
         "connection",
@@ -42,6 +46,7 @@ fn is_reserved(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     HOP.contains(&lower.as_str())
         || lower == "content-length"
+        || lower == "traceparent"
         || lower.starts_with("webhook-")
         || lower.starts_with("x-switch-")
 }
@@ -214,6 +219,11 @@ pub fn prepare(
     if let Some(author) = &message.author {
         headers.push(("x-switch-author".into(), author.clone()));
     }
+    // The message's trace, a span of this attempt's own.
+    headers.push((
+        "traceparent".into(),
+        traceparent(message.trace(), SpanId::generate()),
+    ));
     Ok(Prepared {
         method: message.http_method.as_str(),
         url,
@@ -286,6 +296,7 @@ mod tests {
             http_method: HttpMethod::Post,
             request_id: None,
             ordering_key: None,
+            trace_id: None,
             published_at_ms: 0,
             extra: Default::default(),
         };
@@ -349,6 +360,7 @@ mod tests {
             http_method: HttpMethod::Put,
             request_id: None,
             ordering_key: None,
+            trace_id: None,
             published_at_ms: 0,
             extra: Default::default(),
         };
@@ -385,5 +397,57 @@ mod tests {
         let sig = h("webhook-signature")[0];
         let expected = sign(secret, "msg_1", 1000, br#"{"a":1}"#);
         assert_eq!(sig, format!("{expected} {expected}"));
+        let trace = h("traceparent");
+        assert_eq!(trace.len(), 1, "{trace:?}");
+        assert_eq!(
+            switch_core::trace::TraceId::from_traceparent(trace[0]),
+            Some(m.trace())
+        );
+    }
+
+    #[test]
+    fn each_attempt_has_a_span_of_its_own_in_the_messages_trace() {
+        let forged = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let m = Message {
+            id: "msg_1".into(),
+            topic: "t".into(),
+            author: None,
+            body: serde_json::json!({}),
+            headers: params(&[("traceparent", forged)]),
+            query_params: BTreeMap::new(),
+            path_params: BTreeMap::new(),
+            http_method: HttpMethod::Post,
+            request_id: None,
+            ordering_key: None,
+            trace_id: switch_core::trace::TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736"),
+            published_at_ms: 0,
+            extra: Default::default(),
+        };
+        let signing = Signing {
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            previous: None,
+        };
+        let header = |attempt| {
+            let p = prepare(&m, "http://h/x", &signing, attempt, 0).unwrap();
+            let values: Vec<String> = p
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+                .map(|(_, v)| v.clone())
+                .collect();
+            assert_eq!(values.len(), 1, "only ours is sent: {values:?}");
+            values[0].clone()
+        };
+        let (first, second) = (header(1), header(2));
+        let parts = |h: &str| h.split('-').map(str::to_string).collect::<Vec<_>>();
+        let (a, b) = (parts(&first), parts(&second));
+        assert_eq!(a.len(), 4, "{first}");
+        assert_eq!(
+            (a[0].as_str(), a[1].as_str(), a[3].as_str()),
+            ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+        );
+        assert!(a[2].len() == 16 && a[2].bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a[1], b[1], "one trace");
+        assert_ne!(a[2], b[2], "a span per attempt");
     }
 }

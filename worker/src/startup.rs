@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::dev::ServerHandle;
 use switch_core::queue::circuit::CircuitPolicy;
 use switch_core::queue::consumer::{Consumer, Tasks};
 use switch_core::queue::{Entry, Queue, RedisHandle};
@@ -37,6 +38,8 @@ pub struct Worker {
     handler: Arc<Handler>,
     background: Vec<JoinHandle<()>>,
     recorder_done: JoinHandle<()>,
+    /// `/metrics` and `/health`, answering until the very end of a shutdown.
+    endpoint: Option<ServerHandle>,
 }
 
 /// A consumer name unique to this process.
@@ -78,18 +81,27 @@ impl Worker {
         };
         // Blocking reads get a connection of their own, so they never delay acks.
         let reader = queue.on(redis.separate(Duration::from_secs(7)));
+        let metrics = Metrics::new();
+        // A busy address (another worker on this host with the default
+        // SWITCH_WORKER_METRICS_ADDR) leaves this worker without the endpoint
+        // rather than without deliveries: it says so and runs on.
+        let endpoint = match crate::metrics::serve(
+            &settings.worker_metrics_addr,
+            metrics.clone(),
+            queue.clone(),
+            pool.clone(),
+        ) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "running without /metrics and /health; give each worker on a host its own SWITCH_WORKER_METRICS_ADDR");
+                None
+            }
+        };
         let cache = Arc::new(Cache::new(pool.clone()));
         if let Err(e) = cache.reload_async().await {
             tracing::warn!(error = %e, "subscribers could not be loaded yet");
         }
         let refresh = cache.spawn_refresh(settings.refresh_interval, queue.clone(), |_| {});
-        let metrics = Metrics::new();
-        crate::metrics::serve(
-            settings.worker_metrics_addr.clone(),
-            metrics.clone(),
-            queue.clone(),
-            pool.clone(),
-        );
         let (recorder, recorder_done) = Recorder::start(pool.clone(), queue.clone());
         let name = consumer_name();
         let concurrency = settings.worker_concurrency;
@@ -144,6 +156,14 @@ impl Worker {
                 name.clone(),
             )));
         }
+        let endpoint_handle = endpoint.as_ref().map(|e| e.handle());
+        if let Some(endpoint) = endpoint {
+            background.push(tokio::spawn(async move {
+                if let Err(e) = endpoint.await {
+                    tracing::error!(error = %e, "worker metrics endpoint stopped");
+                }
+            }));
+        }
         tracing::info!(consumer = %name, concurrency, namespace = %settings.namespace, "switch-worker started");
         Ok(Worker {
             name,
@@ -154,6 +174,7 @@ impl Worker {
             handler,
             background,
             recorder_done,
+            endpoint: endpoint_handle,
         })
     }
 
@@ -190,6 +211,10 @@ impl Worker {
             tracing::info!("in-flight deliveries finished");
         }
         self.consumer_tasks.abort();
+        // Stopped, not only abandoned: the address is free again once this returns.
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.stop(true).await;
+        }
         for task in &self.background {
             task.abort();
         }

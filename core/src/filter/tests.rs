@@ -18,6 +18,7 @@ fn message() -> Message {
         http_method: HttpMethod::Post,
         request_id: None,
         ordering_key: None,
+        trace_id: None,
         published_at_ms: 0,
         extra: Default::default(),
     }

@@ -27,6 +27,7 @@ fn message(body: Json) -> Message {
         http_method: HttpMethod::Post,
         request_id: None,
         ordering_key: None,
+        trace_id: None,
         published_at_ms: 0,
         extra: Default::default(),
     }

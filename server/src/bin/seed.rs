@@ -1,10 +1,29 @@
+use std::path::PathBuf;
+
 use anyhow::Context;
+use clap::Parser;
 use switch_core::{db, Settings};
 use switch_server::seed;
 
-fn run(path: &str) -> anyhow::Result<(seed::SeedReport, Vec<(String, String)>)> {
+/// Seeds subscribers (and API keys) from a file into the database named by
+/// SWITCH_DATABASE_URL, upserting by (topic, target_url); pending migrations
+/// run first.
+///
+/// The file is YAML or JSON: a list of subscribers (topic, target_url,
+/// filter_expression, secret, enabled, description), or an object with
+/// `subscribers` and `keys` (name, scope, topics, expires_at). A new key is
+/// printed once: only its hash is stored.
+#[derive(Parser)]
+#[command(name = "switch-seed", version, max_term_width = 100)]
+struct Cli {
+    /// The YAML or JSON file to seed from.
+    file: PathBuf,
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<(seed::SeedReport, Vec<(String, String)>)> {
     let settings = Settings::from_env()?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let entries = seed::parse_file(
         &text,
         &switch_core::target::TargetPolicy::from_settings(&settings),
@@ -20,16 +39,16 @@ fn run(path: &str) -> anyhow::Result<(seed::SeedReport, Vec<(String, String)>)> 
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [path] = args.as_slice() else {
-        eprintln!("usage: switch-seed FILE   (a YAML or JSON list of subscribers: topic, target_url, filter_expression, secret, enabled, description)");
-        std::process::exit(2);
-    };
+    let cli = Cli::parse();
+    let path = cli.file.as_path();
     match run(path) {
         Ok((r, keys)) => {
             println!(
-                "seeded {path}: {} created, {} updated, {} unchanged",
-                r.created, r.updated, r.unchanged
+                "seeded {}: {} created, {} updated, {} unchanged",
+                path.display(),
+                r.created,
+                r.updated,
+                r.unchanged
             );
             // Shown this once: only a hash is stored.
             for (name, key) in keys {

@@ -84,6 +84,7 @@ pub(crate) fn to_message(m: &LoggedMessage) -> Message {
         request_id: None,
         published_at_ms: m.created_at.and_utc().timestamp_millis(),
         ordering_key: m.ordering_key.clone(),
+        trace_id: None,
         extra: Map::new(),
     }
 }

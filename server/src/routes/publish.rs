@@ -9,6 +9,7 @@ use serde_json::json;
 use switch_core::job::Job;
 use switch_core::message::{check_author, check_ordering_key, new_message_id, PublishRequest};
 use switch_core::queue::{Enqueued, Publish};
+use switch_core::trace::TraceId;
 use tracing::Instrument;
 
 use super::State;
@@ -70,6 +71,14 @@ fn request_id(req: &HttpRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string())
 }
 
+/// The trace of the publish request's `traceparent` header, when it sent
+/// exactly one that is valid; otherwise the message starts a trace of its own.
+fn incoming_trace(req: &HttpRequest) -> Option<TraceId> {
+    let mut values = req.headers().get_all("traceparent");
+    let only = values.next().filter(|_| values.next().is_none())?;
+    TraceId::from_traceparent(only.to_str().ok()?)
+}
+
 /// Publish a message
 ///
 /// Matches the message against every subscriber and queues one delivery per
@@ -85,6 +94,7 @@ fn request_id(req: &HttpRequest) -> String {
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([\t -~]*[!-~])?$",
             description = "A second publish with the same key and credential author within 24 h creates nothing and answers `200` with the first message's id and `\"duplicate\": true`."),
         ("X-Request-Id" = Option<String>, Header, description = "Ties the logs of this publish and its deliveries together (used when 1 to 128 characters); generated otherwise."),
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context. When valid, every delivery of the message joins this trace (its trace id, a new span id per attempt, in the delivery's own `traceparent`); otherwise the message starts a trace of its own."),
         ("Ordering-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([\t -~]*[!-~])?$",
             description = "The ordering key of a legacy-form publish (the native form's `ordering_key` field wins): messages of one subscriber with the same key are delivered one at a time, in publish order."),
         ("dry_run" = Option<bool>, Query, description = "`true`: explain which subscribers would get the message and why; nothing is enqueued or logged (answers `200` with an `Explain`)."),
@@ -182,6 +192,7 @@ async fn publish_inner(
         Some(request_id),
         chrono::Utc::now().timestamp_millis(),
     );
+    let message = message.traced(incoming_trace(req));
     let matched = state.cache.current().matching(&topic, &message);
     let message_json: Arc<str> =
         Arc::from(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
@@ -325,6 +336,9 @@ const MAX_BATCH: usize = 1000;
     tag = "publishing",
     summary = "Publish up to 1,000 messages, all or none",
     description = "All are enqueued together or none is. An invalid message makes it `400`, with `error.index` naming the first bad one.",
+    params(
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context. When valid, every delivery of every message of the batch joins this trace; otherwise each message starts a trace of its own."),
+    ),
     request_body = PublishBatch,
     security(("bearer" = ["publish"])),
     responses(
@@ -381,6 +395,8 @@ pub(crate) async fn publish_batch(
         ));
     }
     let request_id = request_id(&req);
+    // The batch's messages join the caller's trace, or each starts its own.
+    let trace = incoming_trace(&req);
     let now = chrono::Utc::now().timestamp_millis();
     let index = state.cache.current();
     let mut prepared: Vec<(String, Arc<str>, Vec<Job>)> = Vec::with_capacity(parsed.len());
@@ -393,6 +409,7 @@ pub(crate) async fn publish_batch(
             Some(request_id.clone()),
             now,
         );
+        let message = message.traced(trace);
         let matched = index.matching(&topic, &message);
         let json: Arc<str> =
             Arc::from(serde_json::to_string(&message).map_err(anyhow::Error::from)?);

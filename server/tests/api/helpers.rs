@@ -167,6 +167,15 @@ pub fn settings(db: &TestDb, redis_url: &str) -> Settings {
     Settings::from_lookup(&move |k| vars.get(k).cloned()).expect("test settings")
 }
 
+/// The same settings with a metrics address of their own: a second worker in
+/// one process cannot serve `/metrics` where the first does, and would not start.
+pub fn own_metrics_addr(settings: &Settings) -> Settings {
+    Settings {
+        worker_metrics_addr: format!("127.0.0.1:{}", free_port()),
+        ..settings.clone()
+    }
+}
+
 /// `base` with some variables set otherwise, as a process started with them would read it.
 pub fn settings_with(base: &Settings, db: &TestDb, pairs: &[(&str, &str)]) -> Settings {
     let mut vars: HashMap<String, String> = env_of(base, db).into_iter().collect();

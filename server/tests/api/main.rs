@@ -14,4 +14,5 @@ mod queue;
 mod resilience;
 mod scale;
 mod stream;
+mod trace_context;
 mod ui;

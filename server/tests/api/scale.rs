@@ -291,7 +291,7 @@ async fn partitions_deliver_every_job_once_and_free_each_message(backend: Backen
         "each message stored once per partition"
     );
     let w1 = InProcessWorker::start(s.clone());
-    let w2 = InProcessWorker::start(s.clone());
+    let w2 = InProcessWorker::start(own_metrics_addr(&s));
     let got = receiver.wait_for(2000, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_all = receiver.captured();
@@ -505,7 +505,7 @@ async fn cluster_delivers_10k_jobs_over_6_partitions() {
     let masters = cluster.masters();
     let before: Vec<u64> = masters.iter().map(|m| cluster.calls(*m, "xadd")).collect();
     let w1 = InProcessWorker::start(s.clone());
-    let w2 = InProcessWorker::start(s.clone());
+    let w2 = InProcessWorker::start(own_metrics_addr(&s));
     let ids = publish_concurrently(&app, "cl.t", 100).await;
     assert_eq!(ids.len(), 100);
     receiver.wait_for(10_000, Duration::from_secs(120)).await;
@@ -557,7 +557,7 @@ async fn cluster_failover_loses_no_accepted_publish() {
             .await;
     }
     let w1 = InProcessWorker::start(s.clone());
-    let w2 = InProcessWorker::start(s.clone());
+    let w2 = InProcessWorker::start(own_metrics_addr(&s));
     let victim = cluster.masters()[1];
     let publishing = {
         let app = TestApp {
