@@ -91,11 +91,13 @@ test-schema: .venv-schema/.ok
 	$(CARGO) build -p switch-server --bins
 	scripts/with-hub.sh --no-worker -- tests/schema/run.sh
 
-## The whole hub on this machine: bench/results/results.{md,json}, and the
-## message log's figures in bench/results/log.{md,json}.
+## The whole hub on this machine: bench/results/results.{md,json}, the
+## message log's figures in bench/results/log.{md,json}, and partitions, a
+## Redis Cluster and bytes per job in bench/results/scale.{md,json}.
 bench: build
 	bench/run.sh
 	bench/log.sh
+	$(PYTHON) bench/scale.py
 
 ## criterion micro-benchmarks: filter evaluation and topic matching.
 bench-micro:
