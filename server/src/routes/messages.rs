@@ -298,8 +298,21 @@ pub(crate) async fn get(
             id.escape_debug()
         )));
     }
+    let (message, attempts) = with_attempts(&state, id).await?;
+    Ok(HttpResponse::Ok().json(MessageDetail {
+        message: MessageOut::new(&message),
+        deliveries: deliveries(&message, &attempts),
+    }))
+}
+
+/// A logged message and its delivery attempts; `404` when there is none.
+/// Shared by the API and the dashboard.
+pub(crate) async fn with_attempts(
+    state: &State,
+    id: String,
+) -> Result<(LoggedMessage, Vec<DeliveryAttempt>), ApiError> {
     let key = id.clone();
-    let (message, attempts) = db(&state, move |c| {
+    let (message, attempts) = db(state, move |c| {
         let m = repo::get_message(c, &key)?;
         let a = match &m {
             Some(_) => repo::attempts_of_message(c, &key)?,
@@ -309,10 +322,7 @@ pub(crate) async fn get(
     })
     .await?;
     let message = message.ok_or_else(|| ApiError::NotFound(format!("no message {id}")))?;
-    Ok(HttpResponse::Ok().json(MessageDetail {
-        message: MessageOut::new(&message),
-        deliveries: deliveries(&message, &attempts),
-    }))
+    Ok((message, attempts))
 }
 
 /// The delivery state per subscriber of a message, from its attempts: the

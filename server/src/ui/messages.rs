@@ -6,7 +6,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::NaiveDateTime;
 use maud::html;
-use switch_core::db::repo;
 use switch_core::topic::Topic;
 
 use super::error::UiError;
@@ -16,7 +15,7 @@ use super::layout::{self, cut, outcome_badge, pretty_json, ts, Nav};
 use super::queries::{self, MessageSearch};
 use super::session::Session;
 use crate::error::ApiError;
-use crate::routes::messages::{deliveries, time_param, to_message, TopicFilter};
+use crate::routes::messages::{deliveries, time_param, to_message, with_attempts, TopicFilter};
 use crate::routes::{db, State};
 
 /// Messages per page.
@@ -143,17 +142,7 @@ pub async fn show(
     if id.contains('\0') || id.len() > 200 {
         return Err(ApiError::NotFound("no such message".into()).into());
     }
-    let key = id.clone();
-    let (message, attempts) = db(&state, move |c| {
-        let m = repo::get_message(c, &key)?;
-        let a = match &m {
-            Some(_) => repo::attempts_of_message(c, &key)?,
-            None => Vec::new(),
-        };
-        Ok((m, a))
-    })
-    .await?;
-    let message = message.ok_or_else(|| ApiError::NotFound(format!("no message {id}")))?;
+    let (message, attempts) = with_attempts(&state, id.clone()).await?;
     let states: Vec<serde_json::Value> = deliveries(&message, &attempts)
         .iter()
         .map(|d| serde_json::to_value(d).unwrap_or_default())
