@@ -32,7 +32,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,7 +249,18 @@ def text(driver):
 def click_through(driver, button):
     """Clicks a button or link that loads another page, and waits for that page."""
     button.click()
-    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(button))
+
+    def gone(_):
+        # Chromium may answer a question about a node of the page being left
+        # with "does not belong to the document" rather than a stale
+        # reference: either way the old page is gone.
+        try:
+            button.is_enabled()
+            return False
+        except (StaleElementReferenceException, WebDriverException):
+            return True
+
+    WebDriverWait(driver, WAIT).until(gone)
 
 
 def enter_token(driver, token):
