@@ -2,7 +2,7 @@
 //! (and takes over those dead workers left), keeps its in-flight jobs claimed,
 //! promotes due retries, parks what its [`Gate`] will not start now, and
 //! finishes each job with [`Consumer::ack`] or [`Consumer::retry_later`]
-//! (acks are batched per partition).
+//! (acks are batched: per partition on a Redis Cluster, all together on one Redis).
 //!
 //! It reads only as many entries as it has free delivery slots: whatever a
 //! worker reads is claimed by it, so reading ahead of its slots would make the
@@ -100,12 +100,19 @@ impl Consumer {
         gate: Arc<dyn Gate>,
     ) -> (Consumer, mpsc::Receiver<Arc<Entry>>, Tasks) {
         let partitions = queue.partitions().len();
-        let mut ack_senders = Vec::with_capacity(partitions);
+        // A batch is one script, so on a cluster one per partition (slot);
+        // on a single Redis one for all.
+        let batchers = if queue.redis().is_cluster() {
+            partitions
+        } else {
+            1
+        };
+        let mut ack_senders = Vec::with_capacity(batchers);
         let mut tasks = Vec::new();
-        for p in 0..partitions {
+        for _ in 0..batchers {
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
             ack_senders.push(ack_tx);
-            tasks.push(tokio::spawn(ack_batches(queue.clone(), p, ack_rx)));
+            tasks.push(tokio::spawn(ack_batches(queue.clone(), ack_rx)));
         }
         let (stop, stop_rx) = watch::channel(false);
         let consumer = Consumer {
@@ -177,7 +184,7 @@ impl Consumer {
         let ok = self
             .inner
             .acks
-            .get(entry.partition)
+            .get(entry.partition % self.inner.acks.len())
             .is_some_and(|tx| tx.send((entry, done)).is_ok())
             && answer.await.unwrap_or(false);
         self.forget(&key);
@@ -437,7 +444,7 @@ impl Consumer {
 /// Acknowledges finished entries in batches: every entry that finishes while
 /// one XACK+XDEL is on the wire goes out in the next, so Redis sees one
 /// transaction per batch instead of one per delivery. A lone ack goes at once.
-async fn ack_batches(queue: Queue, partition: usize, mut rx: mpsc::UnboundedReceiver<AckRequest>) {
+async fn ack_batches(queue: Queue, mut rx: mpsc::UnboundedReceiver<AckRequest>) {
     let mut batch: Vec<AckRequest> = Vec::with_capacity(MAX_ACK_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -449,7 +456,7 @@ async fn ack_batches(queue: Queue, partition: usize, mut rx: mpsc::UnboundedRece
         }
         let entries: Vec<&Entry> = batch.iter().map(|(e, _)| e.as_ref()).collect();
         let ok = with_retries("ack", REDIS_TRIES, || async {
-            queue.finish(partition, &entries).await.map(|_| ())
+            queue.finish(&entries).await.map(|_| ())
         })
         .await;
         for (_, done) in batch.drain(..) {

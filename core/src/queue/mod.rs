@@ -130,27 +130,28 @@ end
 return false
 "#;
 
-// KEYS: stream, then per job its message key and lane key (the stream again
-// where it has none). ARGV: group, then per job: entry id, '1' when it holds
-// a stored message, '1' when it heads a lane. A job no longer pending (already
+// KEYS: per job its stream, message key and lane key (the stream again where
+// it has none). ARGV: group, then per job: entry id, '1' when it holds a
+// stored message, '1' when it heads a lane. A job no longer pending (already
 // finished by another worker) releases nothing a second time.
 const FINISH: &str = r#"
 local done = 0
 for j = 1, (#ARGV - 1) / 3 do
   local a = 2 + (j - 1) * 3
-  local k = 2 + (j - 1) * 2
-  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[a]) == 1 then
+  local k = 1 + (j - 1) * 3
+  local stream = KEYS[k]
+  if redis.call('XACK', stream, ARGV[1], ARGV[a]) == 1 then
     done = done + 1
-    if ARGV[a + 1] == '1' and redis.call('HINCRBY', KEYS[k], 'n', -1) <= 0 then
-      redis.call('DEL', KEYS[k])
+    if ARGV[a + 1] == '1' and redis.call('HINCRBY', KEYS[k + 1], 'n', -1) <= 0 then
+      redis.call('DEL', KEYS[k + 1])
     end
     if ARGV[a + 2] == '1' then
-      redis.call('LPOP', KEYS[k + 1])
-      local next = redis.call('LINDEX', KEYS[k + 1], 0)
-      if next then redis.call('XADD', KEYS[1], '*', 'j', next) end
+      redis.call('LPOP', KEYS[k + 2])
+      local next = redis.call('LINDEX', KEYS[k + 2], 0)
+      if next then redis.call('XADD', stream, '*', 'j', next) end
     end
   end
-  redis.call('XDEL', KEYS[1], ARGV[a])
+  redis.call('XDEL', stream, ARGV[a])
 end
 return done
 "#;
@@ -918,19 +919,22 @@ impl Queue {
         Ok(())
     }
 
-    /// Finishes jobs of one partition: acks and removes them, lets go of
-    /// their stored message, and moves the next job of each lane they head
-    /// into the stream, atomically. Returns how many were still pending.
-    pub async fn finish(&self, partition: usize, entries: &[&Entry]) -> RedisResult<usize> {
+    /// Finishes jobs: acks and removes them, lets go of their stored
+    /// message, and moves the next job of each lane they head into the
+    /// stream, atomically. Returns how many were still pending. On a Redis
+    /// Cluster every entry must be of one partition (one slot); on a single
+    /// Redis any mix goes in one call.
+    pub async fn finish(&self, entries: &[&Entry]) -> RedisResult<usize> {
         if entries.is_empty() {
             return Ok(0);
         }
-        let p = self.partition(partition);
         let mut inv = FINISH_SCRIPT.prepare_invoke();
-        inv.key(&p.stream).arg(GROUP);
+        inv.arg(GROUP);
         for e in entries {
+            let p = self.partition(e.partition);
+            inv.key(&p.stream);
             match &e.holds.message {
-                Some(id) => inv.key(self.message_key(partition, id)),
+                Some(id) => inv.key(self.message_key(e.partition, id)),
                 None => inv.key(&p.stream),
             };
             match &e.holds.lane {
@@ -949,7 +953,7 @@ impl Queue {
     pub async fn ack(&self, partition: usize, ids: &[&str]) -> RedisResult<()> {
         let entries: Vec<Entry> = ids.iter().map(|id| Entry::bare(partition, id)).collect();
         let refs: Vec<&Entry> = entries.iter().collect();
-        self.finish(partition, &refs).await.map(|_| ())
+        self.finish(&refs).await.map(|_| ())
     }
 
     /// Schedules `next` to run at `due_ms` and finishes entry `id` of
