@@ -63,6 +63,8 @@ pub struct Settings {
     pub queue_partitions: usize,
     /// Replicas every publish waits for (`WAIT`) before it is answered.
     pub redis_wait_replicas: usize,
+    /// Where spans are exported over OTLP/HTTP (`<endpoint>/v1/traces`); `None`: no export.
+    pub otlp_endpoint: Option<url::Url>,
 }
 
 /// Cloud metadata and link-local addresses: never a webhook target by default.
@@ -79,6 +81,25 @@ pub fn parse_cidrs(src: &str) -> Result<Vec<ipnet::IpNet>, String> {
                 .map_err(|_| format!("`{s}` is not a CIDR block such as 10.0.0.0/8 or fd00::/8"))
         })
         .collect()
+}
+
+/// An OTLP/HTTP collector's base URL: `http` or `https`, a host, no query or
+/// fragment (spans go to its `/v1/traces`).
+fn otlp_endpoint(s: &str) -> Result<url::Url, String> {
+    let bad = |why: &str| {
+        format!("`{s}` is not an OTLP/HTTP endpoint such as http://127.0.0.1:4318: {why}")
+    };
+    let url = url::Url::parse(s.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it may have no query or fragment"));
+    }
+    Ok(url)
 }
 
 /// A configuration error that names the variable at fault.
@@ -336,7 +357,14 @@ impl Settings {
                 positive_duration(s).map(Some)
             }
         })?;
+        let otlp_endpoint = match first(lookup, &["SWITCH_OTLP_ENDPOINT"]) {
+            Some((var, v)) => {
+                Some(otlp_endpoint(&v).map_err(|message| ConfigError { var, message })?)
+            }
+            None => None,
+        };
         Ok(Settings {
+            otlp_endpoint,
             queue_partitions,
             redis_wait_replicas,
             message_retention,
@@ -402,6 +430,12 @@ mod tests {
         assert_eq!(keep.message_retention, None);
         assert_eq!(s.queue_partitions, 1);
         assert_eq!(s.redis_wait_replicas, 0);
+        assert_eq!(s.otlp_endpoint, None);
+        let traced = settings(&[("SWITCH_OTLP_ENDPOINT", "http://127.0.0.1:4318")]).unwrap();
+        assert_eq!(
+            traced.otlp_endpoint.map(String::from).as_deref(),
+            Some("http://127.0.0.1:4318/")
+        );
     }
 
     #[test]
@@ -467,6 +501,10 @@ mod tests {
             ("SWITCH_REDIS_WAIT_REPLICAS", "one"),
             ("SWITCH_REDIS_CLUSTER", "maybe"),
             ("SWITCH_REDIS_URL", "redis+cluster://"),
+            ("SWITCH_OTLP_ENDPOINT", "127.0.0.1:4318"),
+            ("SWITCH_OTLP_ENDPOINT", "grpc://collector:4317"),
+            ("SWITCH_OTLP_ENDPOINT", "http://collector:4318?x=1"),
+            ("SWITCH_OTLP_ENDPOINT", "not a url"),
         ];
         for (var, value) in cases {
             let err = settings(&[(var, value)]).expect_err(var);

@@ -10,6 +10,7 @@ pub mod job;
 pub mod memory;
 pub mod message;
 pub mod metrics;
+pub mod otlp;
 pub mod queue;
 pub mod signature;
 pub mod subscribers;

@@ -111,12 +111,32 @@ impl TraceId {
         }
         TraceId(bytes)
     }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
 }
 
 impl SpanId {
     /// A new random span id: one per delivery attempt.
     pub fn generate() -> Self {
         SpanId(random_id())
+    }
+
+    /// The span of a message's publish, taken from its id, so that each
+    /// delivery attempt (which knows only the message) can name it as parent.
+    pub fn of_message_id(message_id: &str) -> Self {
+        let digest = Sha256::digest(message_id.as_bytes());
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest[..8]);
+        if bytes == [0u8; 8] {
+            bytes[7] = 1;
+        }
+        SpanId(bytes)
+    }
+
+    pub fn to_bytes(self) -> [u8; 8] {
+        self.0
     }
 }
 
@@ -251,6 +271,19 @@ mod tests {
         let other = TraceId::of_message_id("legacy-id");
         assert_eq!(other, TraceId::of_message_id("legacy-id"), "stable");
         assert_ne!(other, TraceId::of_message_id("legacy-id-2"));
+    }
+
+    #[test]
+    fn a_publish_span_is_named_by_its_message_id() {
+        let id = "msg_0190a1b2c3d4e5f60718293a4b5c6d7e";
+        let span = SpanId::of_message_id(id);
+        assert_eq!(span, SpanId::of_message_id(id), "stable");
+        assert_ne!(
+            span,
+            SpanId::of_message_id("msg_0190a1b2c3d4e5f60718293a4b5c6d7f")
+        );
+        assert_eq!(span.to_string().len(), 16);
+        assert_ne!(span.to_bytes(), [0u8; 8]);
     }
 
     #[test]

@@ -86,7 +86,11 @@ impl Application {
             }
             Err(e) => tracing::warn!(error = %e, "subscribers could not be loaded yet"),
         }
+        let spans =
+            switch_core::otlp::Spans::start(settings.otlp_endpoint.as_ref(), "switch-server")
+                .context("SWITCH_OTLP_ENDPOINT")?;
         let state = web::Data::new(AppState {
+            spans,
             auth: Authenticator::new(settings.jwt_secret.as_deref(), public_keys, keys.clone()),
             keys,
             metrics: Metrics::new(),
@@ -156,8 +160,11 @@ impl Application {
         self.port
     }
 
+    /// Serves until stopped, then sends the spans still waiting.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.state.spans.shutdown().await;
+        served
     }
 }
 

@@ -27,6 +27,8 @@ pub struct AppState {
     pub targets: switch_core::target::TargetPolicy,
     /// Publishes spooled while Redis is unreachable.
     pub outbox: Arc<crate::outbox::Outbox>,
+    /// Where publish spans are exported (nowhere unless SWITCH_OTLP_ENDPOINT is set).
+    pub spans: switch_core::otlp::Spans,
 }
 
 impl AppState {

@@ -3,7 +3,7 @@
 //! queue nor the database's tables; [`crate::settle`] applies the outcome.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use switch_core::db::models::now;
 use switch_core::job::Job;
@@ -31,6 +31,8 @@ pub struct Attempted {
     pub request: Option<Prepared>,
     /// Time spent sending, zero when nothing was sent.
     pub took: Duration,
+    /// When the request was sent, if it was.
+    pub sent_at: Option<SystemTime>,
     pub probe: bool,
 }
 
@@ -59,6 +61,7 @@ impl Deliverer {
             outcome: Outcome::Postpone(LOOKUP_RETRY),
             request: None,
             took: Duration::ZERO,
+            sent_at: None,
             probe: entry.probe,
         };
         if entry.deliveries > POISON_DELIVERIES {
@@ -140,6 +143,7 @@ impl Deliverer {
             a.outcome = Outcome::Dead(Failure::before_sending(FailureKind::Blocked, why));
             return;
         }
+        a.sent_at = Some(SystemTime::now());
         let (sent, took) = send(&self.client, &prepared, self.settings.delivery_timeout).await;
         a.took = took;
         a.outcome = decide(

@@ -60,6 +60,8 @@ pub struct Prepared {
     pub headers: Vec<(String, String)>,
     /// Shared, so each send hands the client the body without copying it.
     pub body: bytes::Bytes,
+    /// The span of this attempt, as its `traceparent` header names it.
+    pub span: SpanId,
 }
 
 /// Replaces each `:name` in the path and query of `target` by the URL-encoded
@@ -220,15 +222,14 @@ pub fn prepare(
         headers.push(("x-switch-author".into(), author.clone()));
     }
     // The message's trace, a span of this attempt's own.
-    headers.push((
-        "traceparent".into(),
-        traceparent(message.trace(), SpanId::generate()),
-    ));
+    let span = SpanId::generate();
+    headers.push(("traceparent".into(), traceparent(message.trace(), span)));
     Ok(Prepared {
         method: message.http_method.as_str(),
         url,
         headers,
         body: body.into(),
+        span,
     })
 }
 

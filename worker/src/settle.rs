@@ -5,17 +5,19 @@
 //! behind is stored: a dead letter the database cannot take yet keeps its job.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use switch_core::db::models::{now, NewDeadLetter, NewDeliveryAttempt};
 use switch_core::db::{repo, storable, DbPool};
 use switch_core::job::Job;
 use switch_core::message::Message;
+use switch_core::otlp::{KeyValue, Span, SpanKind, Spans};
 use switch_core::queue::circuit::{CircuitPolicy, CircuitState};
 use switch_core::queue::consumer::Consumer;
 use switch_core::queue::{Entry, Queue};
 use switch_core::subscribers::Cache;
+use switch_core::trace::SpanId;
 
 use crate::decide::Outcome;
 use crate::deliver::{Attempted, Unreadable};
@@ -40,6 +42,8 @@ pub struct Settler {
     pub scheduler: Arc<Scheduler>,
     pub circuit: CircuitPolicy,
     pub auto_disable_after: Option<Duration>,
+    /// Where each attempt's `deliver` span is exported (nowhere unless configured).
+    pub spans: Spans,
 }
 
 impl Settler {
@@ -73,6 +77,7 @@ impl Settler {
                 outcome: Outcome::Dead(Failure::before_sending(FailureKind::Poison, reason)),
                 request: None,
                 took: Duration::ZERO,
+                sent_at: None,
                 probe: entry.probe,
             }),
             _ => Err(Unreadable { error: reason }),
@@ -84,6 +89,7 @@ impl Settler {
         let sid = a.job.subscriber_id;
         if let Some(outcome) = a.outcome.recorded_as() {
             self.record(&a, outcome);
+            self.export_span(&a, outcome);
             self.metrics
                 .deliveries
                 .with_label_values(&[outcome, &sid.to_string()])
@@ -248,6 +254,45 @@ impl Settler {
             error: failure.map(|f| storable(&f.message).chars().take(MAX_ERROR_CHARS).collect()),
             duration_ms: a.took.as_millis() as i64,
             created_at: now(),
+        });
+    }
+
+    /// The `deliver` span of an attempt that built its request: the span its
+    /// `traceparent` named, a child of the message's publish span.
+    fn export_span(&self, a: &Attempted, outcome: &'static str) {
+        let (Some(request), true) = (&a.request, self.spans.enabled()) else {
+            return;
+        };
+        let start = a.sent_at.unwrap_or_else(SystemTime::now);
+        let mut attributes = vec![
+            KeyValue::new("switch.subscriber_id", a.job.subscriber_id),
+            KeyValue::new("switch.attempt", i64::from(a.job.attempt)),
+            KeyValue::new("messaging.message.id", a.message.id.clone()),
+            KeyValue::new("switch.outcome", outcome),
+        ];
+        let failure = a.outcome.failure();
+        let status = match &a.outcome {
+            Outcome::Delivered(s) => Some(*s),
+            _ => failure.and_then(|f| f.status),
+        };
+        if let Some(status) = status {
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        if let Some(f) = failure {
+            attributes.push(KeyValue::new("error.type", f.kind.as_str()));
+        }
+        self.spans.export(Span {
+            name: "deliver",
+            kind: SpanKind::Client,
+            trace: a.message.trace(),
+            id: request.span,
+            parent: Some(SpanId::of_message_id(&a.message.id)),
+            start,
+            end: start + a.took,
+            attributes,
         });
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use anyhow::Context;
 use switch_core::queue::circuit::CircuitPolicy;
 use switch_core::queue::consumer::{Consumer, Tasks};
 use switch_core::queue::{Entry, Queue, RedisHandle};
@@ -137,6 +138,11 @@ impl Worker {
                 scheduler: scheduler.clone(),
                 circuit,
                 auto_disable_after: settings.auto_disable_after,
+                spans: switch_core::otlp::Spans::start(
+                    settings.otlp_endpoint.as_ref(),
+                    "switch-worker",
+                )
+                .context("SWITCH_OTLP_ENDPOINT")?,
             },
         });
         let mut background = vec![
@@ -218,8 +224,10 @@ impl Worker {
         for task in &self.background {
             task.abort();
         }
+        let spans = self.handler.settler.spans.clone();
         drop(self.handler);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.recorder_done).await;
+        spans.shutdown().await;
         Ok(())
     }
 }

@@ -1,15 +1,16 @@
 //! `POST /publish`, and `/refresh`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::json;
 use switch_core::job::Job;
 use switch_core::message::{check_author, check_ordering_key, new_message_id, PublishRequest};
+use switch_core::otlp::{KeyValue, Span, SpanKind};
 use switch_core::queue::{Enqueued, Publish};
-use switch_core::trace::TraceId;
+use switch_core::trace::{SpanId, TraceId};
 use tracing::Instrument;
 
 use super::State;
@@ -139,6 +140,7 @@ async fn publish_inner(
     state: &State,
     request_id: String,
 ) -> Result<HttpResponse, ApiError> {
+    let received = SystemTime::now();
     let principal = state.auth.authenticate(req)?;
     principal.require_publish()?;
     if let Some(author) = &principal.author {
@@ -202,6 +204,9 @@ async fn publish_inner(
         message.ordering_key.as_deref(),
         &message_json,
     );
+    let trace = message.trace();
+    let accepted =
+        |matched: usize| publish_span(state, trace, &message_id, topic.as_str(), received, matched);
 
     let idem = idempotency_key.map(|k| {
         let author = principal.author.clone().unwrap_or_default();
@@ -242,6 +247,7 @@ async fn publish_inner(
                     .outbox
                     .spool(&state.pool, vec![spool(Some(e))])
                     .await?;
+                accepted(jobs.len());
                 return Ok(spooled_answer(state, &message_id, jobs.len()));
             }
             Err(e) => return Err(e.into()),
@@ -249,6 +255,7 @@ async fn publish_inner(
     };
     let Some(outcome) = outcome else {
         state.outbox.spool(&state.pool, vec![spool(None)]).await?;
+        accepted(jobs.len());
         return Ok(spooled_answer(state, &message_id, jobs.len()));
     };
     state
@@ -258,6 +265,7 @@ async fn publish_inner(
     match outcome {
         Enqueued::New => {
             state.metrics.matches.inc_by(jobs.len() as u64);
+            accepted(jobs.len());
             tracing::debug!(matched = jobs.len(), "published");
             Ok(HttpResponse::Accepted()
                 .json(json!({"message_id": message_id, "matched": jobs.len()})))
@@ -266,6 +274,7 @@ async fn publish_inner(
             // The record is this very publish's: its first send ran but the
             // reply was lost, and the connection layer sent it again.
             state.metrics.matches.inc_by(jobs.len() as u64);
+            accepted(jobs.len());
             Ok(HttpResponse::Accepted()
                 .json(json!({"message_id": message_id, "matched": jobs.len()})))
         }
@@ -397,9 +406,12 @@ pub(crate) async fn publish_batch(
     let request_id = request_id(&req);
     // The batch's messages join the caller's trace, or each starts its own.
     let trace = incoming_trace(&req);
+    let received = SystemTime::now();
     let now = chrono::Utc::now().timestamp_millis();
     let index = state.cache.current();
     let mut prepared: Vec<(String, Arc<str>, Vec<Job>)> = Vec::with_capacity(parsed.len());
+    // Each message's trace and topic, for its publish span.
+    let mut traced: Vec<(TraceId, String)> = Vec::with_capacity(parsed.len());
     for p in parsed {
         let topic = p.topic.clone();
         let id = new_message_id();
@@ -414,6 +426,7 @@ pub(crate) async fn publish_batch(
         let json: Arc<str> =
             Arc::from(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
         let jobs = jobs_of(&matched, &id, message.ordering_key.as_deref(), &json);
+        traced.push((message.trace(), topic.as_str().to_string()));
         prepared.push((id, json, jobs));
     }
     let publishes: Vec<Publish> = prepared
@@ -455,6 +468,9 @@ pub(crate) async fn publish_batch(
         .with_label_values(&["accepted"])
         .inc_by(prepared.len() as u64);
     state.metrics.matches.inc_by(matched as u64);
+    for ((id, _, jobs), (trace, topic)) in prepared.iter().zip(&traced) {
+        publish_span(&state, *trace, id, topic, received, jobs.len());
+    }
     let items: Vec<serde_json::Value> = prepared
         .iter()
         .map(|(id, _, jobs)| json!({"message_id": id, "matched": jobs.len()}))
@@ -463,6 +479,35 @@ pub(crate) async fn publish_batch(
         return Ok(HttpResponse::Accepted().json(json!({ "items": items, "spooled": true })));
     }
     Ok(HttpResponse::Accepted().json(json!({ "items": items })))
+}
+
+/// The `publish` span of an accepted message, from the request's arrival to
+/// its answer: the parent of each of its delivery attempts' spans.
+fn publish_span(
+    state: &State,
+    trace: TraceId,
+    message_id: &str,
+    topic: &str,
+    received: SystemTime,
+    matched: usize,
+) {
+    if !state.spans.enabled() {
+        return;
+    }
+    state.spans.export(Span {
+        name: "publish",
+        kind: SpanKind::Producer,
+        trace,
+        id: SpanId::of_message_id(message_id),
+        parent: None,
+        start: received,
+        end: SystemTime::now(),
+        attributes: vec![
+            KeyValue::new("messaging.destination.name", topic.to_string()),
+            KeyValue::new("messaging.message.id", message_id.to_string()),
+            KeyValue::new("switch.matched", matched as i64),
+        ],
+    });
 }
 
 /// `202` for a publish kept in the outbox until Redis can take it.

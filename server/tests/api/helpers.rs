@@ -548,7 +548,7 @@ pub fn env_of(settings: &Settings, db: &TestDb) -> Vec<(String, String)> {
         .iter()
         .map(|d| format!("{}ms", d.as_millis()))
         .collect();
-    vec![
+    let mut vars: Vec<(String, String)> = vec![
         ("SWITCH_DATABASE_URL".into(), db.url_string()),
         ("SWITCH_REDIS_URL".into(), settings.redis_url.clone()),
         ("SWITCH_QUEUE_NAMESPACE".into(), settings.namespace.clone()),
@@ -578,7 +578,11 @@ pub fn env_of(settings: &Settings, db: &TestDb) -> Vec<(String, String)> {
             settings.redis_wait_replicas.to_string(),
         ),
         ("RUST_LOG".into(), "warn".into()),
-    ]
+    ];
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        vars.push(("SWITCH_OTLP_ENDPOINT".into(), endpoint.to_string()));
+    }
+    vars
 }
 
 /// A worker process, killed when dropped so a failing test leaves none behind.

@@ -9,6 +9,7 @@ mod isolation;
 mod keys;
 mod legacy_sdk;
 mod messages;
+mod otlp;
 mod publish;
 mod queue;
 mod resilience;
