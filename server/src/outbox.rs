@@ -254,41 +254,15 @@ async fn enqueue(queue: &Queue, row: &OutboxRow) -> anyhow::Result<()> {
 
 /// Takes (or renews) the lock; false when another server holds it.
 async fn lock(queue: &Queue, token: &str) -> anyhow::Result<bool> {
-    let mut conn = queue.redis().get().await?;
-    let key = queue.keys.outbox_lock();
-    let ttl = LOCK_TTL.as_millis() as u64;
-    let got: i64 = redis::Script::new(
-        r#"
-local cur = redis.call('GET', KEYS[1])
-if cur == false or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"#,
-    )
-    .key(&key)
-    .arg(token)
-    .arg(ttl)
-    .invoke_async(&mut conn)
-    .await?;
-    Ok(got == 1)
+    Ok(queue
+        .hold_lock(&queue.keys.outbox_lock(), token, LOCK_TTL)
+        .await?)
 }
 
 async fn unlock(queue: &Queue, token: &str) {
-    let Ok(mut conn) = queue.redis().get().await else {
-        return;
-    };
-    let _: redis::RedisResult<i64> = redis::Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#,
-    )
-    .key(queue.keys.outbox_lock())
-    .arg(token)
-    .invoke_async(&mut conn)
-    .await;
+    if let Err(e) = queue.release_lock(&queue.keys.outbox_lock(), token).await {
+        tracing::debug!(error = %e, "outbox lock not released; it expires by itself");
+    }
 }
 
 /// Publishes waiting in the outbox (for `/metrics` and tests).

@@ -155,32 +155,8 @@ pub async fn retain(queue: Queue, pool: DbPool, retention: Duration, consumer: S
 }
 
 async fn holds_lock(queue: &Queue, consumer: &str, hold: Duration) -> bool {
-    let Ok(mut conn) = queue.redis().get().await else {
-        return false;
-    };
-    let key = queue.keys.retention_lock();
-    let ttl = hold.as_millis() as u64;
-    let got: redis::RedisResult<Option<String>> = redis::cmd("SET")
-        .arg(&key)
-        .arg(consumer)
-        .arg("NX")
-        .arg("PX")
-        .arg(ttl)
-        .query_async(&mut conn)
-        .await;
-    if matches!(got, Ok(Some(_))) {
-        return true;
-    }
-    // Ours already: extend it.
-    let owner: redis::RedisResult<Option<String>> =
-        redis::cmd("GET").arg(&key).query_async(&mut conn).await;
-    if owner.ok().flatten().as_deref() == Some(consumer) {
-        let _: redis::RedisResult<()> = redis::cmd("PEXPIRE")
-            .arg(&key)
-            .arg(ttl)
-            .query_async(&mut conn)
-            .await;
-        return true;
-    }
-    false
+    queue
+        .hold_lock(&queue.keys.retention_lock(), consumer, hold)
+        .await
+        .unwrap_or(false)
 }

@@ -43,6 +43,7 @@ pub mod circuit;
 mod connection;
 pub mod consumer;
 pub mod live;
+mod lock;
 pub mod log;
 pub mod parking;
 mod stats;
