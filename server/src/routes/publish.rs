@@ -216,18 +216,10 @@ async fn publish_inner(
         )
     });
     let started = Instant::now();
-    let spool = |error: Option<redis::RedisError>| {
-        Spooled {
-            message_id: message_id.clone(),
-            message_json: message_json.clone(),
-            subscriber_ids: matched.to_vec(),
-            idempotency: idem.clone(),
-        }
-        .with_cause(error)
-    };
-    let outcome = if state.outbox.must_spool() {
+    // Spooled (with the reason, if Redis failed) or enqueued.
+    let enqueued = if state.outbox.must_spool() {
         // Earlier publishes wait in the outbox: this one queues behind them.
-        None
+        Err(None)
     } else {
         match state
             .queue
@@ -241,22 +233,25 @@ async fn publish_inner(
             )
             .await
         {
-            Ok(o) => Some(o),
-            Err(e) if outbox::unreachable(&e) => {
-                state
-                    .outbox
-                    .spool(&state.pool, vec![spool(Some(e))])
-                    .await?;
-                accepted(jobs.len());
-                return Ok(spooled_answer(state, &message_id, jobs.len()));
-            }
+            Ok(o) => Ok(o),
+            Err(e) if outbox::unreachable(&e) => Err(Some(e)),
             Err(e) => return Err(e.into()),
         }
     };
-    let Some(outcome) = outcome else {
-        state.outbox.spool(&state.pool, vec![spool(None)]).await?;
-        accepted(jobs.len());
-        return Ok(spooled_answer(state, &message_id, jobs.len()));
+    let outcome = match enqueued {
+        Ok(outcome) => outcome,
+        Err(cause) => {
+            let spooled = Spooled {
+                message_id: message_id.clone(),
+                message_json: message_json.clone(),
+                subscriber_ids: matched.to_vec(),
+                idempotency: idem,
+            }
+            .with_cause(cause);
+            state.outbox.spool(&state.pool, vec![spooled]).await?;
+            accepted(jobs.len());
+            return Ok(spooled_answer(state, &message_id, jobs.len()));
+        }
     };
     state
         .metrics

@@ -200,6 +200,7 @@ pub fn admin_token() -> String {
     token(json!({"author": "ops", "scope": "admin publish"}))
 }
 
+#[derive(Clone)]
 pub struct TestApp {
     pub base: String,
     pub settings: Settings,
